@@ -1,0 +1,55 @@
+"""The `cephalon-edge` command line: a thin Typer layer over the library.
+
+Commands parse arguments, call one library function and render the result. Errors that are
+the user's (``CephalonError``) print one line and a hint; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from .. import __version__
+from ..errors import CephalonError
+from . import checkpoint_cmds, demo_cmd, zoo_cmd
+from .render import err_console
+
+app = typer.Typer(name="cephalon-edge", no_args_is_help=True, add_completion=False,
+                  help="Ship dynamic neural networks to phones and boards.", pretty_exceptions_enable=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cephalon-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for user errors too (or CEPHALON_DEBUG=1)."),
+) -> None:
+    if debug:
+        os.environ["CEPHALON_DEBUG"] = "1"
+
+
+app.add_typer(zoo_cmd.app, name="zoo")
+checkpoint_cmds.register(app)
+demo_cmd.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: Typer handles usage errors (exit 2); user errors print one
+    line and a hint and exit with their code; other exceptions are bugs and keep the traceback."""
+    try:
+        app(args=argv, prog_name="cephalon-edge")
+    except CephalonError as exc:
+        if os.environ.get("CEPHALON_DEBUG") == "1":
+            err_console.print_exception()
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        if exc.hint:
+            err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,82 @@
+"""`inspect` and `import`: look into a checkpoint, or make one from a plain state_dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+from rich.tree import Tree
+
+from .render import console, fmt_count, fmt_pct, write_report
+
+
+def render_inspect(report: dict[str, Any]) -> None:
+    segs = {s["name"]: s for s in report["segments"]}
+
+    def label(name: str) -> str:
+        s = segs[name]
+        return f"[cyan]{name}[/] [dim]{s['kind']}[/]  params {fmt_count(s['params'])}  FLOPs {fmt_count(s['flops'])}"
+
+    tree = Tree(f"[bold]{report['name']}[/]  params {fmt_count(report['params'])}  "
+                f"[dim]{report['checkpoint']}[/]")
+    mods = tree.add("modalities")
+    for m in report["modalities"]:
+        mods.add(f"{m['name']} ({m['kind']}, {'x'.join(map(str, m['shape']))}) -> " + label(f"adapter.{m['name']}"))
+    body = tree.add("program")
+    for step in report["program"]:
+        if step["op"] == "run":
+            body.add(label(step["segment"]))
+        elif step["op"] == "gate":
+            node = body.add(label(step["gate"]) + "  [magenta]skip gate[/]")
+            node.add(label(step["block"]))
+        elif step["op"] == "moe":
+            node = body.add(label(step["gate"]) + "  [magenta]top-1 of {}[/]".format(len(step["experts"])))
+            for e in step["experts"]:
+                node.add(label(e))
+        elif step["op"] in ("exit", "final"):
+            node = body.add(label(step["segment"]) + f"  [green]exit {step['exit']}[/]")
+            for seg in step.get("tasks", {}).values():
+                node.add(label(seg) + "  [dim]on request[/]")
+    console.print(tree)
+    acc = report.get("provenance", {}).get("metrics", {}).get("test", {}).get("exit_accuracy", {})
+    table = Table(title="exit paths (gated blocks counted as run)")
+    for col in ("exit", "cumulative FLOPs", "cumulative MACs", "params", "test accuracy"):
+        table.add_column(col, justify="right" if col != "exit" else "left")
+    for e in report["exits"]:
+        table.add_row(e["name"], fmt_count(e["cumulative_flops"]), fmt_count(e["cumulative_macs"]),
+                      fmt_count(e["params"]), fmt_pct(acc.get(e["name"])))
+    console.print(table)
+
+
+def inspect_cmd(
+    checkpoint: Path = typer.Argument(..., help="A .cephalon checkpoint."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+) -> None:
+    """Show a checkpoint's modalities, stages, exits, gates, experts and heads with params and FLOPs."""
+    from ..inspection import inspect_checkpoint
+
+    report = inspect_checkpoint(checkpoint)
+    render_inspect(report)
+    write_report(json_file, report)
+
+
+def import_cmd(
+    state_dict: Path = typer.Argument(..., help="A PyTorch state_dict file (.pt); loaded with weights_only=True."),
+    spec: Path = typer.Option(..., "--spec", help="The architecture spec (JSON) the weights belong to."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .cephalon checkpoint to write."),
+) -> None:
+    """Make a .cephalon checkpoint from weights trained elsewhere."""
+    from .. import __version__
+    from ..checkpoint import import_state_dict, save
+
+    model = import_state_dict(state_dict, spec)
+    save(model, output, {"creator": f"cephalon-edge {__version__} import", "source": str(state_dict)})
+    console.print(f"wrote [bold]{output}[/] ({model.spec.name}, "
+                  f"{fmt_count(sum(p.numel() for p in model.parameters()))} params)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect_cmd)
+    app.command("import")(import_cmd)

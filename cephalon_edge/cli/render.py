@@ -1,0 +1,47 @@
+"""Rich rendering shared by the commands: consoles, tables, progress, JSON reports."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def write_report(path: Path | None, report: dict[str, Any]) -> None:
+    """Write a command's JSON report atomically, when ``--json FILE`` was given."""
+    if path is None:
+        return
+    from ..fsutil import write_json_atomic
+
+    write_json_atomic(Path(path), report)
+    err_console.print(f"report written to {path}", highlight=False)
+
+
+@contextmanager
+def progress(description: str, total: int | None) -> Iterator[Any]:
+    """A progress bar on stderr; yields ``advance(description=None)``."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(text: str | None = None) -> None:
+            bar.update(task, advance=1, **({"description": text} if text else {}))
+
+        yield advance
+
+
+def fmt_count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"

@@ -1,0 +1,45 @@
+"""What is in a checkpoint: parts, parameters and FLOPs per segment and per exit path."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import load_with_metadata
+from .segments import build_segments
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def inspect_checkpoint(path: Path) -> dict[str, Any]:
+    """The ``inspect`` report: FLOPs are 2 x multiply-accumulates, per sample."""
+    path = Path(path)
+    net, meta = load_with_metadata(path)
+    segset = build_segments(net)
+    spec = net.spec
+    return {
+        "schema": "cephalon-edge/inspect/1",
+        "checkpoint": str(path),
+        "sha256": sha256_file(path),
+        "size_bytes": path.stat().st_size,
+        "name": spec.name,
+        "params": sum(p.numel() for p in net.parameters()),
+        "modalities": [{"name": m.name, "kind": m.kind, "shape": list(m.shape)} for m in spec.modalities],
+        "tasks": [{"name": t.name, "kind": t.kind, "outputs": t.outputs} for t in spec.tasks],
+        "labels": list(spec.labels),
+        "exits": [{k: p[k] for k in ("name", "cumulative_flops", "cumulative_macs", "params")}
+                  for p in segset.exit_paths()],
+        "segments": [{"name": s.name, "kind": s.kind, "input_shape": list(s.input_shape),
+                      "output_shapes": [list(o) for o in s.output_shapes],
+                      "flops": s.flops, "macs": s.macs, "params": s.params} for s in segset],
+        "program": segset.program,
+        "provenance": meta.get("provenance", {}),
+        "spec": spec.to_dict(),
+    }

@@ -1,0 +1,220 @@
+"""Cut a CephalonNet into static segments plus a declarative program that reproduces
+``dynamic_forward``.
+
+Segments (stable, readable names): ``adapter.<modality>``, ``stage<k>`` (the plain blocks of
+stage k), ``gate<k>.<b>`` / ``block<k>.<b>`` (a SkipNet gate and its block), ``moe<k>.gate`` /
+``moe<k>.expert<e>``, ``exit<k>`` (logits and confidence), ``head.<task>``.
+
+Program steps (JSON, interpreted by the torch-free router):
+
+- ``{"op": "encode", "adapters": {modality: segment}, "fuse": "mean"}``
+- ``{"op": "run", "segment": s}``
+- ``{"op": "gate", "gate": g, "block": b, "index": i, "threshold": 0.5}``: run b where g > threshold
+- ``{"op": "moe", "gate": g, "experts": [e0, e1, ...], "index": i}``: run the argmax expert
+- ``{"op": "exit", "segment": s, "exit": name, "index": i}``: leave where score >= threshold
+- ``{"op": "final", "segment": s, "exit": "final", "index": i, "tasks": {task: segment}}``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+import torch
+from torch import nn
+
+from .model import CephalonNet
+from .model.layers import confidence
+from .model.network import GATE_THRESHOLD
+
+
+class ScoredHead(nn.Module):
+    """A classifier segment: returns logits and their confidence, so the router does no math."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.head(x)
+        return logits, confidence(logits)
+
+
+class StaticModel(nn.Module):
+    """The monolithic full-depth model with every head: what one would export without
+    cephalon-edge. Gated blocks and experts are all computed and masked."""
+
+    def __init__(self, net: CephalonNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net({self.net.spec.modalities[0].name: x})
+        extra = [out.tasks[t.name] for t in self.net.spec.tasks[1:]]
+        return (*out.exit_logits, *extra)
+
+
+@dataclass
+class Segment:
+    name: str
+    kind: str  # adapter | stage | gate | block | moe_gate | expert | exit | head
+    module: nn.Module
+    outputs: list[str]
+    input_shape: tuple[int, ...] = ()  # one sample
+    output_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    macs: int = 0
+    params: int = 0
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+
+@dataclass
+class SegmentSet:
+    net: CephalonNet
+    segments: dict[str, Segment]
+    program: list[dict[str, Any]]
+
+    def __iter__(self):
+        return iter(self.segments.values())
+
+    def __getitem__(self, name: str) -> Segment:
+        return self.segments[name]
+
+    def example_input(self, name: str, batch: int = 2, seed: int = 0) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(batch, *self.segments[name].input_shape, generator=g)
+
+    def exit_paths(self) -> list[dict[str, Any]]:
+        """Cumulative cost of reaching each exit: every segment on the way, gated blocks
+        counted as run and one expert per MoE layer (the worst case of the path)."""
+        paths, macs, params, seen = [], 0, 0, []
+        for step in self.program:
+            names = _step_segments(step)
+            if step["op"] == "moe":
+                names = [step["gate"], step["experts"][0]]
+            for n in names:
+                macs += self.segments[n].macs
+                params += self.segments[n].params
+                seen.append(n)
+            if step["op"] in ("exit", "final"):
+                paths.append({"name": step["exit"], "cumulative_macs": macs,
+                              "cumulative_flops": 2 * macs, "params": params, "segments": list(seen)})
+        return paths
+
+
+def _step_segments(step: dict[str, Any]) -> list[str]:
+    op = step["op"]
+    if op == "encode":
+        return list(step["adapters"].values())
+    if op == "gate":
+        return [step["gate"], step["block"]]
+    if op == "moe":
+        return [step["gate"], *step["experts"]]
+    return [step["segment"]]
+
+
+def count_macs(module: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of one sample through ``module``, from its conv and linear layers."""
+    total = 0
+
+    def hook(m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        per_sample = out.numel() // out.shape[0]
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            total += per_sample * (m.in_channels // m.groups) * prod(m.kernel_size)
+        elif isinstance(m, nn.Linear):
+            total += per_sample * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def build_segments(net: CephalonNet) -> SegmentSet:
+    """Decompose ``net`` (put in eval mode) into segments and the program that routes them."""
+    net.eval()
+    spec = net.spec
+    segments: dict[str, Segment] = {}
+    program: list[dict[str, Any]] = []
+
+    def add(name: str, kind: str, module: nn.Module, outputs: list[str]) -> None:
+        segments[name] = Segment(name, kind, module, outputs)
+
+    adapters = {}
+    for m in spec.modalities:
+        add(f"adapter.{m.name}", "adapter", net.adapters[m.name], ["y"])
+        adapters[m.name] = f"adapter.{m.name}"
+    program.append({"op": "encode", "adapters": adapters, "fuse": "mean"})
+    gate_i = moe_i = exit_i = 0
+    for k, stage in enumerate(net.stages):
+        s = spec.stages[k]
+        add(f"stage{k}", "stage", stage.plain, ["y"])
+        program.append({"op": "run", "segment": f"stage{k}"})
+        for j, (gate, block) in enumerate(zip(stage.skip_gates, stage.skip_blocks)):
+            b = s.blocks + j
+            add(f"gate{k}.{b}", "gate", gate, ["prob"])
+            add(f"block{k}.{b}", "block", block, ["y"])
+            program.append({"op": "gate", "gate": f"gate{k}.{b}", "block": f"block{k}.{b}",
+                            "index": gate_i, "threshold": GATE_THRESHOLD})
+            gate_i += 1
+        if stage.moe_gate is not None:
+            add(f"moe{k}.gate", "moe_gate", stage.moe_gate, ["logits"])
+            experts = []
+            for e, expert in enumerate(stage.experts):
+                add(f"moe{k}.expert{e}", "expert", expert, ["y"])
+                experts.append(f"moe{k}.expert{e}")
+            program.append({"op": "moe", "gate": f"moe{k}.gate", "experts": experts, "index": moe_i})
+            moe_i += 1
+        if str(k) in net.exits:
+            add(f"exit{k}", "exit", ScoredHead(net.exits[str(k)]), ["logits", "score"])
+            program.append({"op": "exit", "segment": f"exit{k}", "exit": f"exit{k}", "index": exit_i})
+            exit_i += 1
+    first = spec.tasks[0]
+    add(f"head.{first.name}", "head", ScoredHead(net.heads[first.name]), ["logits", "score"])
+    tasks = {}
+    for t in spec.tasks[1:]:
+        add(f"head.{t.name}", "head", net.heads[t.name], ["y"])
+        tasks[t.name] = f"head.{t.name}"
+    program.append({"op": "final", "segment": f"head.{first.name}", "exit": "final",
+                    "index": exit_i, "tasks": tasks})
+    _measure(segments, program, spec)
+    return SegmentSet(net, segments, program)
+
+
+def _measure(segments: dict[str, Segment], program: list[dict[str, Any]], spec: Any) -> None:
+    """Fill in per-sample shapes, MACs and parameter counts by running one sample through."""
+    h = None
+    for step in program:
+        if step["op"] == "encode":
+            outs = []
+            for m in spec.modalities:
+                seg = segments[step["adapters"][m.name]]
+                outs.append(_probe(seg, torch.zeros(1, *m.shape)))
+            h = outs[0]
+            continue
+        for name in _step_segments(step):
+            out = _probe(segments[name], h)
+            if segments[name].kind in ("stage", "block", "expert"):
+                nxt = out
+        if step["op"] in ("run", "gate", "moe"):
+            h = nxt
+
+
+def _probe(seg: Segment, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = seg.module(x)
+    outs = out if isinstance(out, tuple) else (out,)
+    seg.input_shape = tuple(x.shape[1:])
+    seg.output_shapes = [tuple(o.shape[1:]) for o in outs]
+    seg.macs = count_macs(seg.module, x)
+    seg.params = sum(p.numel() for p in seg.module.parameters())
+    return outs[0]

@@ -1,0 +1,130 @@
+"""Multi-exit training: a weighted sum of exit losses, task losses, a compute cost on skip
+gates and a load-balancing term on mixtures of experts; optional distillation from a teacher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Dataset
+from .model import CephalonNet
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+    gate_cost: float = 0.05  # pushes gates towards skipping
+    balance: float = 0.05  # switch-style MoE load balancing
+    distill: float = 0.5  # weight of the teacher's final-exit soft labels, when a teacher is given
+    temperature: float = 3.0
+    shift: int = 2  # random translation augmentation (pixels / steps); 0 = none
+
+
+EpochCallback = Callable[[int, float], None]
+
+
+def _inputs(ds: Dataset, index: np.ndarray) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v[index]) for k, v in ds.inputs.items()}
+
+
+def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    if max_shift <= 0:
+        return x
+    dims = tuple(range(2, x.dim()))
+    shifts = tuple(int(s) for s in torch.randint(-max_shift, max_shift + 1, (len(dims),), generator=gen))
+    return torch.roll(x, shifts, dims)
+
+
+def multi_exit_loss(net: CephalonNet, out, labels: torch.Tensor, targets: dict[str, torch.Tensor],
+                    spec: TrainSpec, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    ce = nn.functional.cross_entropy
+    n = len(out.exit_logits)
+    # later exits weigh a little more: they are the accuracy reference
+    weights = [0.5 + 0.5 * (i + 1) / n for i in range(n)]
+    loss = sum(w * ce(lg, labels) for w, lg in zip(weights, out.exit_logits)) / sum(weights)
+    for task in net.spec.tasks[1:]:
+        if task.name in targets:
+            pred = out.tasks[task.name]
+            if task.kind == "regression":
+                loss = loss + nn.functional.mse_loss(pred, targets[task.name])
+            else:
+                loss = loss + ce(pred, targets[task.name].long().view(-1))
+    if out.gate_probs:
+        loss = loss + spec.gate_cost * torch.stack([p.mean() for p in out.gate_probs]).mean()
+    for probs in out.expert_probs:
+        experts = probs.shape[-1]
+        frac = nn.functional.one_hot(probs.argmax(-1), experts).float().mean(0)
+        loss = loss + spec.balance * experts * (frac * probs.mean(0)).sum()
+    if teacher_logits is not None:
+        t = spec.temperature
+        soft = nn.functional.log_softmax(teacher_logits / t, -1)
+        for lg in out.exit_logits:
+            kl = nn.functional.kl_div(nn.functional.log_softmax(lg / t, -1), soft, log_target=True,
+                                      reduction="batchmean")
+            loss = loss + spec.distill * t * t * kl / n
+    return loss
+
+
+def train(net: CephalonNet, data: Dataset, spec: TrainSpec = TrainSpec(),
+          teacher: CephalonNet | None = None, on_epoch: EpochCallback | None = None) -> list[float]:
+    """Train ``net`` in place; returns the mean loss of each epoch."""
+    torch.manual_seed(spec.seed)
+    gen = torch.Generator().manual_seed(spec.seed)
+    rng = np.random.default_rng(spec.seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    steps = spec.epochs * max(1, int(np.ceil(len(data) / spec.batch_size)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=max(1, steps))
+    history = []
+    for epoch in range(spec.epochs):
+        net.train()
+        order = rng.permutation(len(data))
+        total, count = 0.0, 0
+        for start in range(0, len(order), spec.batch_size):
+            index = order[start:start + spec.batch_size]
+            if len(index) < 2:
+                continue  # batch norm needs two samples
+            inputs = {k: _shift(v, spec.shift, gen) for k, v in _inputs(data, index).items()}
+            labels = torch.from_numpy(data.labels[index])
+            targets = {k: torch.from_numpy(v[index]) for k, v in data.targets.items()}
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(inputs).exit_logits[-1]
+            loss = multi_exit_loss(net, net(inputs), labels, targets, spec, teacher_logits)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(index)
+            count += len(index)
+        history.append(total / max(1, count))
+        if on_epoch:
+            on_epoch(epoch, history[-1])
+    net.eval()
+    return history
+
+
+@torch.no_grad()
+def evaluate(net: CephalonNet, data: Dataset, batch_size: int = 256) -> dict[str, object]:
+    """Accuracy of every exit when each sample is forced to it (static, full-depth view)."""
+    net.eval()
+    names = net.spec.exit_names
+    correct = np.zeros(len(names))
+    for start in range(0, len(data), batch_size):
+        index = np.arange(start, min(len(data), start + batch_size))
+        out = net(_inputs(data, index))
+        labels = torch.from_numpy(data.labels[index])
+        for i, lg in enumerate(out.exit_logits):
+            correct[i] += float((lg.argmax(-1) == labels).sum())
+    acc = correct / max(1, len(data))
+    return {"exit_accuracy": {n: float(a) for n, a in zip(names, acc)}, "final_accuracy": float(acc[-1]),
+            "samples": len(data), "dataset": data.name}

@@ -1,0 +1,117 @@
+"""The model zoo: reference Cephalon models built (and trained) from data that ships in
+packages or is generated; nothing is downloaded."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .data import DIGITS_PREPROCESSING, MNIST1D_PREPROCESSING, builtin
+from .errors import UsageError
+from .model import CephalonNet
+from .spec import ModelSpec
+from .train import EpochCallback, TrainSpec, evaluate, train
+
+DIGITS_LABELS = [str(i) for i in range(10)]
+
+
+def digits_exits_spec() -> ModelSpec:
+    return ModelSpec.from_dict({
+        "name": "digits-exits",
+        "modalities": [{"name": "image", "kind": "image", "shape": [1, 32, 32],
+                        "adapter": {"kind": "conv_stem", "channels": 16, "kernel": 3, "stride": 1},
+                        "preprocessing": DIGITS_PREPROCESSING}],
+        "stages": [
+            {"channels": 16, "blocks": 1, "exit": True},
+            {"channels": 32, "blocks": 1, "stride": 2, "skip_blocks": 1, "exit": True},
+            {"channels": 64, "blocks": 1, "stride": 2, "exit": True},
+            {"channels": 128, "blocks": 1, "stride": 2, "se": True},
+        ],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 10},
+                  {"name": "ink", "kind": "regression", "outputs": 1}],
+        "labels": DIGITS_LABELS,
+        "exit_channels": 32,
+    })
+
+
+def mnist1d_moe_spec() -> ModelSpec:
+    return ModelSpec.from_dict({
+        "name": "mnist1d-moe",
+        "modalities": [{"name": "signal", "kind": "signal", "shape": [1, 40],
+                        "adapter": {"kind": "conv_stem", "channels": 32, "kernel": 5, "stride": 1},
+                        "preprocessing": MNIST1D_PREPROCESSING}],
+        "stages": [
+            {"channels": 32, "blocks": 1, "exit": True},
+            {"channels": 64, "blocks": 1, "stride": 2, "experts": 4, "exit": True},
+            {"channels": 128, "blocks": 1, "stride": 2},
+        ],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 10}],
+        "labels": DIGITS_LABELS,
+        "exit_channels": 32,
+    })
+
+
+def resnet50_exits_spec() -> ModelSpec:
+    layout = [(256, 64, 3, 1), (512, 128, 4, 2), (1024, 256, 6, 2), (2048, 512, 3, 2)]
+    return ModelSpec.from_dict({
+        "name": "resnet50-exits",
+        "modalities": [{"name": "image", "kind": "image", "shape": [3, 224, 224],
+                        "adapter": {"kind": "conv_stem", "channels": 64, "kernel": 7, "stride": 2, "pool": True},
+                        "preprocessing": {"value_range": [0.0, 1.0], "resize": [224, 224],
+                                          "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}],
+        "stages": [{"channels": c, "bottleneck_channels": m, "blocks": n, "stride": s, "block": "bottleneck",
+                    "exit": k < 3} for k, (c, m, n, s) in enumerate(layout)],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 1000}],
+        "labels": [f"class_{i}" for i in range(1000)],
+    })
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    build_spec: Callable[[], ModelSpec]
+    dataset: str | None  # built-in dataset trained on; None = untrained (seeded random weights)
+    train: TrainSpec = TrainSpec()
+
+
+ZOO: dict[str, ZooEntry] = {e.name: e for e in [
+    ZooEntry("digits-exits", "scikit-learn digits at 32x32; 4 stages, 3 early exits, a skip gate, "
+             "class + ink heads", digits_exits_spec, "digits", TrainSpec(epochs=30)),
+    ZooEntry("mnist1d-moe", "mnist1d signals (generated); 1-D CNN with a 4-expert MoE stage and 2 early exits",
+             mnist1d_moe_spec, "mnist1d", TrainSpec(epochs=40, shift=0, lr=5e-3)),
+    ZooEntry("resnet50-exits", "ResNet-50 bottleneck layout (3-4-6-3) at 224x224, exits after stages 1-3; "
+             "untrained, for latency and scale work", resnet50_exits_spec, None),
+]}
+
+
+def get(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise UsageError(f"unknown zoo model {name!r}", hint=f"zoo models: {', '.join(ZOO)}")
+    return ZOO[name]
+
+
+def build(name: str, epochs: int | None = None, seed: int = 0,
+          on_epoch: EpochCallback | None = None) -> tuple[CephalonNet, dict[str, Any]]:
+    """Build (and train, for entries with a dataset) a zoo model; returns it with provenance."""
+    entry = get(name)
+    if epochs is not None and epochs < 0:
+        raise UsageError(f"--epochs must be >= 0, got {epochs}")
+    torch.manual_seed(seed)
+    net = CephalonNet(entry.build_spec())
+    provenance: dict[str, Any] = {"creator": f"cephalon-edge {__version__} zoo", "zoo": name, "seed": seed}
+    if entry.dataset is None:
+        net.eval()
+        provenance["dataset"] = None
+        provenance["note"] = "untrained: seeded random weights"
+        return net, provenance
+    tspec = dataclasses.replace(entry.train, seed=seed, epochs=entry.train.epochs if epochs is None else epochs)
+    train(net, builtin(entry.dataset, "train"), tspec, on_epoch=on_epoch)
+    test = evaluate(net, builtin(entry.dataset, "test"))
+    provenance.update({"dataset": entry.dataset, "epochs": tspec.epochs,
+                       "metrics": {"test": test, "val": evaluate(net, builtin(entry.dataset, "val"))}})
+    return net, provenance

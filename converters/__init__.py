@@ -1,0 +1,1 @@
+"""Converters, one module per target format, registered by name."""

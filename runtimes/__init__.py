@@ -1,0 +1,1 @@
+"""Runtimes, one module per runtime, registered by name."""

@@ -1,0 +1,82 @@
+"""Shared helpers: tiny specs and models built inline, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_spec_dict(**overrides) -> dict:
+    """A small image model with every kind of dynamism: exits, a skip gate, an MoE, two tasks."""
+    spec = {
+        "name": "tiny",
+        "modalities": [{"name": "image", "kind": "image", "shape": [1, 12, 12],
+                        "adapter": {"kind": "conv_stem", "channels": 8}}],
+        "stages": [
+            {"channels": 8, "blocks": 1, "exit": True},
+            {"channels": 12, "blocks": 1, "stride": 2, "skip_blocks": 2, "exit": True},
+            {"channels": 16, "blocks": 1, "stride": 2, "experts": 3, "se": True, "exit": True},
+            {"channels": 16, "blocks": 1, "block": "bottleneck"},
+        ],
+        "tasks": [{"name": "class", "outputs": 5}, {"name": "aux", "kind": "regression", "outputs": 2}],
+        "labels": ["a", "b", "c", "d", "e"],
+    }
+    spec.update(overrides)
+    return spec
+
+
+def make_net(seed: int = 0, **overrides):
+    from cephalon_edge.model import CephalonNet
+    from cephalon_edge.spec import ModelSpec
+
+    torch.manual_seed(seed)
+    net = CephalonNet(ModelSpec.from_dict(tiny_spec_dict(**overrides)))
+    # non-trivial batch-norm statistics, so eval mode is not an identity
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def balance_gates(net, x) -> None:
+    """Set every skip gate's bias and MoE gate so decisions split the batch ``x``."""
+    with torch.no_grad():
+        feats = {}
+        hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: feats.__setitem__(name, args[0]))
+                 for name, m in net.named_modules() if name.endswith(("skip_gates.0", "skip_gates.1", "moe_gate"))]
+        net(x)
+        for h in hooks:
+            h.remove()
+        for name, h in feats.items():
+            fc = net.get_submodule(name).fc
+            pooled = h.flatten(2).mean(-1)
+            if fc.out_features == 1:  # skip gate: put the decision boundary at the median
+                logit = pooled @ fc.weight[0]
+                fc.bias.fill_(-float(logit.median()))
+            else:  # MoE gate: spread the choices with a larger random weight
+                fc.weight.normal_(0, 3.0)
+
+
+@pytest.fixture
+def tiny_net():
+    return make_net()
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
+    """Run the real console script in a subprocess; returns CompletedProcess."""
+    exe = Path(sys.executable).parent / "cephalon-edge"
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env.pop("CEPHALON_DEBUG", None)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)

@@ -1,0 +1,31 @@
+import json
+
+import pytest
+
+from cephalon_edge import checkpoint
+from conftest import run_cli
+
+
+@pytest.mark.slow
+def test_digits_exits_reaches_97_percent(tmp_path):
+    out = tmp_path / "digits.cephalon"
+    res = run_cli("zoo", "build", "digits-exits", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    for name in ("exit0", "exit1", "exit2", "final"):
+        assert name in res.stdout
+    meta = checkpoint.read_metadata(out)
+    test = meta["provenance"]["metrics"]["test"]
+    assert test["final_accuracy"] >= 0.97
+    assert test["samples"] == 360
+    accs = list(test["exit_accuracy"].values())
+    assert accs[0] < accs[-1]  # the early exit is cheaper and less accurate
+
+
+@pytest.mark.slow
+def test_mnist1d_moe_trains(tmp_path):
+    out = tmp_path / "m.cephalon"
+    res = run_cli("zoo", "build", "mnist1d-moe", "-o", str(out), "--epochs", "8")
+    assert res.returncode == 0, res.stderr
+    test = checkpoint.read_metadata(out)["provenance"]["metrics"]["test"]
+    assert test["final_accuracy"] > 0.5  # chance is 0.1; 8 epochs is a short run
+    assert json.loads(json.dumps(test))["dataset"] == "mnist1d:test"
