@@ -95,6 +95,8 @@ class SegmentSet:
             names = _step_segments(step)
             if step["op"] == "moe":
                 names = [step["gate"], step["experts"][0]]
+            elif step["op"] == "final":
+                names = [step["segment"]]  # task heads run only when asked for
             for n in names:
                 macs += self.segments[n].macs
                 params += self.segments[n].params
@@ -113,7 +115,7 @@ def _step_segments(step: dict[str, Any]) -> list[str]:
         return [step["gate"], step["block"]]
     if op == "moe":
         return [step["gate"], *step["experts"]]
-    return [step["segment"]]
+    return [step["segment"], *step.get("tasks", {}).values()]
 
 
 def count_macs(module: nn.Module, x: torch.Tensor) -> int:
@@ -179,10 +181,10 @@ def build_segments(net: CephalonNet) -> SegmentSet:
             program.append({"op": "exit", "segment": f"exit{k}", "exit": f"exit{k}", "index": exit_i})
             exit_i += 1
     first = spec.tasks[0]
-    add(f"head.{first.name}", "head", ScoredHead(net.heads[first.name]), ["logits", "score"])
+    add(f"head.{first.name}", "head", ScoredHead(net.head(first.name)), ["logits", "score"])
     tasks = {}
     for t in spec.tasks[1:]:
-        add(f"head.{t.name}", "head", net.heads[t.name], ["y"])
+        add(f"head.{t.name}", "head", net.head(t.name), ["y"])
         tasks[t.name] = f"head.{t.name}"
     program.append({"op": "final", "segment": f"head.{first.name}", "exit": "final",
                     "index": exit_i, "tasks": tasks})

@@ -44,9 +44,9 @@ def test_missing_tensor_and_garbage_files(tmp_path):
     path = tmp_path / "m.cephalon"
     checkpoint.save(net, path)
     tensors = load_file(str(path))
-    del tensors["heads.aux.fc.bias"]
+    del tensors["heads.task_aux.fc.bias"]
     save_file(tensors, str(path), metadata={"cephalon": json.dumps(checkpoint.read_metadata(path))})
-    with pytest.raises(CheckpointError, match="'heads.aux.fc.bias' is missing"):
+    with pytest.raises(CheckpointError, match="'heads.task_aux.fc.bias' is missing"):
         checkpoint.load(path)
     junk = tmp_path / "junk.cephalon"
     junk.write_bytes(b"\x05\x00")

@@ -59,7 +59,7 @@ def test_import_command(tmp_path):
     res = run_cli("import", str(sd), "--spec", str(spec), "-o", str(out))
     assert res.returncode == 0, res.stderr
     loaded = checkpoint.load(out)
-    assert torch.equal(loaded.state_dict()["heads.aux.fc.weight"], net.state_dict()["heads.aux.fc.weight"])
+    assert torch.equal(loaded.state_dict()["heads.task_aux.fc.weight"], net.state_dict()["heads.task_aux.fc.weight"])
     spec.write_text(json.dumps(tiny_spec_dict(stages=[{"channels": 0}])))
     res = run_cli("import", str(sd), "--spec", str(spec), "-o", str(tmp_path / "n.cephalon"))
     assert res.returncode == 2 and "spec.stages[0].channels" in res.stderr

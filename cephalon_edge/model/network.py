@@ -93,7 +93,11 @@ class CephalonNet(nn.Module):
         self.exits = nn.ModuleDict(
             {str(k): ExitHead(dims, spec.stages[k].channels, spec.classes, spec.exit_channels)
              for k in spec.exit_stages})
-        self.heads = nn.ModuleDict({t.name: TaskHead(cin, t.outputs) for t in spec.tasks})
+        # keyed "task_<name>": a task may be called "class", which is no valid attribute name
+        self.heads = nn.ModuleDict({f"task_{t.name}": TaskHead(cin, t.outputs) for t in spec.tasks})
+
+    def head(self, task: str) -> nn.Module:
+        return self.heads[f"task_{task}"]
 
     # ---- shared pieces -------------------------------------------------------------
     def encode(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -132,8 +136,8 @@ class CephalonNet(nn.Module):
                 out.expert_probs.append(probs)
             if str(k) in self.exits:
                 out.exit_logits.append(self.exits[str(k)](h))
-        for name, head in self.heads.items():
-            out.tasks[name] = head(h)
+        for t in self.spec.tasks:
+            out.tasks[t.name] = self.head(t.name)(h)
         out.exit_logits.append(out.tasks[self.spec.tasks[0].name])
         return out
 
@@ -146,9 +150,10 @@ class CephalonNet(nn.Module):
         spec = self.spec
         thr = expand_thresholds(spec, thresholds)
         extra = [t for t in (tasks or []) if t != spec.tasks[0].name]
-        unknown = sorted(set(extra) - set(self.heads))
+        task_names = [t.name for t in spec.tasks]
+        unknown = sorted(set(extra) - set(task_names))
         if unknown:
-            raise UsageError(f"unknown task {unknown[0]!r}", hint=f"tasks: {', '.join(self.heads)}")
+            raise UsageError(f"unknown task {unknown[0]!r}", hint=f"tasks: {', '.join(task_names)}")
         h = self.encode(inputs)
         batch = h.shape[0]
         idx = torch.arange(batch)
@@ -157,7 +162,7 @@ class CephalonNet(nn.Module):
             exit_index=torch.full((batch,), -1, dtype=torch.int64),
             gates=torch.full((batch, len(spec.gate_names)), -1, dtype=torch.int8),
             experts=torch.full((batch, len(spec.moe_names)), -1, dtype=torch.int64),
-            tasks={t: torch.full((batch, self.heads[t].fc.out_features), float("nan")) for t in extra})
+            tasks={t: torch.full((batch, self.head(t).fc.out_features), float("nan")) for t in extra})
         gate_i = moe_i = exit_i = 0
         for k, stage in enumerate(self.stages):
             h = stage.plain(h)
@@ -189,10 +194,10 @@ class CephalonNet(nn.Module):
                 exit_i += 1
                 if idx.numel() == 0:
                     return res
-        logits = self.heads[spec.tasks[0].name](h)
+        logits = self.head(spec.tasks[0].name)(h)
         res.logits[idx] = logits
         res.scores[idx] = confidence(logits)
         res.exit_index[idx] = exit_i
         for t in extra:
-            res.tasks[t][idx] = self.heads[t](h)
+            res.tasks[t][idx] = self.head(t)(h)
         return res

@@ -1,0 +1,147 @@
+"""`export`: checkpoint -> segments -> converter -> edge package, verified by parity.
+
+The package is built in a temporary directory next to the destination and renamed into place
+only when complete and verified, so a failed export never touches an existing package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .artifacts import QUANTIZATION_MODES, ExportSpec, SegmentArtifact
+from .checkpoint import load_with_metadata
+from .converters import get_converter
+from .errors import ParityError, UsageError
+from .fsutil import atomic_directory, write_json_atomic
+from .manifest import FORMAT, MANIFEST, Manifest, sha256_file
+from .segments import SegmentSet, build_segments
+
+ProgressCallback = Callable[[str], None]
+
+
+def validate_export(checkpoint: Path, out_dir: Path, spec: ExportSpec) -> None:
+    """Everything that can be checked before loading torch or converting anything."""
+    converter = get_converter(spec.target)
+    if spec.quantize not in QUANTIZATION_MODES:
+        raise UsageError(f"unknown quantization {spec.quantize!r}", hint=f"modes: {', '.join(QUANTIZATION_MODES)}")
+    if spec.quantize not in converter.QUANTIZATION:
+        raise UsageError(f"the {spec.target} target does not support --quantize {spec.quantize} yet",
+                         hint=f"{spec.target} supports: {', '.join(converter.QUANTIZATION)}")
+    if not Path(checkpoint).is_file():
+        raise UsageError(f"checkpoint not found: {checkpoint}")
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise UsageError(f"{out_dir} exists and is not a directory")
+        if not spec.force:
+            raise UsageError(f"{out_dir} already exists", hint="pass --force to replace it (only once the new package is complete)")
+        if any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists():
+            raise UsageError(f"{out_dir} is a non-empty directory that is not an edge package; refusing to replace it")
+
+
+def segment_entry(seg_set: SegmentSet, art: SegmentArtifact, root: Path) -> dict[str, Any]:
+    seg = seg_set[art.name]
+    path = root / art.file
+    return {
+        "name": art.name, "kind": seg.kind, "file": art.file, "signature": art.signature,
+        "inputs": art.inputs, "outputs": art.outputs,
+        "shapes": {"inputs": [list(seg.input_shape)], "outputs": [list(s) for s in seg.output_shapes]},
+        "dtypes": {"inputs": ["float32"], "outputs": ["float32"] * len(art.outputs)},
+        "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "flops": seg.flops, "params": seg.params, **art.extra,
+    }
+
+
+def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: Path, spec: ExportSpec,
+                   checkpoint: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    net_spec = seg_set.net.spec
+    static = next((a for a in artifacts if a.name == "static"), None)
+    provenance = meta.get("provenance", {})
+    return {
+        "format": FORMAT,
+        "created_by": f"cephalon-edge {__version__}",
+        "name": net_spec.name,
+        "target": spec.target,
+        "quantization": spec.quantize,
+        "profile": spec.profile,
+        "source": {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint),
+                   "dataset": provenance.get("dataset")},
+        "inputs": [{"name": m.name, "kind": m.kind, "shape": list(m.shape), "dtype": "float32",
+                    "preprocessing": dataclasses.asdict(m.preprocessing)} for m in net_spec.modalities],
+        "labels": list(net_spec.labels) or [str(i) for i in range(net_spec.classes)],
+        "tasks": [dataclasses.asdict(t) for t in net_spec.tasks],
+        "segments": [segment_entry(seg_set, a, root) for a in artifacts if a.name != "static"],
+        "program": seg_set.program,
+        "exit_policy": {"score": "max_softmax", "calibrated": False,
+                        "thresholds": {name: spec.threshold for name in net_spec.exit_names[:-1]}},
+        "exits": [{k: p[k] for k in ("name", "cumulative_flops", "params")} for p in seg_set.exit_paths()],
+        "static": None if static is None else {
+            "file": static.file, "sha256": sha256_file(root / static.file), "outputs": static.outputs,
+            "size_bytes": (root / static.file).stat().st_size, "signature": static.signature},
+        "calibration": None,
+    }
+
+
+def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
+                   on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Export ``checkpoint`` to an edge package at ``out_dir``; returns the export report."""
+    from .parity import check_package, parity_inputs
+    from .router import Router
+    from .runtimes import open_runtime
+
+    validate_export(checkpoint, out_dir, spec)
+    converter = get_converter(spec.target)
+    net, meta = load_with_metadata(checkpoint)
+    seg_set = build_segments(net)
+    started = time.perf_counter()
+    with atomic_directory(Path(out_dir), replace=spec.force) as tmp:
+        artifacts = converter.convert(seg_set, spec, tmp, on_segment=on_progress)
+        manifest = build_manifest(seg_set, artifacts, tmp, spec, checkpoint, meta)
+        write_json_atomic(tmp / MANIFEST, manifest)
+        convert_s = time.perf_counter() - started
+        parity = None
+        if spec.verify:
+            opened = Manifest.open(tmp)
+            router = Router(opened, open_runtime("auto", opened))
+            static = _static_runner(opened) if manifest["static"] else None
+            big = seg_set.exit_paths()[-1]["cumulative_macs"] > 1e9
+            inputs = parity_inputs(net, meta.get("provenance", {}).get("dataset"),
+                                   n_real=0 if big else 64, n_random=4 if big else 16)
+            parity = check_package(net, seg_set, router, inputs, manifest["exit_policy"]["thresholds"], static)
+            router.close()
+            if on_progress:
+                on_progress("parity")
+            if not parity.passed:
+                worst, err = parity.worst_segment
+                raise ParityError(
+                    f"parity failed: max abs error {parity.max_abs_err:.2e} (tolerance {parity.tolerance:.0e}), "
+                    f"decision agreement {100 * parity.decision_agreement:.1f}%; worst segment {worst} ({err:.2e})",
+                    hint="--no-verify writes the package anyway")
+    return {
+        "schema": "cephalon-edge/export/1",
+        "package": str(out_dir), "target": spec.target, "quantization": spec.quantize,
+        "checkpoint": str(checkpoint), "convert_seconds": round(convert_s, 3),
+        "parity": None if parity is None else parity.to_dict(),
+        "segments": [{"name": s["name"], "file": s["file"], "kind": s["kind"],
+                      "max_abs_err": None if parity is None else parity.segments.get(s["name"]),
+                      "flops": s["flops"], "params": s["params"], "size_bytes": s["size_bytes"]}
+                     for s in manifest["segments"]],
+        "static": manifest["static"],
+        "exits": manifest["exits"],
+        "size_bytes": sum(s["size_bytes"] for s in manifest["segments"]),
+    }
+
+
+def _static_runner(manifest: Manifest) -> Callable[[Any], list[Any]]:
+    """A callable running the package's static model with the target's runtime."""
+    if manifest.target == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(manifest.static_file()), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})
+    raise UsageError(f"no static runner for target {manifest.target}")

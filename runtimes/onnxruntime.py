@@ -1,0 +1,55 @@
+"""ONNX Runtime: one InferenceSession per segment file, created once per package."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import RuntimeFailure, UsageError
+from ..manifest import Manifest
+from .base import TensorSpec
+
+
+class OnnxRuntime:
+    name = "onnxruntime"
+
+    def __init__(self, manifest: Manifest, threads: int | None = None,
+                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UsageError("onnxruntime is not installed", hint="pip install onnxruntime") from None
+        if manifest.target != "onnx":
+            raise UsageError(f"onnxruntime runs onnx packages, this one is {manifest.target}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.inter_op_num_threads = 1
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3
+        self._sessions = {}
+        self._names: dict[str, tuple[str, list[str]]] = {}
+        for name, seg in manifest.segments.items():
+            try:
+                sess = ort.InferenceSession(str(manifest.file_of(name)), opts, providers=list(providers))
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                raise RuntimeFailure(f"onnxruntime cannot load segment {name}: {exc}") from None
+            self._sessions[name] = sess
+            self._names[name] = (sess.get_inputs()[0].name, [o.name for o in sess.get_outputs()])
+
+    def run(self, segment: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        input_name, output_names = self._names[segment]
+        try:
+            return self._sessions[segment].run(output_names, {input_name: inputs[0]})
+        except Exception as exc:
+            raise RuntimeFailure(f"onnxruntime failed on segment {segment}: {exc}") from None
+
+    def input_specs(self, segment: str) -> list[TensorSpec]:
+        return [TensorSpec(i.name, tuple(i.shape), i.type) for i in self._sessions[segment].get_inputs()]
+
+    def output_specs(self, segment: str) -> list[TensorSpec]:
+        return [TensorSpec(o.name, tuple(o.shape), o.type) for o in self._sessions[segment].get_outputs()]
+
+    def close(self) -> None:
+        self._sessions.clear()
