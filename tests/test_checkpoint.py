@@ -92,3 +92,13 @@ def test_import_state_dict_round_trip(tmp_path):
     wrong.write_text(json.dumps(tiny_spec_dict(tasks=[{"name": "class", "outputs": 7}], labels=[])))
     with pytest.raises(CheckpointError, match=r"exits.0.fc.weight.*\[5, 8\].*\[7, 8\]"):
         checkpoint.import_state_dict(sd, wrong)
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    import os
+    import stat
+    path = tmp_path / "m.cephalon"
+    checkpoint.save(make_net(), path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

@@ -1,0 +1,60 @@
+"""`export`: a checkpoint into an edge package for one target, verified by parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from .render import console, fmt_count, progress, write_report
+
+
+def render_export(report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['target']} package {report['package']}")
+    for col in ("segment", "kind", "file", "size", "FLOPs", "params", "max abs err"):
+        table.add_column(col, justify="left" if col in ("segment", "kind", "file") else "right")
+    for s in report["segments"]:
+        err = s["max_abs_err"]
+        table.add_row(s["name"], s["kind"], s["file"], fmt_count(s["size_bytes"]) + "B", fmt_count(s["flops"]),
+                      fmt_count(s["params"]), "-" if err is None else f"{err:.1e}")
+    console.print(table)
+    parity = report["parity"]
+    if parity is None:
+        console.print("[yellow]parity not checked (--no-verify)[/]")
+    else:
+        console.print(f"parity [green]passed[/] on {parity['samples']} routed samples: max abs error "
+                      f"{parity['max_abs_err']:.1e} (tolerance {parity['tolerance']:.0e}), decisions "
+                      f"{100 * parity['decision_agreement']:.1f}% identical, top-1 {100 * parity['top1_agreement']:.1f}%"
+                      + ("" if parity["static_max_abs_err"] is None else f", static model {parity['static_max_abs_err']:.1e}"))
+
+
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A .cephalon checkpoint."),
+    target: str = typer.Option(..., "--target", "-t", help="onnx (tflite and coreml: see README)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The package directory to write."),
+    quantize: str = typer.Option("none", "--quantize", help="none | int8 | int8-dynamic | fp16 (per target)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Device profile name."),
+    with_static: bool = typer.Option(False, "--with-static", help="Also write the monolithic full-depth model, for comparison."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the parity check against PyTorch."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing package (once the new one is complete)."),
+    threshold: float = typer.Option(0.9, "--threshold", help="Initial exit threshold until `calibrate` sets per-exit ones."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+) -> None:
+    """Cut a checkpoint into static segments, convert them, verify parity, write the package."""
+    from ..artifacts import ExportSpec
+    from ..export import export_package, validate_export
+
+    spec = ExportSpec(target=target, quantize=quantize, profile=profile, with_static=with_static,
+                      verify=not no_verify, force=force, threshold=threshold)
+    validate_export(checkpoint, output, spec)
+    with progress(f"exporting to {target}", None) as advance:
+        report = export_package(checkpoint, output, spec, on_progress=lambda name: advance(f"{target}: {name}"))
+    render_export(report)
+    write_report(json_file, report)
+    console.print(f"wrote [bold]{output}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)

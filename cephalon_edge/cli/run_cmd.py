@@ -1,0 +1,48 @@
+"""`run`: route inputs through an edge package and show what each sample did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.table import Table
+
+from .render import console, write_report
+
+
+def render_run(report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['package']} ({report['runtime']})")
+    for col in ("input", "prediction", "label", "confidence", "exit", "latency"):
+        table.add_column(col, justify="right" if col in ("prediction", "confidence", "latency") else "left")
+    extra = sorted({t for r in report["predictions"] for t in r["tasks"]})
+    for t in extra:
+        table.add_column(t, justify="right")
+    for r in report["predictions"]:
+        tasks = [", ".join(f"{v:.3g}" for v in r["tasks"][t]) for t in extra]
+        table.add_row(r["input"], str(r["prediction"]), r["label"], f"{r['score']:.3f}", r["exit"],
+                      f"{r['latency_us'] / 1000:.3f} ms", *tasks)
+    console.print(table)
+
+
+def run_cmd(
+    package: Path = typer.Argument(..., help="An edge package directory."),
+    inputs: List[Path] = typer.Argument(..., help=".npy arrays (model-ready; a sample or a batch) or images."),
+    modality: Optional[str] = typer.Option(None, "--modality", help="Which input the files are (default: the only one)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Override every exit threshold."),
+    task: List[str] = typer.Option([], "--task", help="Also run this task head (repeatable)."),
+    runtime: str = typer.Option("auto", "--runtime", help="Runtime (auto: the package target's default)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+) -> None:
+    """Route inputs through a package, printing prediction, label, exit taken and latency."""
+    from ..inference import run_package
+
+    report = run_package(package, inputs, modality=modality, thresholds=threshold, tasks=task,
+                         runtime=runtime, threads=threads)
+    render_run(report)
+    write_report(json_file, report)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_cmd)

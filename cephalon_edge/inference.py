@@ -1,0 +1,72 @@
+"""`run`: model inputs from files, routed through a package (torch-free)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DataError, UsageError
+from .preprocess import IMAGE_SUFFIXES, load_image
+from .router import Router
+
+
+def load_input(path: Path, modality: Mapping[str, Any]) -> np.ndarray:
+    """One input file as a batch of model-ready samples: ``.npy`` (a sample, or a batch) or an
+    image (resized and normalised with the package's preprocessing)."""
+    path = Path(path)
+    shape = tuple(modality["shape"])
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        if len(shape) != 3:
+            raise DataError(f"{path}: an image given for the {modality['name']} input, which takes shape {list(shape)}")
+        return load_image(path, shape, modality.get("preprocessing", {}))[None]
+    if path.suffix.lower() != ".npy":
+        raise DataError(f"{path}: unsupported input file", hint=f"inputs are .npy arrays or images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"input not found: {path}") from None
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{path}: dtype {arr.dtype}; expected floating point (float32) model-ready values")
+    if arr.shape == shape:
+        arr = arr[None]
+    if arr.shape[1:] != shape or arr.shape[0] == 0:
+        raise DataError(f"{path}: shape {list(arr.shape)}; the {modality['name']} input takes "
+                        f"{list(shape)} or [batch, {', '.join(map(str, shape))}]")
+    if not np.isfinite(arr).all():
+        raise DataError(f"{path}: holds NaN or infinite values")
+    return arr.astype(np.float32)
+
+
+def run_package(package: Path, inputs: Sequence[Path], modality: str | None = None,
+                thresholds: float | None = None, tasks: Sequence[str] = (), runtime: str = "auto",
+                threads: int | None = None) -> dict[str, Any]:
+    """Route ``inputs`` through ``package``; returns the ``run`` report."""
+    if not inputs:
+        raise UsageError("no INPUT given", hint="pass .npy files or images")
+    with Router.open(package, runtime=runtime, threads=threads) as router:
+        names = list(router.inputs)
+        if modality is None:
+            if len(names) != 1:
+                raise UsageError("this package has several inputs; say which with --modality", hint=f"inputs: {', '.join(names)}")
+            modality = names[0]
+        if modality not in router.inputs:
+            raise UsageError(f"unknown modality {modality!r}", hint=f"this package takes: {', '.join(names)}")
+        arrays = [load_input(p, router.inputs[modality]) for p in inputs]
+        sources = [f"{p}" if len(a) == 1 else f"{p}[{i}]" for p, a in zip(inputs, arrays) for i in range(len(a))]
+        pred = router.predict({modality: np.concatenate(arrays)}, tasks=list(tasks), thresholds=thresholds)
+    rows = []
+    for i, source in enumerate(sources):
+        rows.append({
+            "input": source, "prediction": int(pred.predicted[i]), "label": pred.label_names[i],
+            "score": float(pred.scores[i]), "exit": pred.exits[i],
+            "gates": pred.gates[i].tolist(), "experts": pred.experts[i].tolist(),
+            "tasks": {t: v[i].tolist() for t, v in pred.tasks.items()},
+            "latency_us": float(pred.latency_us[i]),
+        })
+    return {"schema": "cephalon-edge/run/1", "package": str(package), "modality": modality,
+            "runtime": router.runtime.name, "predictions": rows,
+            "batch_latency_us": float(sum(pred.segment_us.values())), "segment_us": pred.segment_us}
