@@ -143,11 +143,16 @@ def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: 
 
 
 def _median_setting(net: CephalonNet, inputs: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """Thresholds at each exit's median confidence, so samples leave at every exit."""
+    """Thresholds halfway between the two middle confidences of each exit, so about half the
+    samples leave at every exit and no sample sits exactly on a threshold."""
     with torch.no_grad():
         logits = net(dict(inputs)).exit_logits[:-1]
-    return {name: float(torch.softmax(lg, -1).amax(-1).median())
-            for name, lg in zip(net.spec.exit_names[:-1], logits)}
+    setting = {}
+    for name, lg in zip(net.spec.exit_names[:-1], logits):
+        scores = torch.softmax(lg, -1).amax(-1).sort().values
+        k = max(1, len(scores) // 2)
+        setting[name] = float(scores[k - 1] + scores[min(k, len(scores) - 1)]) / 2
+    return setting
 
 
 def parity_inputs(net: CephalonNet, dataset: str | None, n_real: int = 64, n_random: int = 16,

@@ -29,3 +29,15 @@ def test_mnist1d_moe_trains(tmp_path):
     test = checkpoint.read_metadata(out)["provenance"]["metrics"]["test"]
     assert test["final_accuracy"] > 0.5  # chance is 0.1; 8 epochs is a short run
     assert json.loads(json.dumps(test))["dataset"] == "mnist1d:test"
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    res = run_cli("demo", "-o", str(out), "--epochs", "2")
+    assert res.returncode == 0, res.stderr
+    assert "demo summary" in res.stdout and "ONNX parity max abs error" in res.stdout
+    assert (out / "digits-exits.cephalon").is_file()
+    manifest = json.loads((out / "digits-exits-onnx" / "manifest.json").read_text())
+    assert manifest["static"]["file"] == "static.onnx"
+    assert len(list((out / "inputs").glob("*.npy"))) == 6

@@ -20,7 +20,7 @@ def render_run(report: dict[str, Any]) -> None:
         table.add_column(t, justify="right")
     for r in report["predictions"]:
         tasks = [", ".join(f"{v:.3g}" for v in r["tasks"][t]) for t in extra]
-        table.add_row(r["input"], str(r["prediction"]), r["label"], f"{r['score']:.3f}", r["exit"],
+        table.add_row(Path(r["input"]).name, str(r["prediction"]), r["label"], f"{r['score']:.3f}", r["exit"],
                       f"{r['latency_us'] / 1000:.3f} ms", *tasks)
     console.print(table)
 

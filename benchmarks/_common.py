@@ -1,0 +1,48 @@
+"""Helpers shared by the benchmark scripts: timing, medians, building zoo packages."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def time_us(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) / 1000.0
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
+    """Run each candidate once per round, alternating, so machine noise hits all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            samples[name].append(time_us(fn))
+    return samples
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def zoo_package(name: str, workdir: Path | None = None, **export_options) -> Path:
+    """Build zoo model ``name`` and export it to ONNX in ``workdir`` (a temp dir by default)."""
+    from cephalon_edge import checkpoint, zoo
+    from cephalon_edge.artifacts import ExportSpec
+    from cephalon_edge.export import export_package
+
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="cephalon-bench-"))
+    ckpt = workdir / f"{name}.cephalon"
+    if not ckpt.exists():
+        net, provenance = zoo.build(name)
+        checkpoint.save(net, ckpt, provenance)
+    pkg = workdir / f"{name}-onnx"
+    if not pkg.exists():
+        export_package(ckpt, pkg, ExportSpec("onnx", **export_options))
+    return pkg
