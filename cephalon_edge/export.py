@@ -107,7 +107,7 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
         if spec.verify:
             opened = Manifest.open(tmp)
             router = Router(opened, open_runtime("auto", opened))
-            static = _static_runner(opened) if manifest["static"] else None
+            static = router.runtime.static_runner()
             big = seg_set.exit_paths()[-1]["cumulative_macs"] > 1e9
             inputs = parity_inputs(net, meta.get("provenance", {}).get("dataset"),
                                    n_real=0 if big else 64, n_random=4 if big else 16)
@@ -134,14 +134,3 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
         "exits": manifest["exits"],
         "size_bytes": sum(s["size_bytes"] for s in manifest["segments"]),
     }
-
-
-def _static_runner(manifest: Manifest) -> Callable[[Any], list[Any]]:
-    """A callable running the package's static model with the target's runtime."""
-    if manifest.target == "onnx":
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(manifest.static_file()), providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: x})
-    raise UsageError(f"no static runner for target {manifest.target}")

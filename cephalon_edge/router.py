@@ -18,6 +18,7 @@ import numpy as np
 from .errors import DataError, UsageError
 from .manifest import Manifest
 from .runtimes import open_runtime
+from .scores import SCORES, entropy_confidence
 
 
 @dataclass
@@ -34,6 +35,9 @@ class Prediction:
     latency_us: np.ndarray  # (B,) time of the segments each sample went through
     segment_us: dict[str, float] = field(default_factory=dict)  # total time per segment run
     labels: list[str] = field(default_factory=list)
+    # with collect_exits: every exit's logits and max-softmax for the samples that reached it (NaN otherwise)
+    exit_logits: np.ndarray | None = None  # (B, n_exits, classes)
+    exit_max_softmax: np.ndarray | None = None  # (B, n_exits)
 
     @property
     def predicted(self) -> np.ndarray:
@@ -64,6 +68,10 @@ class Router:
                 self.task_segments = dict(step.get("tasks", {}))
         self.task_outputs = {t: int(np.prod(manifest.segments[s]["shapes"]["outputs"][0]))
                              for t, s in self.task_segments.items()}
+        self.score = manifest.data["exit_policy"].get("score", "max_softmax")
+        if self.score not in SCORES:
+            raise UsageError(f"package uses exit score {self.score!r}, unknown to this cephalon-edge",
+                             hint=f"known scores: {', '.join(SCORES)}")
 
     @classmethod
     def open(cls, package_dir: str | Path, runtime: str = "auto", threads: int | None = None,
@@ -118,8 +126,10 @@ class Router:
 
     # ---- the interpreter -----------------------------------------------------------
     def predict(self, inputs: Mapping[str, np.ndarray], tasks: Sequence[str] | None = None,
-                thresholds: float | Mapping[str, float] | None = None) -> Prediction:
-        """Route a batch: per-sample exits, gates and experts; see the module docstring."""
+                thresholds: float | Mapping[str, float] | None = None, collect_exits: bool = False) -> Prediction:
+        """Route a batch: per-sample exits, gates and experts; see the module docstring.
+
+        ``collect_exits`` also records every evaluated exit's logits (for calibration)."""
         xs, batch = self.check_inputs(inputs)
         thr = self.resolve_thresholds(thresholds)
         main_task = self.manifest.data["tasks"][0]["name"]
@@ -133,6 +143,12 @@ class Router:
             gates=np.full((batch, self.n_gates), -1, np.int8), experts=np.full((batch, self.n_moe), -1, np.int64),
             tasks={t: np.full((batch, self.task_outputs[t]), np.nan, np.float32) for t in wanted},
             latency_us=np.zeros(batch), labels=self.manifest.labels)
+        if collect_exits:
+            res.exit_logits = np.full((batch, len(self.exit_names), self.classes), np.nan, np.float32)
+            res.exit_max_softmax = np.full((batch, len(self.exit_names)), np.nan, np.float32)
+        streak = last = None
+        if self.score == "patience":
+            streak, last = np.zeros(batch, np.float32), np.full(batch, -1)
         seg_us = res.segment_us
         run = self.runtime.run
         idx = np.arange(batch)
@@ -175,6 +191,15 @@ class Router:
                     h = mixed
             elif op == "exit":
                 logits, score = timed(step["segment"], h, idx)
+                if collect_exits:
+                    res.exit_logits[idx, step["index"]], res.exit_max_softmax[idx, step["index"]] = logits, score
+                if self.score == "entropy":
+                    score = entropy_confidence(logits)
+                elif self.score == "patience":
+                    pred = logits.argmax(-1)
+                    streak[idx] = np.where(pred == last[idx], streak[idx] + 1, 1)
+                    last[idx] = pred
+                    score = streak[idx]
                 done = score >= thr[step["exit"]]
                 if done.any():
                     chosen = idx[done]
@@ -187,6 +212,8 @@ class Router:
             elif op == "final":
                 logits, score = timed(step["segment"], h, idx)
                 res.logits[idx], res.scores[idx], res.exit_index[idx] = logits, score, step["index"]
+                if collect_exits:
+                    res.exit_logits[idx, step["index"]], res.exit_max_softmax[idx, step["index"]] = logits, score
                 for t in wanted:
                     res.tasks[t][idx] = timed(self.task_segments[t], h, idx)[0]
         return res

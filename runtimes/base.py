@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -20,6 +20,9 @@ class Runtime(Protocol):
 
     def run(self, segment: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run one segment on float32 arrays (batch first); returns its float32 outputs."""
+
+    def static_runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+        """Run the package's static full-depth model (None if the package has none)."""
 
     def input_specs(self, segment: str) -> list[TensorSpec]: ...
 

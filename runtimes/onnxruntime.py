@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,6 +31,8 @@ class OnnxRuntime:
         # A package holds one session per segment, each with its own intra-op pool; spinning
         # workers of idle sessions steal the cores of the running one (measured: 3x slower).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._ort, self._opts, self._providers = ort, opts, list(providers)
+        self._manifest = manifest
         self._sessions = {}
         self._names: dict[str, tuple[str, list[str]]] = {}
         for name, seg in manifest.segments.items():
@@ -47,6 +49,15 @@ class OnnxRuntime:
             return self._sessions[segment].run(output_names, {input_name: inputs[0]})
         except Exception as exc:
             raise RuntimeFailure(f"onnxruntime failed on segment {segment}: {exc}") from None
+
+    def static_runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+        """The package's monolithic static model with the same session options, if it has one."""
+        path = self._manifest.static_file()
+        if path is None:
+            return None
+        sess = self._ort.InferenceSession(str(path), self._opts, providers=self._providers)
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: x})
 
     def input_specs(self, segment: str) -> list[TensorSpec]:
         return [TensorSpec(i.name, tuple(i.shape), i.type) for i in self._sessions[segment].get_inputs()]

@@ -17,8 +17,7 @@ def test_digits_exits_reaches_97_percent(tmp_path):
     test = meta["provenance"]["metrics"]["test"]
     assert test["final_accuracy"] >= 0.97
     assert test["samples"] == 360
-    accs = list(test["exit_accuracy"].values())
-    assert accs[0] < accs[-1]  # the early exit is cheaper and less accurate
+    assert min(test["exit_accuracy"].values()) >= 0.9  # every exit is usable on its own
 
 
 @pytest.mark.slow

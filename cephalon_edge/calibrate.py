@@ -1,0 +1,436 @@
+"""`calibrate`: per-exit thresholds for an accuracy or a cost budget, chosen on the package
+that will ship (its runtime, its numerics) and reported on a held-out split.
+
+1. Per-segment latency is measured on this host with the package's runtime settings.
+2. The validation split goes through the router once at full depth with every exit
+   evaluated; per-sample scores, correctness and the cost of stopping at each exit (the
+   segments on the sample's own path, every head on the way) are cached.
+3. The search enumerates per-exit thresholds over the distinct scores (quantiles when there
+   are too many), vectorised over the last exit, and keeps the Pareto front.
+4. The chosen thresholds are measured on the held-out split against the static model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .data import Dataset, load_dataset
+from .errors import DataError, UsageError
+from .fsutil import atomic_path, write_json_atomic
+from .manifest import MANIFEST, Manifest
+from .router import Prediction, Router
+from .scores import SCORES, exit_scores
+
+MAX_COMBINATIONS = 300_000
+
+
+@dataclass(frozen=True)
+class CalibrateSpec:
+    data: str
+    max_drop: float | None = None  # accuracy mode (default 0.01 when no budget is given)
+    latency_budget_ms: float | None = None
+    flops_budget: float | None = None  # absolute FLOPs per sample, or a fraction (<= 1) of full depth
+    score: str = "max_softmax"
+    test_data: str | None = None
+    profile: str | None = None
+    threads: int | None = None
+    latency_runs: int = 30
+    rounds: int = 3  # timed passes over the test split
+
+    @property
+    def mode(self) -> str:
+        if self.latency_budget_ms is not None:
+            return "latency"
+        if self.flops_budget is not None:
+            return "flops"
+        return "accuracy"
+
+
+def validate_spec(spec: CalibrateSpec) -> None:
+    given = [x is not None for x in (spec.max_drop, spec.latency_budget_ms, spec.flops_budget)]
+    if sum(given) > 1:
+        raise UsageError("give one of --max-drop, --latency-budget-ms, --flops-budget")
+    if spec.max_drop is not None and not 0 <= spec.max_drop < 1:
+        raise UsageError(f"--max-drop is a fraction in [0, 1) (0.01 = 1 point), got {spec.max_drop}")
+    if spec.latency_budget_ms is not None and spec.latency_budget_ms <= 0:
+        raise UsageError(f"--latency-budget-ms must be positive, got {spec.latency_budget_ms}")
+    if spec.flops_budget is not None and spec.flops_budget <= 0:
+        raise UsageError(f"--flops-budget must be positive, got {spec.flops_budget}")
+    if spec.score not in SCORES:
+        raise UsageError(f"unknown score {spec.score!r}", hint=f"scores: {', '.join(SCORES)}")
+    if spec.latency_runs < 1 or spec.rounds < 1:
+        raise UsageError("--runs must be at least 1")
+
+
+# ---- costs ---------------------------------------------------------------------------------
+
+def measure_segments(router: Router, runs: int, warmup: int = 3) -> dict[str, float]:
+    """Median batch-1 latency (ms) of every segment on this host, with the router's runtime."""
+    rng = np.random.default_rng(0)
+    latency = {}
+    for name, seg in router.manifest.segments.items():
+        x = rng.standard_normal((1, *seg["shapes"]["inputs"][0])).astype(np.float32)
+        for _ in range(warmup):
+            router.runtime.run(name, (x,))
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter_ns()
+            router.runtime.run(name, (x,))
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        latency[name] = float(np.median(times))
+    return latency
+
+
+def path_costs(program: list[dict[str, Any]], pred: Prediction, cost: dict[str, float],
+               modalities: list[str]) -> np.ndarray:
+    """(N, exits) cost of stopping at each exit, following each sample's own gates and experts."""
+    n = len(pred.exit_index)
+    cum = np.zeros(n)
+    out = []
+    for step in program:
+        op = step["op"]
+        if op == "encode":
+            cum += sum(cost[seg] for m, seg in step["adapters"].items() if m in modalities)
+        elif op == "run":
+            cum += cost[step["segment"]]
+        elif op == "gate":
+            cum += cost[step["gate"]] + cost[step["block"]] * (pred.gates[:, step["index"]] == 1)
+        elif op == "moe":
+            per_expert = np.asarray([cost[e] for e in step["experts"]])
+            cum += cost[step["gate"]] + per_expert[np.clip(pred.experts[:, step["index"]], 0, None)]
+        else:
+            cum += cost[step["segment"]]
+            out.append(cum.copy())
+    return np.stack(out, 1)
+
+
+def static_flops(manifest: Manifest) -> int:
+    """FLOPs of the static full-depth model: every segment, every expert, every head."""
+    return int(sum(s["flops"] for s in manifest.data["segments"]))
+
+
+# ---- collecting and searching --------------------------------------------------------------
+
+@dataclass
+class ExitTable:
+    """What the search needs, per validation sample and exit (the final exit last)."""
+
+    exit_names: list[str]
+    scores: np.ndarray  # (N, K + 1); the final column is unused
+    correct: np.ndarray  # (N, K + 1) bool
+    cost_ms: np.ndarray  # (N, K + 1)
+    flops: np.ndarray  # (N, K + 1)
+
+    @property
+    def full_depth_accuracy(self) -> float:
+        return float(self.correct[:, -1].mean())
+
+
+def collect(router: Router, data: Dataset, score: str, seg_ms: dict[str, float],
+            batch_size: int = 64) -> ExitTable:
+    """Run ``data`` through the router at full depth, every exit evaluated."""
+    flops = {n: float(s["flops"]) for n, s in router.manifest.segments.items()}
+    scores, correct, cost_ms, cost_fl = [], [], [], []
+    for start in range(0, len(data), batch_size):
+        sl = slice(start, start + batch_size)
+        pred = router.predict({k: v[sl] for k, v in data.inputs.items()}, thresholds=_never(score, router),
+                              collect_exits=True)
+        scores.append(exit_scores(score, pred.exit_logits, pred.exit_max_softmax))
+        correct.append(pred.exit_logits.argmax(-1) == data.labels[sl, None])
+        cost_ms.append(path_costs(router.program, pred, seg_ms, list(data.inputs)))
+        cost_fl.append(path_costs(router.program, pred, flops, list(data.inputs)))
+    return ExitTable(router.exit_names, np.concatenate(scores), np.concatenate(correct),
+                     np.concatenate(cost_ms), np.concatenate(cost_fl))
+
+
+def _never(score: str, router: Router) -> float:
+    """A threshold no sample reaches: every exit is evaluated, none taken."""
+    return float(len(router.exit_names) + 1) if score == "patience" else 1.01
+
+
+@dataclass
+class SearchResult:
+    candidates: list[np.ndarray]  # per early exit; the last entry is "never"
+    index: np.ndarray  # (M, K) candidate index per combination
+    accuracy: np.ndarray  # (M,)
+    cost_ms: np.ndarray  # (M,) mean per sample
+    flops: np.ndarray  # (M,) mean per sample
+    seconds: float = 0.0
+    pareto: list[int] = field(default_factory=list)
+
+    def thresholds(self, i: int, names: list[str]) -> dict[str, float]:
+        return {name: float(self.candidates[k][self.index[i, k]]) for k, name in enumerate(names)}
+
+
+def _candidates(scores: np.ndarray, limit: int, never: float) -> np.ndarray:
+    values = np.unique(scores)
+    if len(values) > limit:
+        values = np.unique(np.quantile(scores, np.linspace(0, 1, limit), method="inverted_cdf"))
+    return np.append(values, never).astype(np.float64)
+
+
+def search(table: ExitTable, never: float) -> SearchResult:
+    """Evaluate every combination of per-exit candidate thresholds (exact on the candidate grid)."""
+    started = time.perf_counter()
+    n, k_total = table.correct.shape
+    k = k_total - 1
+    values = np.stack([table.correct, table.cost_ms, table.flops], -1).astype(np.float64)  # (N, K+1, 3)
+    if k == 0:
+        totals = values[:, 0].sum(0)[None] / n
+        return SearchResult([], np.zeros((1, 0), int), totals[:, 0], totals[:, 1], totals[:, 2],
+                            time.perf_counter() - started, [0])
+    limit = max(2, int(MAX_COMBINATIONS ** (1 / k)))
+    cands = [_candidates(table.scores[:, j], limit, never) for j in range(k)]
+    masks = [table.scores[None, :, j] >= c[:, None] for j, c in enumerate(cands)]  # (C_j, N)
+    rows, totals = [], []
+    last = k - 1
+    for prefix in itertools.product(*[range(len(c)) for c in cands[:last]]):
+        remaining = np.ones(n, bool)
+        acc = np.zeros(3)
+        for j, ci in enumerate(prefix):
+            leave = masks[j][ci] & remaining
+            acc += values[leave, j].sum(0)
+            remaining &= ~leave
+        leave = masks[last] & remaining  # (C, N)
+        stay = remaining & ~masks[last]
+        total = acc + leave.astype(np.float64) @ values[:, last] + stay.astype(np.float64) @ values[:, k]
+        totals.append(total)
+        rows.append(np.column_stack([np.tile(prefix, (len(cands[last]), 1)).reshape(len(cands[last]), -1),
+                                     np.arange(len(cands[last]))]))
+    index = np.concatenate(rows).astype(int)
+    totals_arr = np.concatenate(totals) / n
+    result = SearchResult(cands, index, totals_arr[:, 0], totals_arr[:, 1], totals_arr[:, 2],
+                          time.perf_counter() - started)
+    result.pareto = pareto_front(result.accuracy, result.cost_ms)
+    return result
+
+
+def pareto_front(accuracy: np.ndarray, cost: np.ndarray) -> list[int]:
+    """Indices of the non-dominated points, cheapest first."""
+    order = np.lexsort((-accuracy, cost))
+    front, best = [], -1.0
+    for i in order:
+        if accuracy[i] > best + 1e-12:
+            front.append(int(i))
+            best = accuracy[i]
+    return front
+
+
+def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
+    """The combination the mode asks for; raises a UsageError when the budget is infeasible."""
+    acc, cost, flops = result.accuracy, result.cost_ms, result.flops
+    if spec.mode == "accuracy":
+        drop = 0.01 if spec.max_drop is None else spec.max_drop
+        ok = acc >= table.full_depth_accuracy - drop - 1e-9
+        key = np.lexsort((flops, -acc, cost))  # cheapest, then most accurate
+    else:
+        if spec.mode == "latency":
+            ok, budget, unit = cost <= spec.latency_budget_ms, spec.latency_budget_ms, "ms"
+            cheapest = float(cost.min())
+        else:
+            full = float(table.flops[:, -1].mean())
+            budget = spec.flops_budget * full if spec.flops_budget <= 1 else spec.flops_budget
+            ok, unit, cheapest = flops <= budget, "FLOPs", float(flops.min())
+        if not ok.any():
+            raise UsageError(f"no thresholds meet the budget of {budget:.4g} {unit} per sample; "
+                             f"the cheapest operating point costs {cheapest:.4g} {unit}",
+                             hint="raise the budget (every sample must at least reach the first exit)")
+        key = np.lexsort((cost, -acc))  # most accurate, then cheapest
+    return int(next(i for i in key if ok[i]))
+
+
+# ---- measuring on the held-out split ---------------------------------------------------------
+
+def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], seg_flops: dict[str, float],
+                 static: Callable[[np.ndarray], Any] | None, rounds: int) -> dict[str, Any]:
+    """Accuracy, exit mix, FLOPs and batch-1 latency of the routed package vs the static model,
+    interleaved sample by sample so machine noise hits both alike."""
+    pred = router.predict(data.inputs, thresholds=thresholds)
+    full = router.predict(data.inputs, thresholds=_never(router.score, router))
+    modality = next(iter(data.inputs))
+    x = data.inputs[modality]
+    if static is None:
+        never = _never(router.score, router)
+        static = lambda s: router.predict({modality: s}, thresholds=never)  # noqa: E731
+    routed_ms, static_ms = [], []
+    for _ in range(rounds):
+        for i in range(len(data)):
+            sample = {k: v[i:i + 1] for k, v in data.inputs.items()}
+            t0 = time.perf_counter_ns()
+            router.predict(sample, thresholds=thresholds)
+            t1 = time.perf_counter_ns()
+            static(x[i:i + 1])
+            t2 = time.perf_counter_ns()
+            routed_ms.append((t1 - t0) / 1e6)
+            static_ms.append((t2 - t1) / 1e6)
+    flops = path_costs(router.program, pred, seg_flops, list(data.inputs))[np.arange(len(data)), pred.exit_index]
+    total_flops = sum(seg_flops.values())
+    accuracy = float((pred.predicted == data.labels).mean())
+    full_accuracy = float((full.predicted == data.labels).mean())
+    r, s = np.asarray(routed_ms), np.asarray(static_ms)
+    flops_ratio = float(flops.mean() / total_flops)
+    speedup = float(s.mean() / r.mean())
+    return {
+        "dataset": data.name, "samples": len(data), "accuracy": accuracy,
+        "full_depth_accuracy": full_accuracy, "accuracy_drop": full_accuracy - accuracy,
+        "exit_rates": {n: float((pred.exit_index == i).mean()) for i, n in enumerate(router.exit_names)},
+        "flops_ratio": flops_ratio, "mean_flops": float(flops.mean()), "static_flops": total_flops,
+        "mean_ms": float(r.mean()), "p50_ms": float(np.percentile(r, 50)), "p90_ms": float(np.percentile(r, 90)),
+        "p99_ms": float(np.percentile(r, 99)), "static_mean_ms": float(s.mean()),
+        "static_p50_ms": float(np.percentile(s, 50)), "static_p90_ms": float(np.percentile(s, 90)),
+        "static_p99_ms": float(np.percentile(s, 99)), "speedup": speedup, "flops_speedup": 1 / flops_ratio,
+        "speedup_vs_flops": speedup * flops_ratio,
+        "static_source": "static model" if router.manifest.static_file() else "routed at full depth (no static model in the package)",
+    }
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+def held_out(ref: str, explicit: str | None, data: Dataset) -> tuple[Dataset | None, str | None]:
+    """The split to report on: --test-data, the built-in test split, or None (split ``data``)."""
+    if explicit:
+        return None, explicit
+    name, sep, split = ref.partition(":")
+    if not Path(ref).exists() and name in ("digits", "mnist1d"):
+        if (split or "val") == "test":
+            raise UsageError("calibrating on the test split leaves nothing held out to report on",
+                             hint=f"calibrate on {name}:val; the report uses {name}:test")
+        return None, f"{name}:test"
+    return data, None
+
+
+def calibrate_package(package: Path, spec: CalibrateSpec,
+                      on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Choose thresholds, write them into the manifest atomically, return the report."""
+    from .profiles import profile_threads
+
+    validate_spec(spec)
+    step = on_progress or (lambda _: None)
+    threads = spec.threads if spec.threads is not None else profile_threads(spec.profile)
+    package = Path(package)
+    with Router.open(package, threads=threads) as router:
+        modalities = list(router.inputs.values())
+        ref = spec.data if ":" in spec.data or Path(spec.data).exists() else f"{spec.data}:val"
+        val = load_dataset(ref, modalities=modalities, label_names=router.manifest.labels)
+        whole, test_ref = held_out(ref, spec.test_data, val)
+        if whole is not None:  # a file: choose on one half, report on the other
+            order = np.random.default_rng(0).permutation(len(whole))
+            half = len(whole) // 2
+            if half < 2:
+                raise DataError(f"{spec.data}: {len(whole)} samples are too few to calibrate and hold out")
+            val, test = whole.subset(order[:half]), whole.subset(order[half:])
+            val.name, test.name = f"{whole.name} (half A)", f"{whole.name} (half B)"
+        else:
+            test = load_dataset(test_ref, modalities=modalities, label_names=router.manifest.labels)
+        if len(val) == 0 or len(test) == 0:
+            raise DataError("calibration needs at least one validation and one test sample")
+        # the package's own score function for routing from here on
+        router.score = spec.score
+        step("measuring segments")
+        seg_ms = measure_segments(router, spec.latency_runs)
+        step("scoring exits")
+        table = collect(router, val, spec.score, seg_ms)
+        step("searching")
+        result = search(table, _never(spec.score, router))
+        chosen = choose(result, table, spec)
+        early = router.exit_names[:-1]
+        thresholds = result.thresholds(chosen, early)
+        step("measuring on the held-out split")
+        seg_flops = {n: float(s["flops"]) for n, s in router.manifest.segments.items()}
+        test_report = measure_test(router, test, thresholds, seg_flops, router.runtime.static_runner(), spec.rounds)
+    val_report = _val_point(result, chosen, table, thresholds, val.name)
+    report = {
+        "schema": "cephalon-edge/calibrate/1", "package": str(package), "score": spec.score,
+        "mode": spec.mode, "target": {"max_drop": 0.01 if spec.mode == "accuracy" and spec.max_drop is None else spec.max_drop,
+                                      "latency_budget_ms": spec.latency_budget_ms, "flops_budget": spec.flops_budget},
+        "profile": spec.profile, "threads": threads, "thresholds": thresholds,
+        "val": val_report, "test": test_report, "segment_ms": seg_ms,
+        "pareto": [_point(result, i, table, early, i == chosen)
+                   for i in sorted(_thin(result.pareto, chosen), key=lambda i: result.cost_ms[i])],
+        "search": {"candidates_per_exit": [len(c) for c in result.candidates],
+                   "combinations": int(len(result.accuracy)), "seconds": round(result.seconds, 3)},
+    }
+    _write_manifest(package, spec, thresholds, report)
+    return report
+
+
+def _val_point(result: SearchResult, i: int, table: ExitTable, thresholds: dict[str, float],
+               name: str) -> dict[str, Any]:
+    full_flops = float(table.flops[:, -1].mean())
+    exits = _exit_rates(table, thresholds)
+    return {"dataset": name, "samples": int(table.correct.shape[0]), "accuracy": float(result.accuracy[i]),
+            "full_depth_accuracy": table.full_depth_accuracy,
+            "accuracy_drop": table.full_depth_accuracy - float(result.accuracy[i]),
+            "expected_ms": float(result.cost_ms[i]), "full_depth_ms": float(table.cost_ms[:, -1].mean()),
+            "expected_flops": float(result.flops[i]), "flops_ratio": float(result.flops[i]) / full_flops,
+            "exit_rates": exits}
+
+
+def _exit_rates(table: ExitTable, thresholds: dict[str, float]) -> dict[str, float]:
+    remaining = np.ones(len(table.scores), bool)
+    rates = {}
+    for j, (name, t) in enumerate(thresholds.items()):
+        leave = remaining & (table.scores[:, j] >= t)
+        rates[name] = float(leave.mean())
+        remaining &= ~leave
+    rates[table.exit_names[-1]] = float(remaining.mean())
+    return rates
+
+
+def _point(result: SearchResult, i: int, table: ExitTable, names: list[str], chosen: bool) -> dict[str, Any]:
+    return {"thresholds": result.thresholds(i, names), "accuracy": float(result.accuracy[i]),
+            "expected_ms": float(result.cost_ms[i]),
+            "flops_ratio": float(result.flops[i]) / float(table.flops[:, -1].mean()), "chosen": chosen}
+
+
+def _thin(front: list[int], chosen: int, keep: int = 12) -> list[int]:
+    """At most ``keep`` points spread along the front, always with the chosen one."""
+    if len(front) > keep:
+        front = [front[int(round(j))] for j in np.linspace(0, len(front) - 1, keep)]
+    return list(set(front) | {chosen})
+
+
+def _write_manifest(package: Path, spec: CalibrateSpec, thresholds: dict[str, float], report: dict[str, Any]) -> None:
+    manifest = Manifest.open(package, verify=False)
+    data = manifest.data
+    data["exit_policy"] = {"score": spec.score, "calibrated": True, "thresholds": thresholds}
+    data["calibration"] = {
+        "created_by": f"cephalon-edge {__version__}", "dataset": report["val"]["dataset"],
+        "test_dataset": report["test"]["dataset"], "mode": report["mode"], "target": report["target"],
+        "threads": report["threads"], "profile": spec.profile,
+        "val": report["val"], "test": {k: report["test"][k] for k in (
+            "accuracy", "full_depth_accuracy", "accuracy_drop", "exit_rates", "flops_ratio", "mean_ms",
+            "static_mean_ms", "speedup")},
+    }
+    write_json_atomic(package / MANIFEST, data)
+
+
+def plot_pareto(report: dict[str, Any], path: Path) -> None:
+    """PNG of the validation Pareto front (accuracy vs expected latency), chosen point marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = report["pareto"]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot([p["expected_ms"] for p in pts], [100 * p["accuracy"] for p in pts], "o-", label="operating points (val)")
+    chosen = next(p for p in pts if p["chosen"])
+    ax.plot(chosen["expected_ms"], 100 * chosen["accuracy"], "r*", markersize=16, label="chosen")
+    val = report["val"]
+    ax.plot(val["full_depth_ms"], 100 * val["full_depth_accuracy"], "ks", label="full depth")
+    ax.set_xlabel("expected latency per sample (ms, from measured segments)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"{Path(report['package']).name}: test speedup {report['test']['speedup']:.2f}x")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

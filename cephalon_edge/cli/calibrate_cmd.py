@@ -1,0 +1,70 @@
+"""`calibrate`: choose per-exit thresholds on the package that will ship."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from .render import console, fmt_count, fmt_pct, progress, write_report
+
+
+def render_calibrate(report: dict[str, Any]) -> None:
+    val, test = report["val"], report["test"]
+    thresholds = ", ".join(f"{k} {v:.4g}" for k, v in report["thresholds"].items())
+    console.print(f"[bold]thresholds[/] ({report['score']}, {report['mode']} mode): {thresholds}")
+    table = Table(title="operating points on the validation split (Pareto front)")
+    for col in ("", "thresholds", "accuracy", "expected latency", "FLOPs ratio"):
+        table.add_column(col, justify="right" if col not in ("", "thresholds") else "left")
+    for p in report["pareto"]:
+        table.add_row("[red]*[/]" if p["chosen"] else "", ", ".join(f"{v:.3g}" for v in p["thresholds"].values()),
+                      fmt_pct(p["accuracy"]), f"{p['expected_ms']:.3f} ms", f"{p['flops_ratio']:.3f}")
+    console.print(table)
+    result = Table(title=f"held-out {test['dataset']} ({test['samples']} samples, batch 1)")
+    result.add_column("")
+    result.add_column("routed", justify="right")
+    result.add_column("static" if test["static_source"] == "static model" else "full depth", justify="right")
+    result.add_row("accuracy", fmt_pct(test["accuracy"]), fmt_pct(test["full_depth_accuracy"]))
+    for key in ("mean_ms", "p50_ms", "p90_ms", "p99_ms"):
+        result.add_row(key.replace("_ms", " latency"), f"{test[key]:.3f} ms", f"{test['static_' + key]:.3f} ms")
+    result.add_row("FLOPs per sample", fmt_count(test["mean_flops"]), fmt_count(test["static_flops"]))
+    console.print(result)
+    rates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in test["exit_rates"].items())
+    console.print(f"exit rates: {rates}")
+    console.print(f"[bold]speedup {test['speedup']:.2f}x[/] at an accuracy drop of {100 * test['accuracy_drop']:.2f} points "
+                  f"(FLOPs speedup {test['flops_speedup']:.2f}x; measured/FLOPs {test['speedup_vs_flops']:.2f}); "
+                  f"validation drop {100 * val['accuracy_drop']:.2f} points")
+
+
+def calibrate_cmd(
+    package: Path = typer.Argument(..., help="An edge package directory."),
+    data: str = typer.Option(..., "--data", help="Validation data: digits[:val], mnist1d:val, a .npz or an image folder."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Accuracy mode: allowed drop below full depth (default 0.01 = 1 point)."),
+    latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Budget mode: mean latency per sample."),
+    flops_budget: Optional[float] = typer.Option(None, "--flops-budget", help="Budget mode: FLOPs per sample (<= 1: fraction of full depth)."),
+    score: str = typer.Option("max_softmax", "--score", help="max_softmax | entropy | patience."),
+    test_data: Optional[str] = typer.Option(None, "--test-data", help="Held-out data for the report (default: the built-in test split, or half of --data)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Device profile whose runtime settings to measure with."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (overrides the profile)."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Pareto curve as a PNG."),
+) -> None:
+    """Choose per-exit thresholds for an accuracy drop or a latency/FLOPs budget; write them into the package."""
+    from ..calibrate import CalibrateSpec, calibrate_package, plot_pareto, validate_spec
+
+    spec = CalibrateSpec(data=data, max_drop=max_drop, latency_budget_ms=latency_budget_ms, flops_budget=flops_budget,
+                         score=score, test_data=test_data, profile=profile, threads=threads)
+    validate_spec(spec)
+    with progress("calibrating", 4) as advance:
+        report = calibrate_package(package, spec, on_progress=lambda what: advance(f"calibrating: {what}"))
+    render_calibrate(report)
+    write_report(json_file, report)
+    if plot is not None:
+        plot_pareto(report, plot)
+        console.print(f"plot written to {plot}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_cmd)
