@@ -13,6 +13,7 @@ that will ship (its runtime, its numerics) and reported on a held-out split.
 from __future__ import annotations
 
 import itertools
+import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class CalibrateSpec:
     threads: int | None = None
     latency_runs: int = 30
     rounds: int = 3  # timed passes over the test split
+    remeasure: bool = False  # ignore segment latencies cached in the manifest for this host
 
     @property
     def mode(self) -> str:
@@ -334,7 +336,14 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
         # the package's own score function for routing from here on
         router.score = spec.score
         step("measuring segments")
-        seg_ms = measure_segments(router, spec.latency_runs)
+        latency_key = {"host": f"{platform.node()} {platform.machine()}", "runtime": router.runtime.name,
+                       "threads": threads}
+        cached = router.manifest.data.get("segment_latency") or {}
+        if not spec.remeasure and cached.get("key") == latency_key and \
+                set(cached.get("segment_ms", {})) == set(router.manifest.segments):
+            seg_ms, measured = dict(cached["segment_ms"]), False
+        else:
+            seg_ms, measured = measure_segments(router, spec.latency_runs), True
         step("scoring exits")
         table = collect(router, val, spec.score, seg_ms)
         step("searching")
@@ -348,6 +357,7 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
     val_report = _val_point(result, chosen, table, thresholds, val.name)
     report = {
         "schema": "cephalon-edge/calibrate/1", "package": str(package), "score": spec.score,
+        "segment_latency": {"key": latency_key, "measured_now": measured},
         "mode": spec.mode, "target": {"max_drop": 0.01 if spec.mode == "accuracy" and spec.max_drop is None else spec.max_drop,
                                       "latency_budget_ms": spec.latency_budget_ms, "flops_budget": spec.flops_budget},
         "profile": spec.profile, "threads": threads, "thresholds": thresholds,
@@ -401,6 +411,7 @@ def _write_manifest(package: Path, spec: CalibrateSpec, thresholds: dict[str, fl
     manifest = Manifest.open(package, verify=False)
     data = manifest.data
     data["exit_policy"] = {"score": spec.score, "calibrated": True, "thresholds": thresholds}
+    data["segment_latency"] = {"key": report["segment_latency"]["key"], "segment_ms": report["segment_ms"]}
     data["calibration"] = {
         "created_by": f"cephalon-edge {__version__}", "dataset": report["val"]["dataset"],
         "test_dataset": report["test"]["dataset"], "mode": report["mode"], "target": report["target"],

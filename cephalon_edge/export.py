@@ -97,6 +97,9 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
     converter = get_converter(spec.target)
     net, meta = load_with_metadata(checkpoint)
     seg_set = build_segments(net)
+    dataset = meta.get("provenance", {}).get("dataset")
+    if spec.quantize == "int8":  # calibration samples from the checkpoint's own training split
+        seg_set.calibration = parity_inputs(net, dataset, n_real=64, n_random=0 if dataset else 64, split="train")[0]
     started = time.perf_counter()
     with atomic_directory(Path(out_dir), replace=spec.force) as tmp:
         artifacts = converter.convert(seg_set, spec, tmp, on_segment=on_progress)
@@ -109,18 +112,14 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
             router = Router(opened, open_runtime("auto", opened))
             static = router.runtime.static_runner()
             big = seg_set.exit_paths()[-1]["cumulative_macs"] > 1e9
-            inputs = parity_inputs(net, meta.get("provenance", {}).get("dataset"),
-                                   n_real=0 if big else 64, n_random=4 if big else 16)
-            parity = check_package(net, seg_set, router, inputs, manifest["exit_policy"]["thresholds"], static)
+            inputs, real = parity_inputs(net, dataset, n_real=0 if big else 64, n_random=4 if big else 16)
+            parity = check_package(net, seg_set, router, inputs, manifest["exit_policy"]["thresholds"], static,
+                                   quantization=spec.quantize, real_samples=real)
             router.close()
             if on_progress:
                 on_progress("parity")
             if not parity.passed:
-                worst, err = parity.worst_segment
-                raise ParityError(
-                    f"parity failed: max abs error {parity.max_abs_err:.2e} (tolerance {parity.tolerance:.0e}), "
-                    f"decision agreement {100 * parity.decision_agreement:.1f}%; worst segment {worst} ({err:.2e})",
-                    hint="--no-verify writes the package anyway")
+                raise ParityError(parity.describe_failure(), hint="--no-verify writes the package anyway")
     return {
         "schema": "cephalon-edge/export/1",
         "package": str(out_dir), "target": spec.target, "quantization": spec.quantize,
@@ -132,5 +131,5 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
                      for s in manifest["segments"]],
         "static": manifest["static"],
         "exits": manifest["exits"],
-        "size_bytes": sum(s["size_bytes"] for s in manifest["segments"]),
+        "size_bytes": sum({s["file"]: s["size_bytes"] for s in manifest["segments"]}.values()),
     }

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from .model import CephalonNet
-from .model.network import GATE_THRESHOLD
 from .router import Router
-from .segments import SegmentSet, StaticModel
+from .segments import SegmentSet, StaticModel, segment_feeds
 
 FP32_ATOL = 1e-4
+# quantized packages: minimum top-1 agreement with fp32 PyTorch on the validation split
+QUANTIZED_TOP1 = {"fp16": 0.99, "int8-dynamic": 0.98, "int8": 0.98}
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ParityResult:
     tolerance: float
     segments: dict[str, float] = field(default_factory=dict)  # name -> max abs err
     static_max_abs_err: float | None = None
+    quantization: str = "none"
+    val_top1_agreement: float | None = None  # quantized: on the validation samples, full depth
 
     @property
     def worst_segment(self) -> tuple[str, float]:
@@ -38,51 +41,24 @@ class ParityResult:
 
     @property
     def passed(self) -> bool:
+        if self.quantization != "none":
+            return self.val_top1_agreement is None or self.val_top1_agreement >= self.tolerance
         return self.decision_agreement == 1.0 and self.max_abs_err <= self.tolerance and \
             (self.static_max_abs_err is None or self.static_max_abs_err <= self.tolerance)
+
+    def describe_failure(self) -> str:
+        if self.quantization != "none":
+            return (f"parity failed: top-1 agreement with fp32 on the validation samples "
+                    f"{100 * (self.val_top1_agreement or 0):.1f}% < {100 * self.tolerance:.0f}% for {self.quantization}")
+        worst, err = self.worst_segment
+        return (f"parity failed: max abs error {self.max_abs_err:.2e} (tolerance {self.tolerance:.0e}), "
+                f"decision agreement {100 * self.decision_agreement:.1f}%; worst segment {worst} ({err:.2e})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_abs_err": self.max_abs_err, "decision_agreement": self.decision_agreement,
                 "top1_agreement": self.top1_agreement, "samples": self.samples, "tolerance": self.tolerance,
-                "static_max_abs_err": self.static_max_abs_err, "passed": self.passed}
-
-
-def segment_feeds(segset: SegmentSet, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The input of every segment when ``inputs`` go through the whole program: gated blocks
-    and every expert see the representation their gate saw."""
-    feeds: dict[str, torch.Tensor] = {}
-    seg = segset.segments
-    h: torch.Tensor | None = None
-    with torch.no_grad():
-        for step in segset.program:
-            op = step["op"]
-            if op == "encode":
-                outs = []
-                for m, name in step["adapters"].items():
-                    if m in inputs:
-                        feeds[name] = inputs[m]
-                        outs.append(seg[name].module(inputs[m]))
-                h = outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
-            elif op == "run":
-                feeds[step["segment"]] = h
-                h = seg[step["segment"]].module(h)
-            elif op == "gate":
-                feeds[step["gate"]] = feeds[step["block"]] = h
-                fire = (seg[step["gate"]].module(h) > GATE_THRESHOLD).view(-1, *([1] * (h.dim() - 1)))
-                h = torch.where(fire, seg[step["block"]].module(h), h)
-            elif op == "moe":
-                feeds[step["gate"]] = h
-                choice = seg[step["gate"]].module(h).argmax(-1)
-                outs = []
-                for name in step["experts"]:
-                    feeds[name] = h
-                    outs.append(seg[name].module(h))
-                h = torch.stack(outs, 1)[torch.arange(h.shape[0]), choice]
-            else:
-                feeds[step["segment"]] = h
-                for name in step.get("tasks", {}).values():
-                    feeds[name] = h
-    return feeds
+                "static_max_abs_err": self.static_max_abs_err, "quantization": self.quantization,
+                "val_top1_agreement": self.val_top1_agreement, "passed": self.passed}
 
 
 def check_segments(segset: SegmentSet, router: Router, inputs: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -132,11 +108,18 @@ def check_static(net: CephalonNet, static_session: Any, inputs: Mapping[str, tor
 
 def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: Mapping[str, torch.Tensor],
                   manifest_thresholds: Mapping[str, float], static_session: Any = None,
-                  tolerance: float = FP32_ATOL) -> ParityResult:
+                  quantization: str = "none", real_samples: int = 0) -> ParityResult:
+    """fp32: every segment within ``FP32_ATOL`` and identical decisions. Quantized: errors and
+    agreement are reported; top-1 agreement on the real (validation) samples is enforced."""
     seg_errors = check_segments(segset, router, inputs)
     settings = [dict(manifest_thresholds), 1.01, 0.0, _median_setting(net, inputs)]
     decisions, top1, routed_err, samples = check_routed(net, router, inputs, settings)
-    result = ParityResult(max(routed_err, max(seg_errors.values())), decisions, top1, samples, tolerance, seg_errors)
+    tolerance = FP32_ATOL if quantization == "none" else QUANTIZED_TOP1[quantization]
+    result = ParityResult(max(routed_err, max(seg_errors.values())), decisions, top1, samples, tolerance,
+                          seg_errors, quantization=quantization)
+    if quantization != "none" and real_samples:
+        real = {k: v[:real_samples] for k, v in inputs.items()}
+        result.val_top1_agreement = check_routed(net, router, real, [1.01])[1]
     if static_session is not None:
         result.static_max_abs_err = check_static(net, static_session, inputs)
     return result
@@ -156,17 +139,20 @@ def _median_setting(net: CephalonNet, inputs: Mapping[str, torch.Tensor]) -> dic
 
 
 def parity_inputs(net: CephalonNet, dataset: str | None, n_real: int = 64, n_random: int = 16,
-                  seed: int = 0) -> dict[str, torch.Tensor]:
-    """Real samples from the checkpoint's own validation split (when known) plus random ones."""
+                  seed: int = 0, split: str = "val") -> tuple[dict[str, torch.Tensor], int]:
+    """Real samples from the checkpoint's own dataset split (when known) first, then random ones;
+    returns the inputs and how many are real."""
     from .data import BUILTIN, builtin
 
     gen = torch.Generator().manual_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {m.name: [] for m in net.spec.modalities}
+    real = 0
     if dataset in BUILTIN and n_real:
-        ds = builtin(dataset, "val")
-        for m in parts:
-            if m in ds.inputs:
-                parts[m].append(torch.from_numpy(ds.inputs[m][:n_real]))
+        ds = builtin(dataset, split)
+        if set(parts) <= set(ds.inputs):
+            real = min(n_real, len(ds))
+            for m in parts:
+                parts[m].append(torch.from_numpy(ds.inputs[m][:real]))
     for m in net.spec.modalities:
         parts[m.name].append(torch.randn(n_random, *m.shape, generator=gen))
-    return {m: torch.cat(v) for m, v in parts.items()}
+    return {m: torch.cat(v) for m, v in parts.items()}, real

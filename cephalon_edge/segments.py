@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -76,6 +76,8 @@ class SegmentSet:
     net: CephalonNet
     segments: dict[str, Segment]
     program: list[dict[str, Any]]
+    # model inputs (by modality) for quantization calibration, from the checkpoint's dataset
+    calibration: dict[str, torch.Tensor] | None = None
 
     def __iter__(self):
         return iter(self.segments.values())
@@ -220,3 +222,41 @@ def _probe(seg: Segment, x: torch.Tensor) -> torch.Tensor:
     seg.macs = count_macs(seg.module, x)
     seg.params = sum(p.numel() for p in seg.module.parameters())
     return outs[0]
+
+
+def segment_feeds(segset: SegmentSet, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The input of every segment when ``inputs`` go through the whole program: gated blocks
+    and every expert see the representation their gate saw."""
+    feeds: dict[str, torch.Tensor] = {}
+    seg = segset.segments
+    h: torch.Tensor | None = None
+    with torch.no_grad():
+        for step in segset.program:
+            op = step["op"]
+            if op == "encode":
+                outs = []
+                for m, name in step["adapters"].items():
+                    if m in inputs:
+                        feeds[name] = inputs[m]
+                        outs.append(seg[name].module(inputs[m]))
+                h = outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
+            elif op == "run":
+                feeds[step["segment"]] = h
+                h = seg[step["segment"]].module(h)
+            elif op == "gate":
+                feeds[step["gate"]] = feeds[step["block"]] = h
+                fire = (seg[step["gate"]].module(h) > GATE_THRESHOLD).view(-1, *([1] * (h.dim() - 1)))
+                h = torch.where(fire, seg[step["block"]].module(h), h)
+            elif op == "moe":
+                feeds[step["gate"]] = h
+                choice = seg[step["gate"]].module(h).argmax(-1)
+                outs = []
+                for name in step["experts"]:
+                    feeds[name] = h
+                    outs.append(seg[name].module(h))
+                h = torch.stack(outs, 1)[torch.arange(h.shape[0]), choice]
+            else:
+                feeds[step["segment"]] = h
+                for name in step.get("tasks", {}).values():
+                    feeds[name] = h
+    return feeds

@@ -13,6 +13,7 @@ from ..errors import UsageError
 
 CONVERTERS: dict[str, str] = {
     "onnx": "cephalon_edge.converters.onnx",
+    "tflite": "cephalon_edge.converters.tflite",
 }
 
 

@@ -48,6 +48,7 @@ def calibrate_cmd(
     test_data: Optional[str] = typer.Option(None, "--test-data", help="Held-out data for the report (default: the built-in test split, or half of --data)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile whose runtime settings to measure with."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (overrides the profile)."),
+    remeasure: bool = typer.Option(False, "--remeasure", help="Measure segment latency again instead of reusing this host's cached figures."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Pareto curve as a PNG."),
 ) -> None:
@@ -55,7 +56,8 @@ def calibrate_cmd(
     from ..calibrate import CalibrateSpec, calibrate_package, plot_pareto, validate_spec
 
     spec = CalibrateSpec(data=data, max_drop=max_drop, latency_budget_ms=latency_budget_ms, flops_budget=flops_budget,
-                         score=score, test_data=test_data, profile=profile, threads=threads)
+                         score=score, test_data=test_data, profile=profile, threads=threads,
+                         remeasure=remeasure)
     validate_spec(spec)
     with progress("calibrating", 4) as advance:
         report = calibrate_package(package, spec, on_progress=lambda what: advance(f"calibrating: {what}"))

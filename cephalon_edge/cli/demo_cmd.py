@@ -8,6 +8,7 @@ import typer
 from rich.rule import Rule
 from rich.table import Table
 
+from .calibrate_cmd import render_calibrate
 from .checkpoint_cmds import render_inspect
 from .export_cmd import render_export
 from .render import console, fmt_count, fmt_pct, progress
@@ -23,6 +24,7 @@ def demo_cmd(
     import numpy as np
 
     from ..artifacts import ExportSpec
+    from ..calibrate import CalibrateSpec, calibrate_package, plot_pareto
     from ..data import builtin
     from ..evaluate import evaluate_package
     from ..export import export_package
@@ -52,26 +54,33 @@ def demo_cmd(
     summary.append(("ONNX parity max abs error", f"{exported['parity']['max_abs_err']:.1e}"))
 
     console.print(Rule("4. run a few test digits through the router"))
-    test = builtin("digits", "test")
+    test_split = builtin("digits", "test")
     inputs_dir = output / "inputs"
     inputs_dir.mkdir(exist_ok=True)
     files = []
     for i in range(6):
-        f = inputs_dir / f"test{i}_label{test.labels[i]}.npy"
-        np.save(f, test.inputs["image"][i])
+        f = inputs_dir / f"test{i}_label{test_split.labels[i]}.npy"
+        np.save(f, test_split.inputs["image"][i])
         files.append(f)
     render_run(run_package(pkg, files, tasks=["ink"]))
 
-    console.print(Rule("5. the routed package on the whole test split"))
+    console.print(Rule("5. the uncalibrated package on the whole test split"))
     routed = evaluate_package(pkg, "digits:test")
-    full = evaluate_package(pkg, "digits:test", thresholds=1.01)
     rates = ", ".join(f"{k} {100 * v:.0f}%" for k, v in routed["exit_rates"].items())
     console.print(f"thresholds 0.9 (uncalibrated): accuracy {fmt_pct(routed['accuracy'])}, exits: {rates}")
-    console.print(f"full depth: accuracy {fmt_pct(full['accuracy'])}")
-    summary.append(("ONNX routed accuracy (threshold 0.9)", fmt_pct(routed["accuracy"])))
-    summary.append(("ONNX full-depth accuracy", fmt_pct(full["accuracy"])))
-    summary.append(("mean latency routed / full depth",
-                    f"{routed['mean_ms']:.3f} / {full['mean_ms']:.3f} ms ({full['mean_ms'] / routed['mean_ms']:.2f}x)"))
+
+    console.print(Rule("6. calibrate --data digits:val --max-drop 0.01"))
+    with progress("calibrating", 4) as advance:
+        calibrated = calibrate_package(pkg, CalibrateSpec(data="digits:val", max_drop=0.01),
+                                       on_progress=lambda what: advance(f"calibrating: {what}"))
+    render_calibrate(calibrated)
+    plot_pareto(calibrated, output / "pareto.png")
+    test = calibrated["test"]
+    summary.append(("ONNX routed test accuracy (calibrated)", fmt_pct(test["accuracy"])))
+    summary.append(("ONNX full-depth test accuracy", fmt_pct(test["full_depth_accuracy"])))
+    summary.append(("mean latency routed / static.onnx",
+                    f"{test['mean_ms']:.3f} / {test['static_mean_ms']:.3f} ms"))
+    summary.append(("speedup at accuracy drop", f"{test['speedup']:.2f}x at {100 * test['accuracy_drop']:.2f} points"))
 
     table = Table(title="demo summary")
     table.add_column("what")

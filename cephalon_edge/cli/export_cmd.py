@@ -15,15 +15,26 @@ def render_export(report: dict[str, Any]) -> None:
     table = Table(title=f"{report['target']} package {report['package']}")
     for col in ("segment", "kind", "file", "size", "FLOPs", "params", "max abs err"):
         table.add_column(col, justify="left" if col in ("segment", "kind", "file") else "right")
+    files = [s["file"] for s in report["segments"]]
     for s in report["segments"]:
         err = s["max_abs_err"]
-        table.add_row(s["name"], s["kind"], s["file"], fmt_count(s["size_bytes"]) + "B", fmt_count(s["flops"]),
+        size = "shared" if files.count(s["file"]) > 1 else fmt_count(s["size_bytes"]) + "B"
+        table.add_row(s["name"], s["kind"], s["file"], size, fmt_count(s["flops"]),
                       fmt_count(s["params"]), "-" if err is None else f"{err:.1e}")
     console.print(table)
+    console.print(f"package size {fmt_count(report['size_bytes'])}B ({report['quantization']})")
     parity = report["parity"]
     if parity is None:
         console.print("[yellow]parity not checked (--no-verify)[/]")
     else:
+        if parity["quantization"] != "none":
+            val = parity["val_top1_agreement"]
+            console.print(f"parity ({parity['quantization']}) [green]passed[/]: top-1 agreement with fp32 "
+                          + (f"{100 * val:.1f}% on validation samples (>= {100 * parity['tolerance']:.0f}% required)"
+                             if val is not None else "not enforced (the checkpoint names no dataset)")
+                          + f"; all {parity['samples']} routed samples: top-1 {100 * parity['top1_agreement']:.1f}%, "
+                          f"decisions {100 * parity['decision_agreement']:.1f}%, max abs error {parity['max_abs_err']:.1e}")
+            return
         console.print(f"parity [green]passed[/] on {parity['samples']} routed samples: max abs error "
                       f"{parity['max_abs_err']:.1e} (tolerance {parity['tolerance']:.0e}), decisions "
                       f"{100 * parity['decision_agreement']:.1f}% identical, top-1 {100 * parity['top1_agreement']:.1f}%"

@@ -27,7 +27,8 @@ def write_report(path: Path | None, report: dict[str, Any]) -> None:
 def progress(description: str, total: int | None) -> Iterator[Any]:
     """A progress bar on stderr; yields ``advance(description=None)``."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=False) as bar:
+                  TimeElapsedColumn(), console=err_console, transient=False,
+                  disable=not err_console.is_terminal) as bar:
         task = bar.add_task(description, total=total)
 
         def advance(text: str | None = None) -> None:

@@ -128,7 +128,9 @@ class CephalonNet(nn.Module):
                 out.gate_probs.append(p)
             if stage.moe_gate is not None:
                 probs = torch.softmax(stage.moe_gate(h), dim=-1)
-                choice = nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).to(h.dtype)
+                # one-hot of the top-1 expert, written as a comparison so every exporter lowers it
+                experts = torch.arange(probs.shape[-1], device=h.device)
+                choice = (experts == probs.argmax(-1, keepdim=True)).to(h.dtype)
                 weight = (probs * choice).sum(-1)
                 straight = (weight / weight.detach()).view(-1, *([1] * (h.dim() - 1)))
                 stacked = torch.stack([e(h) for e in stage.experts], 1)

@@ -1,0 +1,134 @@
+"""TFLite (LiteRT): every segment a named signature of one .tflite file, via litert-torch.
+
+Quantization runs on the converted fp32 file with ai-edge-quantizer: its recipes work on a
+multi-signature model, and static int8 calibrates each signature on the activations that
+really reach that segment (exit-aware), which PT2E per module would need a separate
+conversion per segment for. Segments are converted at batch 1 (litert-torch's lowering of a
+dynamic batch fails on residual adds); the LiteRT runtime loops over larger batches.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from ..artifacts import ExportSpec, SegmentArtifact
+from ..errors import ExportError
+from ..segments import SegmentSet, StaticModel, segment_feeds
+from ._capture import captured_output
+
+QUANTIZATION = ("none", "fp16", "int8", "int8-dynamic")
+SEGMENTS_FILE = "segments.tflite"
+CALIBRATION_SAMPLES = 64
+
+
+def _fail(what: str, exc: BaseException, log: list[str]) -> ExportError:
+    detail = str(exc).strip().splitlines()
+    lowering = [line for line in (log[0] if log else "").splitlines() + detail if "Lowering not found" in line]
+    reason = lowering[-1].strip() if lowering else (detail[0] if detail else type(exc).__name__)
+    return ExportError(f"TFLite conversion of {what} failed: {reason[:300]}")
+
+
+def _recipe(mode: str):
+    from ai_edge_quantizer import qtyping, recipe, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    if mode == "int8-dynamic":
+        return recipe.dynamic_wi8_afp32()
+    if mode == "int8":
+        return recipe.static_wi8_ai8()
+    manager = recipe_manager.RecipeManager()  # fp16: weights cast to float16
+    manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                   num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)
+    return manager.get_quantization_recipe()
+
+
+def _quantize(path: Path, mode: str, calibration: dict[str, list[dict]] | None, what: str) -> None:
+    from ai_edge_quantizer import quantizer
+
+    log: list[str] = []
+    try:
+        with captured_output() as log:
+            q = quantizer.Quantizer(str(path), _recipe(mode))
+            result = q.calibrate(calibration, num_threads=2) if mode == "int8" else None
+            tmp = path.with_suffix(".quantized")
+            q.quantize(result, enable_progress_report=False).export_model(str(tmp), overwrite=True)
+        os.replace(tmp, path)
+    except Exception as exc:
+        raise _fail(f"{what} ({mode} quantization)", exc, log) from exc
+
+
+def _calibration_feeds(segments: SegmentSet) -> dict[str, list[dict]]:
+    """Per signature, batch-1 inputs that really reach the segment (from the model inputs)."""
+    import torch
+
+    inputs = segments.calibration
+    if inputs is None:
+        gen = torch.Generator().manual_seed(0)
+        inputs = {m.name: torch.randn(CALIBRATION_SAMPLES, *m.shape, generator=gen)
+                  for m in segments.net.spec.modalities}
+    feeds = segment_feeds(segments, {k: v[:CALIBRATION_SAMPLES] for k, v in inputs.items()})
+    return {name: [{"args_0": x[i:i + 1].numpy()} for i in range(len(x))] for name, x in feeds.items()}
+
+
+def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
+            on_segment: Callable[[str], None] | None = None) -> list[SegmentArtifact]:
+    import litert_torch
+
+    converter = None
+    artifacts = []
+    for seg in segments:
+        example = (segments.example_input(seg.name)[:1],)
+        module = seg.module.eval()
+        converter = litert_torch.signature(seg.name, module, example) if converter is None \
+            else converter.signature(seg.name, module, example)
+        artifacts.append(SegmentArtifact(seg.name, SEGMENTS_FILE, ["args_0"],
+                                         [f"output_{i}" for i in range(len(seg.outputs))], signature=seg.name))
+    log: list[str] = []
+    path = out_dir / SEGMENTS_FILE
+    try:
+        with warnings.catch_warnings(), captured_output() as log:
+            warnings.simplefilter("ignore")
+            converter.convert().export(str(path))
+    except Exception as exc:
+        raise _fail("the segments", exc, log) from exc
+    if on_segment:
+        on_segment(f"{len(artifacts)} signatures")
+    if spec.quantize != "none":
+        _quantize(path, spec.quantize, _calibration_feeds(segments) if spec.quantize == "int8" else None, "the segments")
+        if on_segment:
+            on_segment(spec.quantize)
+    if spec.with_static:
+        artifacts.append(_convert_static(segments, spec, out_dir))
+        if on_segment:
+            on_segment("static")
+    return artifacts
+
+
+def _convert_static(segments: SegmentSet, spec: ExportSpec, out_dir: Path) -> SegmentArtifact:
+    import litert_torch
+    import torch
+
+    net = segments.net
+    shape = net.spec.modalities[0].shape
+    example = (torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)),)
+    path = out_dir / "static.tflite"
+    log: list[str] = []
+    try:
+        with warnings.catch_warnings(), captured_output() as log:
+            warnings.simplefilter("ignore")
+            litert_torch.convert(StaticModel(net).eval(), example).export(str(path))
+    except Exception as exc:
+        raise _fail("the static model", exc, log) from exc
+    outputs = net.spec.exit_names + [t.name for t in net.spec.tasks[1:]]
+    if spec.quantize != "none":
+        calibration = None
+        if spec.quantize == "int8":
+            inputs = segments.calibration or {net.spec.modalities[0].name: example[0].repeat(8, *([1] * len(shape)))}
+            x = next(iter(inputs.values()))[:CALIBRATION_SAMPLES]
+            calibration = {"serving_default": [{"args_0": x[i:i + 1].numpy()} for i in range(len(x))]}
+        _quantize(path, spec.quantize, calibration, "the static model")
+    return SegmentArtifact("static", path.name, ["args_0"], [f"output_{i}" for i in range(len(outputs))],
+                           signature="serving_default", extra={"names": outputs})

@@ -1,0 +1,107 @@
+"""LiteRT (TensorFlow Lite): signature runners of ai_edge_litert's Interpreter, XNNPACK on CPU.
+
+Quantized tensors are converted at the boundary with each tensor's scale and zero point, so
+the router always sees float32. Segments are converted at batch 1; larger batches run sample
+by sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import RuntimeFailure, UsageError
+from ..manifest import Manifest
+from .base import TensorSpec
+
+
+class _Signature:
+    """One signature runner with pre-resolved names and quantization parameters."""
+
+    def __init__(self, runner: Any, outputs: Sequence[str]) -> None:
+        self.runner = runner
+        details = runner.get_input_details()
+        self.input_name = next(iter(details))
+        d = details[self.input_name]
+        self.input_dtype = d["dtype"]
+        self.input_quant = d["quantization"]
+        out = runner.get_output_details()
+        self.outputs = list(outputs) or sorted(out)
+        self.output_quant = [(out[o]["dtype"], out[o]["quantization"]) for o in self.outputs]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.input_dtype != np.float32:
+            scale, zero = self.input_quant
+            info = np.iinfo(self.input_dtype)
+            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(self.input_dtype)
+        result = self.runner(**{self.input_name: x})
+        outs = []
+        for name, (dtype, (scale, zero)) in zip(self.outputs, self.output_quant):
+            y = result[name]
+            outs.append((y.astype(np.float32) - zero) * scale if dtype != np.float32 else np.array(y))
+        return outs
+
+
+class LiteRTRuntime:
+    name = "litert"
+
+    def __init__(self, manifest: Manifest, threads: int | None = None) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise UsageError("ai-edge-litert is not installed", hint="pip install ai-edge-litert") from None
+        if manifest.target != "tflite":
+            raise UsageError(f"litert runs tflite packages, this one is {manifest.target}")
+        self._interpreter_cls, self._threads, self._manifest = Interpreter, threads, manifest
+        self._interpreters: dict[str, Any] = {}
+        self._signatures: dict[str, _Signature] = {}
+        for name, seg in manifest.segments.items():
+            interp = self._open(seg["file"])
+            try:
+                runner = interp.get_signature_runner(seg.get("signature") or None)
+            except ValueError as exc:
+                raise RuntimeFailure(f"{seg['file']} has no signature {seg.get('signature')!r} for segment {name}: {exc}") from None
+            self._signatures[name] = _Signature(runner, seg["outputs"])
+
+    def _open(self, file: str) -> Any:
+        if file not in self._interpreters:
+            path = self._manifest.root / file
+            try:
+                self._interpreters[file] = self._interpreter_cls(model_path=str(path), num_threads=self._threads)
+            except (ValueError, RuntimeError) as exc:
+                raise RuntimeFailure(f"LiteRT cannot load {file}: {exc}") from None
+        return self._interpreters[file]
+
+    def run(self, segment: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        sig = self._signatures[segment]
+        x = inputs[0]
+        try:
+            if x.shape[0] == 1:
+                return sig(x)
+            per_sample = [sig(x[i:i + 1]) for i in range(x.shape[0])]
+        except (ValueError, RuntimeError) as exc:
+            raise RuntimeFailure(f"LiteRT failed on segment {segment}: {exc}") from None
+        return [np.concatenate(parts) for parts in zip(*per_sample)]
+
+    def static_runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+        static = self._manifest.data.get("static")
+        if not static:
+            return None
+        interp = self._interpreter_cls(model_path=str(self._manifest.static_file()), num_threads=self._threads)
+        sig = _Signature(interp.get_signature_runner(static.get("signature") or None), static["outputs"])
+        return lambda x: sig(x) if x.shape[0] == 1 else [np.concatenate(p) for p in zip(*(sig(x[i:i + 1]) for i in range(len(x))))]
+
+    def input_specs(self, segment: str) -> list[TensorSpec]:
+        sig = self._signatures[segment]
+        d = sig.runner.get_input_details()[sig.input_name]
+        return [TensorSpec(sig.input_name, tuple(d["shape"]), np.dtype(d["dtype"]).name)]
+
+    def output_specs(self, segment: str) -> list[TensorSpec]:
+        sig = self._signatures[segment]
+        details = sig.runner.get_output_details()
+        return [TensorSpec(o, tuple(details[o]["shape"]), np.dtype(details[o]["dtype"]).name) for o in sig.outputs]
+
+    def close(self) -> None:
+        self._signatures.clear()
+        self._interpreters.clear()

@@ -1,0 +1,148 @@
+"""Threshold search and the calibrate command."""
+
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from cephalon_edge import checkpoint
+from cephalon_edge.artifacts import ExportSpec
+from cephalon_edge.calibrate import CalibrateSpec, ExitTable, calibrate_package, choose, search
+from cephalon_edge.export import export_package
+from cephalon_edge.manifest import Manifest
+from conftest import make_net, run_cli
+
+
+def brute_force(table: ExitTable, max_drop: float):
+    """Independent reference: every per-exit threshold among the distinct scores, plain loops."""
+    n, k = table.scores.shape[0], table.scores.shape[1] - 1
+    options = [sorted(set(table.scores[:, j].tolist())) + [2.0] for j in range(k)]
+    best = None
+    for ts in itertools.product(*options):
+        correct = cost = 0.0
+        for i in range(n):
+            e = next((j for j in range(k) if table.scores[i, j] >= ts[j]), k)
+            correct += table.correct[i, e]
+            cost += table.cost_ms[i, e]
+        acc, cost = correct / n, cost / n
+        if acc >= table.full_depth_accuracy - max_drop - 1e-9 and (best is None or (cost, -acc) < (best[0], -best[1])):
+            best = (cost, acc, ts)
+    return best
+
+
+def synthetic(n: int, k: int, seed: int) -> ExitTable:
+    rng = np.random.default_rng(seed)
+    scores = rng.random((n, k + 1)).round(2)
+    # later exits are more often right, and right more often when confident
+    correct = rng.random((n, k + 1)) < np.clip(0.35 + 0.2 * np.arange(k + 1) + 0.3 * scores, 0, 1)
+    cost = np.cumsum(rng.uniform(0.5, 1.5, (n, k + 1)), axis=1)
+    return ExitTable([f"exit{j}" for j in range(k)] + ["final"], scores, correct, cost, cost * 1e6)
+
+
+@pytest.mark.parametrize("seed, k, max_drop", [(0, 1, 0.0), (1, 2, 0.02), (2, 2, 0.0), (3, 3, 0.05)])
+def test_search_finds_the_optimum(seed, k, max_drop):
+    table = synthetic(30 if k == 3 else 40, k, seed)
+    result = search(table, never=2.0)
+    chosen = choose(result, table, CalibrateSpec(data="x", max_drop=max_drop))
+    cost, acc, _ = brute_force(table, max_drop)
+    assert result.cost_ms[chosen] == pytest.approx(cost, abs=1e-9)
+    assert result.accuracy[chosen] == pytest.approx(acc, abs=1e-9)
+
+
+def test_search_on_a_model_with_known_exits():
+    """exit0 is right exactly when its score >= 0.8, exit1 always; the final exit is dearest."""
+    rng = np.random.default_rng(4)
+    n = 50
+    s0 = rng.uniform(0.3, 1.0, n)
+    scores = np.column_stack([s0, rng.uniform(0.5, 1.0, n), np.ones(n)])
+    correct = np.column_stack([s0 >= 0.8, np.ones(n, bool), np.ones(n, bool)])
+    cost = np.tile([1.0, 2.0, 5.0], (n, 1))
+    table = ExitTable(["exit0", "exit1", "final"], scores, correct, cost, cost)
+    result = search(table, never=2.0)
+    i = choose(result, table, CalibrateSpec(data="x", max_drop=0.0))
+    thresholds = result.thresholds(i, ["exit0", "exit1"])
+    assert thresholds["exit0"] == pytest.approx(s0[s0 >= 0.8].min())
+    assert thresholds["exit1"] <= scores[:, 1].min()  # everyone else leaves at exit1
+    assert result.accuracy[i] == 1.0
+    assert result.cost_ms[i] == pytest.approx((s0 >= 0.8).mean() * 1 + (s0 < 0.8).mean() * 2)
+    budget = choose(result, table, CalibrateSpec(data="x", latency_budget_ms=1.0))
+    assert result.cost_ms[budget] <= 1.0 and result.accuracy[budget] == pytest.approx((s0 >= 0.8).mean())
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cal")
+    net = make_net(seed=2)
+    ckpt = root / "tiny.cephalon"
+    checkpoint.save(net, ckpt)
+    pkg = root / "pkg"
+    export_package(ckpt, pkg, ExportSpec("onnx", with_static=True))
+    x = torch.randn(120, 1, 12, 12, generator=torch.Generator().manual_seed(9))
+    labels = net.dynamic_forward(x, thresholds=1.01).logits.argmax(-1).numpy()
+    labels[::7] = (labels[::7] + 1) % 5  # full depth is right on 6 of 7 samples
+    data = root / "data.npz"
+    np.savez(data, image=x.numpy(), labels=labels.astype(np.int64))
+    return pkg, data
+
+
+def test_calibrate_command(package, tmp_path):
+    pkg, data = package
+    report_file, plot = tmp_path / "cal.json", tmp_path / "cal.png"
+    res = run_cli("calibrate", str(pkg), "--data", str(data), "--max-drop", "0", "--json", str(report_file),
+                  "--plot", str(plot))
+    assert res.returncode == 0, res.stderr
+    assert "speedup" in res.stdout
+    report = json.loads(report_file.read_text())
+    assert report["schema"] == "cephalon-edge/calibrate/1"
+    assert report["val"]["accuracy"] == report["val"]["full_depth_accuracy"]  # --max-drop 0
+    for key in ("accuracy", "full_depth_accuracy", "accuracy_drop", "exit_rates", "flops_ratio", "mean_ms",
+                "static_mean_ms", "speedup"):
+        assert key in report["test"], key
+    assert sum(report["test"]["exit_rates"].values()) == pytest.approx(1.0)
+    assert report["test"]["static_source"] == "static model"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = Manifest.open(pkg)
+    assert manifest.data["exit_policy"]["calibrated"] is True
+    assert manifest.thresholds == report["thresholds"]
+    assert manifest.data["calibration"]["dataset"].endswith("(half A)")
+
+    again_file = tmp_path / "again.json"
+    res = run_cli("calibrate", str(pkg), "--data", str(data), "--max-drop", "0", "--json", str(again_file))
+    assert res.returncode == 0, res.stderr
+    again = json.loads(again_file.read_text())
+    assert again["thresholds"] == report["thresholds"]
+    assert again["segment_latency"]["measured_now"] is False
+
+
+def test_calibrate_rejects_bad_input(package, tmp_path):
+    pkg, _ = package
+    before = (pkg / "manifest.json").read_bytes()
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, image=np.zeros((10, 1, 8, 8), np.float32), labels=np.zeros(10, np.int64))
+    for args in (["--data", str(bad)], ["--data", "digits:val"], ["--data", str(bad), "--max-drop", "2"],
+                 ["--data", str(bad), "--max-drop", "0.1", "--latency-budget-ms", "1"],
+                 ["--data", str(bad), "--score", "vibes"]):
+        res = run_cli("calibrate", str(pkg), *args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    assert (pkg / "manifest.json").read_bytes() == before
+
+
+def test_manifest_update_is_atomic(package, monkeypatch):
+    pkg, data = package
+    before = (pkg / "manifest.json").read_bytes()
+    real_replace = os.replace
+
+    def crash(src, dst):
+        if str(dst).endswith("manifest.json"):
+            raise OSError("disk full (simulated)")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        calibrate_package(pkg, CalibrateSpec(data=str(data), max_drop=0.05, rounds=1))
+    assert (pkg / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in pkg.iterdir() if p.name.startswith(".")) == []
