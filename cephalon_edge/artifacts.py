@@ -12,7 +12,7 @@ class ExportSpec:
     """Options of one export, validated before any heavy work."""
 
     target: str
-    quantize: str = "none"
+    quantize: str | None = None  # None: the target's default (Core ML fp16, others none)
     profile: str | None = None
     with_static: bool = False
     verify: bool = True

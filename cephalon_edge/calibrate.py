@@ -311,7 +311,7 @@ def held_out(ref: str, explicit: str | None, data: Dataset) -> tuple[Dataset | N
 def calibrate_package(package: Path, spec: CalibrateSpec,
                       on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Choose thresholds, write them into the manifest atomically, return the report."""
-    from .profiles import profile_threads
+    from .device_profiles import profile_threads
 
     validate_spec(spec)
     step = on_progress or (lambda _: None)

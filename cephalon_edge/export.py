@@ -17,15 +17,23 @@ from .checkpoint import load_with_metadata
 from .converters import get_converter
 from .errors import ParityError, UsageError
 from .fsutil import atomic_directory, write_json_atomic
-from .manifest import FORMAT, MANIFEST, Manifest, sha256_file
+from .manifest import FORMAT, MANIFEST, Manifest, sha256_file, size_bytes
 from .segments import SegmentSet, build_segments
 
 ProgressCallback = Callable[[str], None]
 
 
+def resolve_spec(spec: ExportSpec) -> ExportSpec:
+    """Fill in the target's default quantization (Core ML: fp16; others: none)."""
+    if spec.quantize is None:
+        return dataclasses.replace(spec, quantize=get_converter(spec.target).DEFAULT_QUANTIZATION)
+    return spec
+
+
 def validate_export(checkpoint: Path, out_dir: Path, spec: ExportSpec) -> None:
     """Everything that can be checked before loading torch or converting anything."""
     converter = get_converter(spec.target)
+    spec = resolve_spec(spec)
     if spec.quantize not in QUANTIZATION_MODES:
         raise UsageError(f"unknown quantization {spec.quantize!r}", hint=f"modes: {', '.join(QUANTIZATION_MODES)}")
     if spec.quantize not in converter.QUANTIZATION:
@@ -51,7 +59,7 @@ def segment_entry(seg_set: SegmentSet, art: SegmentArtifact, root: Path) -> dict
         "inputs": art.inputs, "outputs": art.outputs,
         "shapes": {"inputs": [list(seg.input_shape)], "outputs": [list(s) for s in seg.output_shapes]},
         "dtypes": {"inputs": ["float32"], "outputs": ["float32"] * len(art.outputs)},
-        "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "sha256": sha256_file(path), "size_bytes": size_bytes(path),
         "flops": seg.flops, "params": seg.params, **art.extra,
     }
 
@@ -81,7 +89,7 @@ def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: 
         "exits": [{k: p[k] for k in ("name", "cumulative_flops", "params")} for p in seg_set.exit_paths()],
         "static": None if static is None else {
             "file": static.file, "sha256": sha256_file(root / static.file), "outputs": static.outputs,
-            "size_bytes": (root / static.file).stat().st_size, "signature": static.signature},
+            "size_bytes": size_bytes(root / static.file), "signature": static.signature},
         "calibration": None,
     }
 
@@ -94,6 +102,7 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
     from .runtimes import open_runtime
 
     validate_export(checkpoint, out_dir, spec)
+    spec = resolve_spec(spec)
     converter = get_converter(spec.target)
     net, meta = load_with_metadata(checkpoint)
     seg_set = build_segments(net)
@@ -106,8 +115,14 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
         manifest = build_manifest(seg_set, artifacts, tmp, spec, checkpoint, meta)
         write_json_atomic(tmp / MANIFEST, manifest)
         convert_s = time.perf_counter() - started
-        parity = None
-        if spec.verify:
+        coverage, notes = _delegate_coverage(tmp, spec)
+        parity = verification = None
+        runs_here = _runs_here(spec.target)
+        if spec.verify and not runs_here:
+            verification = {"kind": "spec", "reason": runs_here.reason, **converter.verify(Manifest.open(tmp))}
+            if on_progress:
+                on_progress("spec checks")
+        elif spec.verify:
             opened = Manifest.open(tmp)
             router = Router(opened, open_runtime("auto", opened))
             static = router.runtime.static_runner()
@@ -125,6 +140,8 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
         "package": str(out_dir), "target": spec.target, "quantization": spec.quantize,
         "checkpoint": str(checkpoint), "convert_seconds": round(convert_s, 3),
         "parity": None if parity is None else parity.to_dict(),
+        "verification": verification or ({"kind": "parity"} if parity else None),
+        "delegate_coverage": coverage, "notes": notes,
         "segments": [{"name": s["name"], "file": s["file"], "kind": s["kind"],
                       "max_abs_err": None if parity is None else parity.segments.get(s["name"]),
                       "flops": s["flops"], "params": s["params"], "size_bytes": s["size_bytes"]}
@@ -133,3 +150,40 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
         "exits": manifest["exits"],
         "size_bytes": sum({s["file"]: s["size_bytes"] for s in manifest["segments"]}.values()),
     }
+
+
+def _delegate_coverage(root: Path, spec: ExportSpec) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """With a profile on the TFLite target: which ops each segment's delegate supports."""
+    if not spec.profile:
+        return None, []
+    from .delegates import coverage, deprecation_note
+    from .device_profiles import load_profile
+
+    profile = load_profile(spec.profile)
+    notes = []
+    if profile.get("target") and profile["target"] != spec.target:
+        notes.append(f"profile {spec.profile} prefers the {profile['target']} target")
+    delegate = profile.get("runtime", {}).get("delegate", "cpu")
+    if spec.target != "tflite":
+        return None, notes
+    note = deprecation_note(delegate)
+    if note:
+        notes.append(note)
+    return coverage(Manifest.open(root, verify=False), delegate), notes
+
+
+class _Availability:
+    def __init__(self, ok: bool, reason: str = "") -> None:
+        self.ok, self.reason = ok, reason
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _runs_here(target: str) -> _Availability:
+    """Whether this machine can run packages of ``target`` (Core ML predictions need macOS)."""
+    import platform
+
+    if target == "coreml" and platform.system() != "Darwin":
+        return _Availability(False, "Core ML predictions need macOS; spec-level checks only")
+    return _Availability(True)

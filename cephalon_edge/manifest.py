@@ -23,11 +23,23 @@ TOP_KEYS = ("format", "target", "quantization", "inputs", "labels", "tasks", "se
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of a file, or of a directory tree (Core ML .mlpackage): its relative paths and
+    file contents in sorted order."""
+    path = Path(path)
     h = hashlib.sha256()
+    if path.is_dir():
+        for member in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(member.relative_to(path).as_posix().encode() + b"\0" + sha256_file(member).encode())
+        return h.hexdigest()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def size_bytes(path: Path) -> int:
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def safe_member(root: Path, name: Any) -> Path:
@@ -150,7 +162,7 @@ class Manifest:
             expected[self.data["static"]["file"]] = self.data["static"]["sha256"]
         for name, digest in expected.items():
             path = safe_member(self.root, name)
-            if not path.is_file():
+            if not path.exists():
                 raise PackageError(f"{self.root}: segment file {name} is missing", hint="re-export the package")
             if sha256_file(path) != digest:
                 raise PackageError(f"{self.root}: {name} does not match its sha256 in the manifest (modified or corrupt)",

@@ -1,7 +1,8 @@
 """Converters, one module per target format, registered by name.
 
 Each module exposes ``convert(segments, spec, out_dir, on_segment=None) -> list[SegmentArtifact]``
-and ``QUANTIZATION``, the modes it realises. Heavy imports happen inside ``convert``.
+``QUANTIZATION``, the modes it realises, and ``DEFAULT_QUANTIZATION``; a converter whose
+packages cannot run here also exposes ``verify(manifest)`` for spec-level checks. Heavy imports happen inside ``convert``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..errors import UsageError
 CONVERTERS: dict[str, str] = {
     "onnx": "cephalon_edge.converters.onnx",
     "tflite": "cephalon_edge.converters.tflite",
+    "coreml": "cephalon_edge.converters.coreml",
 }
 
 

@@ -11,6 +11,7 @@ from ..artifacts import ExportSpec, SegmentArtifact
 from ..errors import ExportError
 from ..segments import SegmentSet, StaticModel
 
+DEFAULT_QUANTIZATION = "none"
 QUANTIZATION = ("none",)
 MIN_OPSET = 18
 

@@ -19,6 +19,7 @@ from ..errors import ExportError
 from ..segments import SegmentSet, StaticModel, segment_feeds
 from ._capture import captured_output
 
+DEFAULT_QUANTIZATION = "none"
 QUANTIZATION = ("none", "fp16", "int8", "int8-dynamic")
 SEGMENTS_FILE = "segments.tflite"
 CALIBRATION_SAMPLES = 64

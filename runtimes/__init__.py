@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 RUNTIMES: dict[str, str] = {
     "onnxruntime": "cephalon_edge.runtimes.onnxruntime:OnnxRuntime",
     "litert": "cephalon_edge.runtimes.litert:LiteRTRuntime",
+    "coreml": "cephalon_edge.runtimes.coreml:CoreMLRuntime",
 }
 DEFAULT_FOR_TARGET: dict[str, str] = {"onnx": "onnxruntime", "tflite": "litert", "coreml": "coreml"}
 

@@ -11,6 +11,20 @@ from rich.table import Table
 from .render import console, fmt_count, progress, write_report
 
 
+def render_coverage(report: dict[str, Any]) -> None:
+    rows = report.get("delegate_coverage")
+    if rows:
+        table = Table(title=f"delegate coverage ({rows[0]['delegate']}, from its documented op list)")
+        for col in ("segment", "ops", "supported", "falls back to CPU"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["segment"], str(r["ops"]), ", ".join(r["supported_ops"]),
+                          "[red]" + ", ".join(r["unsupported_ops"]) + "[/]" if r["unsupported_ops"] else "[green]none[/]")
+        console.print(table)
+    for note in report.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}")
+
+
 def render_export(report: dict[str, Any]) -> None:
     table = Table(title=f"{report['target']} package {report['package']}")
     for col in ("segment", "kind", "file", "size", "FLOPs", "params", "max abs err"):
@@ -24,6 +38,11 @@ def render_export(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"package size {fmt_count(report['size_bytes'])}B ({report['quantization']})")
     parity = report["parity"]
+    verification = report.get("verification") or {}
+    if verification.get("kind") == "spec":
+        console.print(f"[yellow]{verification['reason']}[/]: {verification['segments_checked']} segments match the "
+                      f"manifest's names and shapes (spec version {verification['spec_version']})")
+        return
     if parity is None:
         console.print("[yellow]parity not checked (--no-verify)[/]")
     else:
@@ -43,9 +62,9 @@ def render_export(report: dict[str, Any]) -> None:
 
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="A .cephalon checkpoint."),
-    target: str = typer.Option(..., "--target", "-t", help="onnx (tflite and coreml: see README)."),
+    target: str = typer.Option(..., "--target", "-t", help="onnx | tflite | coreml."),
     output: Path = typer.Option(..., "-o", "--output", help="The package directory to write."),
-    quantize: str = typer.Option("none", "--quantize", help="none | int8 | int8-dynamic | fp16 (per target)."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="none | fp16 | int8 | int8-dynamic (per target; default: none, Core ML fp16)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile name."),
     with_static: bool = typer.Option(False, "--with-static", help="Also write the monolithic full-depth model, for comparison."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the parity check against PyTorch."),
@@ -63,6 +82,7 @@ def export_cmd(
     with progress(f"exporting to {target}", None) as advance:
         report = export_package(checkpoint, output, spec, on_progress=lambda name: advance(f"{target}: {name}"))
     render_export(report)
+    render_coverage(report)
     write_report(json_file, report)
     console.print(f"wrote [bold]{output}[/]")
 
