@@ -174,12 +174,12 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 def _convert(name: str, value: Any, path: str) -> Any:
     if name in ("modalities", "stages", "tasks"):
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, (list, tuple)) or not value:
             raise SpecError(f"{path}: expected a non-empty list")
         return tuple(_build(_NESTED[name], v, f"{path}[{i}]") for i, v in enumerate(value))
     if name in ("adapter", "preprocessing"):
         return _build(_NESTED[name], value, path)
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return tuple(value)
     return value
 

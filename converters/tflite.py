@@ -32,6 +32,22 @@ def _fail(what: str, exc: BaseException, log: list[str]) -> ExportError:
     return ExportError(f"TFLite conversion of {what} failed: {reason[:300]}")
 
 
+def _diagnose(segments: SegmentSet) -> ExportError | None:
+    """After a failed multi-signature conversion: convert segment by segment to name the one
+    that fails and the op that has no lowering."""
+    import litert_torch
+
+    for seg in segments:
+        log: list[str] = []
+        try:
+            with warnings.catch_warnings(), captured_output() as log:
+                warnings.simplefilter("ignore")
+                litert_torch.convert(seg.module.eval(), (segments.example_input(seg.name)[:1],))
+        except Exception as exc:
+            return _fail(f"segment {seg.name}", exc, log)
+    return None
+
+
 def _recipe(mode: str):
     from ai_edge_quantizer import qtyping, recipe, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -94,7 +110,7 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
             warnings.simplefilter("ignore")
             converter.convert().export(str(path))
     except Exception as exc:
-        raise _fail("the segments", exc, log) from exc
+        raise _diagnose(segments) or _fail("the segments", exc, log) from exc
     if on_segment:
         on_segment(f"{len(artifacts)} signatures")
     if spec.quantize != "none":

@@ -1,0 +1,201 @@
+"""TFLite and Core ML targets: conversion, quantization, LiteRT routing, spec checks."""
+
+import json
+import platform
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cephalon_edge import checkpoint
+from cephalon_edge.artifacts import ExportSpec
+from cephalon_edge.errors import ExportError
+from cephalon_edge.export import export_package
+from cephalon_edge.manifest import Manifest
+from cephalon_edge.router import Router
+from conftest import balance_gates, make_net, run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tfl")
+    net = make_net(seed=6)
+    balance_gates(net, torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(1)))
+    ckpt = root / "tiny.cephalon"
+    checkpoint.save(net, ckpt)
+    return net, ckpt, root
+
+
+@pytest.fixture(scope="module")
+def tflite_pkg(tiny_ckpt):
+    net, ckpt, root = tiny_ckpt
+    report = export_package(ckpt, root / "tfl", ExportSpec("tflite", with_static=True, profile="android-arm64-cpu"))
+    return net, root / "tfl", report
+
+
+def test_tflite_export_is_one_multi_signature_file_with_parity(tflite_pkg):
+    net, pkg, report = tflite_pkg
+    assert report["parity"]["passed"] and report["parity"]["max_abs_err"] <= 1e-4
+    assert report["parity"]["decision_agreement"] == 1.0 and report["parity"]["static_max_abs_err"] <= 1e-4
+    manifest = Manifest.open(pkg)
+    assert {s["file"] for s in manifest.data["segments"]} == {"segments.tflite"}
+    assert all(s["signature"] == s["name"] for s in manifest.data["segments"])
+    assert manifest.data["static"]["file"] == "static.tflite"
+    from ai_edge_litert.interpreter import Interpreter
+    signatures = Interpreter(model_path=str(pkg / "segments.tflite")).get_signature_list()
+    assert set(signatures) == set(manifest.segments)
+
+
+@pytest.mark.parametrize("thresholds", [1.01, 0.0, {"exit0": 0.3, "exit1": 0.32, "exit2": 0.35}])
+def test_litert_router_matches_dynamic_forward(tflite_pkg, thresholds):
+    net, pkg, _ = tflite_pkg
+    x = torch.randn(24, 1, 12, 12, generator=torch.Generator().manual_seed(8))
+    ref = net.dynamic_forward(x, thresholds=thresholds, tasks=["aux"])
+    with Router.open(pkg) as router:
+        assert router.runtime.name == "litert"
+        got = router.predict({"image": x.numpy()}, tasks=["aux"], thresholds=thresholds)
+    assert np.array_equal(got.exit_index, ref.exit_index.numpy())
+    assert np.array_equal(got.gates, ref.gates.numpy()) and np.array_equal(got.experts, ref.experts.numpy())
+    np.testing.assert_allclose(got.logits, ref.logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(got.tasks["aux"], ref.tasks["aux"].numpy(), atol=1e-4)
+
+
+def test_delegate_coverage_report(tflite_pkg):
+    _, _, report = tflite_pkg
+    rows = {r["segment"]: r for r in report["delegate_coverage"]}
+    assert set(rows) >= {"stage0", "exit0", "gate1.1"}
+    assert all(r["delegate"] == "xnnpack" for r in rows.values())
+    assert "CONV_2D" in rows["stage0"]["supported_ops"] and not rows["stage0"]["unsupported_ops"]
+    # the exit's max-softmax reduction is not in XNNPACK's documented list: it falls back to the CPU
+    assert "REDUCE_MAX" in rows["exit0"]["unsupported_ops"]
+
+
+def test_nnapi_profile_warns_about_deprecation(tiny_ckpt, tmp_path):
+    _, ckpt, _ = tiny_ckpt
+    res = run_cli("export", str(ckpt), "--target", "tflite", "--profile", "galaxy-s23", "-o", str(tmp_path / "p"),
+                  "--no-verify", "--json", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr
+    assert "deprecated from Android 15" in res.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["delegate_coverage"][0]["delegate"] == "nnapi"
+
+
+class OneHotHead(nn.Module):
+    """An exit head whose one_hot lowers to an assertion litert-torch cannot convert."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x):
+        logits = self.head(x)
+        return logits * nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float(), logits.amax(-1)
+
+
+def test_converter_failure_names_segment_and_op(tiny_ckpt, tmp_path, monkeypatch):
+    _, ckpt, _ = tiny_ckpt
+    import cephalon_edge.export as export_mod
+    real = export_mod.build_segments
+
+    def broken(net):
+        segs = real(net)
+        segs.segments["exit1"].module = OneHotHead(segs.segments["exit1"].module.head)
+        return segs
+
+    monkeypatch.setattr(export_mod, "build_segments", broken)
+    with pytest.raises(ExportError) as err:
+        export_package(ckpt, tmp_path / "pkg", ExportSpec("tflite"))
+    assert "segment exit1" in err.value.message and "aten._assert_async" in err.value.message
+    assert err.value.exit_code == 1
+    assert list(tmp_path.iterdir()) == []  # no half-written package
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory):
+    """A small model trained briefly on digits, so quantized parity is judged on real data."""
+    from cephalon_edge.data import builtin
+    from cephalon_edge.model import CephalonNet
+    from cephalon_edge.spec import ModelSpec
+    from cephalon_edge.train import TrainSpec, train
+    from cephalon_edge.zoo import digits_exits_spec
+
+    spec = digits_exits_spec().to_dict()
+    spec["stages"] = [{"channels": 16, "blocks": 1, "stride": 2, "exit": True},
+                      {"channels": 32, "blocks": 1, "stride": 2}]
+    spec["tasks"] = spec["tasks"][:1]
+    torch.manual_seed(0)
+    net = CephalonNet(ModelSpec.from_dict(spec))
+    train(net, builtin("digits", "train"), TrainSpec(epochs=6))
+    ckpt = tmp_path_factory.mktemp("digits") / "small.cephalon"
+    checkpoint.save(net, ckpt, {"dataset": "digits"})
+    return ckpt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "fp16"])
+def test_quantized_tflite(small_digits, tmp_path, mode):
+    fp32 = export_package(small_digits, tmp_path / "fp32", ExportSpec("tflite", verify=False))
+    report = export_package(small_digits, tmp_path / mode, ExportSpec("tflite", quantize=mode, with_static=True))
+    parity = report["parity"]
+    assert parity["passed"] and parity["quantization"] == mode
+    assert parity["val_top1_agreement"] >= 0.98
+    if mode != "fp16":
+        assert report["size_bytes"] < 0.5 * fp32["size_bytes"]
+    with Router.open(tmp_path / mode) as router:  # int8 tensors are converted at the boundary
+        from cephalon_edge.data import builtin
+        val = builtin("digits", "val")
+        pred = router.predict({"image": val.inputs["image"][:50]}, thresholds=1.01)
+        assert pred.logits.dtype == np.float32 and (pred.predicted == val.labels[:50]).mean() > 0.8
+
+
+@pytest.mark.parametrize("profile, files", [(None, 18), ("iphone-15-pro", 1)])
+def test_coreml_spec_checks(tiny_ckpt, tmp_path, profile, files):
+    _, ckpt, _ = tiny_ckpt
+    out = tmp_path / "cml"
+    report = export_package(ckpt, out, ExportSpec("coreml", profile=profile, with_static=profile is None))
+    manifest = Manifest.open(out)  # sha256 of .mlpackage directories verified
+    assert manifest.data["quantization"] == "fp16"
+    assert len({s["file"] for s in manifest.data["segments"]}) == files
+    if platform.system() != "Darwin":
+        assert report["verification"]["kind"] == "spec"
+        assert report["verification"]["segments_checked"] == len(manifest.segments)
+    if profile:
+        assert all(s["signature"] == s["name"].replace(".", "_") for s in manifest.data["segments"])
+        assert report["verification"]["spec_version"] >= 9  # iOS 18 multifunction
+
+
+def test_coreml_tampered_and_int8(tiny_ckpt, tmp_path):
+    _, ckpt, _ = tiny_ckpt
+    out = tmp_path / "cml"
+    export_package(ckpt, out, ExportSpec("coreml", quantize="int8"))
+    weights = next((out / "stage3.mlpackage").rglob("weight.bin"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    from cephalon_edge.errors import PackageError
+    with pytest.raises(PackageError, match="stage3.mlpackage does not match its sha256"):
+        Manifest.open(out)
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="checks the Linux error path")
+def test_coreml_run_off_macos_is_a_clear_error(tiny_ckpt, tmp_path):
+    _, ckpt, _ = tiny_ckpt
+    export_package(ckpt, tmp_path / "cml", ExportSpec("coreml"))
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 12, 12), np.float32))
+    res = run_cli("run", str(tmp_path / "cml"), str(x))
+    assert res.returncode == 2 and "Core ML predictions need macOS" in res.stderr
+    assert "hint: on Linux run the onnx or tflite target" in res.stderr
+
+
+@pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML predictions need macOS (coremltools cannot run models on Linux)")
+def test_coreml_predictions_match_dynamic_forward(tiny_ckpt, tmp_path):
+    net, ckpt, _ = tiny_ckpt
+    export_package(ckpt, tmp_path / "cml", ExportSpec("coreml", quantize="none"))
+    x = torch.randn(8, 1, 12, 12)
+    ref = net.dynamic_forward(x, thresholds=1.01)
+    with Router.open(tmp_path / "cml") as router:
+        got = router.predict({"image": x.numpy()}, thresholds=1.01)
+    assert np.array_equal(got.exit_index, ref.exit_index.numpy())
+    np.testing.assert_allclose(got.logits, ref.logits.numpy(), atol=1e-3)
