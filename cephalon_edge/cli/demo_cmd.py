@@ -10,7 +10,7 @@ from rich.table import Table
 
 from .calibrate_cmd import render_calibrate
 from .checkpoint_cmds import render_inspect
-from .export_cmd import render_export
+from .export_cmd import render_coverage, render_export
 from .render import console, fmt_count, fmt_pct, progress
 from .run_cmd import render_run
 from .zoo_cmd import build_model
@@ -53,7 +53,22 @@ def demo_cmd(
     render_export(exported)
     summary.append(("ONNX parity max abs error", f"{exported['parity']['max_abs_err']:.1e}"))
 
-    console.print(Rule("4. run a few test digits through the router"))
+    console.print(Rule("4. export --target tflite --profile android-arm64-cpu, and --target coreml"))
+    with progress("exporting to tflite and coreml", None) as advance:
+        tflite = export_package(ckpt, output / "digits-exits-tflite",
+                                ExportSpec("tflite", profile="android-arm64-cpu", force=True),
+                                on_progress=lambda name: advance(f"tflite: {name}"))
+        coreml = export_package(ckpt, output / "digits-exits-coreml", ExportSpec("coreml", force=True),
+                                on_progress=lambda name: advance(f"coreml: {name}"))
+    render_coverage(tflite)
+    summary.append(("TFLite parity max abs error", f"{tflite['parity']['max_abs_err']:.1e}"))
+    fallback = sum(1 for r in tflite["delegate_coverage"] if r["unsupported_ops"])
+    summary.append(("TFLite segments falling back from XNNPACK", f"{fallback} of {len(tflite['delegate_coverage'])}"))
+    check = coreml["verification"]
+    summary.append(("Core ML", f"{check.get('segments_checked', len(coreml['segments']))} segments, "
+                               f"{'spec-checked (predictions need macOS)' if check['kind'] == 'spec' else 'parity passed'}"))
+
+    console.print(Rule("5. run a few test digits through the router"))
     test_split = builtin("digits", "test")
     inputs_dir = output / "inputs"
     inputs_dir.mkdir(exist_ok=True)
@@ -64,12 +79,12 @@ def demo_cmd(
         files.append(f)
     render_run(run_package(pkg, files, tasks=["ink"]))
 
-    console.print(Rule("5. the uncalibrated package on the whole test split"))
+    console.print(Rule("6. the uncalibrated package on the whole test split"))
     routed = evaluate_package(pkg, "digits:test")
     rates = ", ".join(f"{k} {100 * v:.0f}%" for k, v in routed["exit_rates"].items())
     console.print(f"thresholds 0.9 (uncalibrated): accuracy {fmt_pct(routed['accuracy'])}, exits: {rates}")
 
-    console.print(Rule("6. calibrate --data digits:val --max-drop 0.01"))
+    console.print(Rule("7. calibrate --data digits:val --max-drop 0.01"))
     with progress("calibrating", 4) as advance:
         calibrated = calibrate_package(pkg, CalibrateSpec(data="digits:val", max_drop=0.01),
                                        on_progress=lambda what: advance(f"calibrating: {what}"))

@@ -1,0 +1,172 @@
+"""Host bench: per-segment cold and warm latency, end to end over real data through the
+router against the static model, peak RSS."""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data import Dataset, load_dataset
+from ..device_profiles import load_profile
+from ..errors import DataError, UsageError
+from ..manifest import Manifest
+from ..router import Router
+from ..runtimes import open_runtime
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    profile: str = "host-cpu"
+    data: str | None = None  # default: the checkpoint's own test split
+    runs: int = 50
+    warmup: int = 5
+    threads: int | None = None  # overrides the profile
+    samples: int | None = None  # at most this many data samples end to end
+    device: str | None = None  # SERIAL or "all": bench on Android devices over adb
+    benchmark_binary: Path | None = None
+    keep: bool = False
+
+
+def validate(spec: BenchSpec) -> None:
+    if spec.runs < 1 or spec.warmup < 0:
+        raise UsageError(f"--runs must be >= 1 and --warmup >= 0, got {spec.runs} and {spec.warmup}")
+    if spec.samples is not None and spec.samples < 1:
+        raise UsageError("--samples must be >= 1")
+    load_profile(spec.profile)
+
+
+def stats_ms(times_ms: list[float] | np.ndarray) -> dict[str, float]:
+    t = np.asarray(times_ms, dtype=np.float64)
+    return {"min_ms": float(t.min()), "p50_ms": float(np.percentile(t, 50)), "p90_ms": float(np.percentile(t, 90)),
+            "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()), "std_ms": float(t.std())}
+
+
+def bench_data(manifest: Manifest, ref: str | None) -> Dataset:
+    """Real inputs for the end-to-end run: ``--data`` or the package's own test split."""
+    if ref is None:
+        dataset = (manifest.data.get("source") or {}).get("dataset")
+        if not dataset:
+            raise DataError("this package names no dataset; end-to-end timing needs real inputs",
+                            hint="pass --data (a built-in split, a .npz or an image folder)")
+        ref = f"{dataset}:test"
+    return load_dataset(ref, modalities=list(manifest.inputs.values()), label_names=manifest.labels)
+
+
+def bench_segments(manifest: Manifest, runtime_name: str, threads: int | None, runs: int, warmup: int,
+                   on_progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Cold (open the segment's file + first inference) and warm latency of every segment, batch 1."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, seg in manifest.segments.items():
+        x = rng.standard_normal((1, *seg["shapes"]["inputs"][0])).astype(np.float32)
+        alone = Manifest(manifest.root, {**manifest.data, "segments": [seg]})
+        t0 = time.perf_counter_ns()
+        runtime = open_runtime(runtime_name, alone, threads=threads)
+        runtime.run(name, (x,))
+        cold = (time.perf_counter_ns() - t0) / 1e6
+        for _ in range(warmup):
+            runtime.run(name, (x,))
+        times = []
+        for _ in range(runs):
+            t1 = time.perf_counter_ns()
+            runtime.run(name, (x,))
+            times.append((time.perf_counter_ns() - t1) / 1e6)
+        runtime.close()
+        rows.append({"name": name, "cold_ms": cold, **stats_ms(times), "flops": seg["flops"]})
+        on_progress(name)
+    return rows
+
+
+def bench_end_to_end(router: Router, data: Dataset, static: Callable[[np.ndarray], Any] | None,
+                     warmup: int) -> tuple[dict[str, Any], dict[str, Any] | None, np.ndarray, np.ndarray]:
+    """Every sample at batch 1 through the router, then through the static model, interleaved."""
+    modality = next(iter(data.inputs))
+    for i in range(min(warmup, len(data))):
+        router.predict({k: v[i:i + 1] for k, v in data.inputs.items()})
+        if static is not None:
+            static(data.inputs[modality][i:i + 1])
+    routed, fixed, exits, correct = [], [], [], []
+    for i in range(len(data)):
+        sample = {k: v[i:i + 1] for k, v in data.inputs.items()}
+        t0 = time.perf_counter_ns()
+        pred = router.predict(sample)
+        t1 = time.perf_counter_ns()
+        if static is not None:
+            static(data.inputs[modality][i:i + 1])
+        t2 = time.perf_counter_ns()
+        routed.append((t1 - t0) / 1e6)
+        fixed.append((t2 - t1) / 1e6)
+        exits.append(int(pred.exit_index[0]))
+        correct.append(int(pred.predicted[0]) == int(data.labels[i]))
+    exit_arr = np.asarray(exits)
+    end_to_end = {**stats_ms(routed), "samples": len(data), "dataset": data.name,
+                  "accuracy": float(np.mean(correct)),
+                  "exit_rates": {n: float((exit_arr == k).mean()) for k, n in enumerate(router.exit_names)}}
+    return end_to_end, (stats_ms(fixed) if static is not None else None), np.asarray(routed), np.asarray(fixed)
+
+
+def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    validate(spec)
+    step = on_progress or (lambda _: None)
+    profile = load_profile(spec.profile)
+    threads = spec.threads or profile["runtime"].get("threads")
+    manifest = Manifest.open(Path(package))
+    if profile["os"] in ("android", "ios") or (profile["target"] == "coreml" and manifest.target != "coreml"):
+        step(f"note: {spec.profile} describes a device; measuring on this host with its threads")
+    data = bench_data(manifest, spec.data)
+    if spec.samples:
+        data = data.subset(np.arange(min(spec.samples, len(data))))
+    with Router(manifest, open_runtime("auto", manifest, threads=threads)) as router:
+        segments = bench_segments(manifest, router.runtime.name, threads, spec.runs, spec.warmup, step)
+        step("end to end")
+        end_to_end, static, routed_ms, static_ms = bench_end_to_end(router, data, router.runtime.static_runner(),
+                                                                     spec.warmup)
+        runtime_name = router.runtime.name
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return {
+        "schema": "cephalon-edge/bench/1", "package": str(package), "profile": spec.profile,
+        "runtime": runtime_name, "threads": threads, "device": "host",
+        "thresholds": manifest.thresholds, "calibrated": manifest.data["exit_policy"].get("calibrated", False),
+        "segments": segments, "end_to_end": end_to_end, "static": static,
+        "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"],
+        "peak_rss_bytes": int(peak), "runs": spec.runs, "warmup": spec.warmup,
+        "latency_samples_ms": {"routed": routed_ms.round(4).tolist(),
+                               "static": static_ms.round(4).tolist() if static is not None else []},
+    }
+
+
+def plot_bench(report: dict[str, Any], path: Path) -> None:
+    """Per-segment bars and the end-to-end latency histogram against the static model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..fsutil import atomic_path
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    segs = report["segments"]
+    left.barh([s["name"] for s in segs], [s["mean_ms"] for s in segs], xerr=[s["std_ms"] for s in segs])
+    left.invert_yaxis()
+    left.set_xlabel("mean latency per segment (ms, batch 1)")
+    samples = report.get("latency_samples_ms", {})
+    if samples.get("routed"):
+        bins = np.linspace(0, max(max(samples["routed"]), max(samples.get("static") or [0])), 40)
+        right.hist(samples["routed"], bins=bins, alpha=0.7, label="routed")
+        if samples.get("static"):
+            right.hist(samples["static"], bins=bins, alpha=0.7, label="static")
+        right.set_xlabel("end-to-end latency per sample (ms)")
+        right.legend()
+    title = f"{Path(report['package']).name} on {report['device']} ({report['profile']})"
+    if report.get("speedup"):
+        title += f": {report['speedup']:.2f}x"
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
