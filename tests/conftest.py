@@ -80,3 +80,23 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     full_env.pop("CEPHALON_DEBUG", None)
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
+
+
+def small_digits_checkpoint(path: Path) -> Path:
+    """A small model trained briefly on digits (so accuracy and quantization are judged on real data)."""
+    from cephalon_edge import checkpoint
+    from cephalon_edge.data import builtin
+    from cephalon_edge.model import CephalonNet
+    from cephalon_edge.spec import ModelSpec
+    from cephalon_edge.train import TrainSpec, train
+    from cephalon_edge.zoo import digits_exits_spec
+
+    spec = digits_exits_spec().to_dict()
+    spec["stages"] = [{"channels": 16, "blocks": 1, "stride": 2, "exit": True},
+                      {"channels": 32, "blocks": 1, "stride": 2}]
+    spec["tasks"] = spec["tasks"][:1]
+    torch.manual_seed(0)
+    net = CephalonNet(ModelSpec.from_dict(spec))
+    train(net, builtin("digits", "train"), TrainSpec(epochs=6))
+    checkpoint.save(net, path, {"dataset": "digits"})
+    return path

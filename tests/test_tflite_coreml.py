@@ -14,7 +14,7 @@ from cephalon_edge.errors import ExportError
 from cephalon_edge.export import export_package
 from cephalon_edge.manifest import Manifest
 from cephalon_edge.router import Router
-from conftest import balance_gates, make_net, run_cli
+from conftest import balance_gates, make_net, run_cli, small_digits_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -113,23 +113,7 @@ def test_converter_failure_names_segment_and_op(tiny_ckpt, tmp_path, monkeypatch
 
 @pytest.fixture(scope="module")
 def small_digits(tmp_path_factory):
-    """A small model trained briefly on digits, so quantized parity is judged on real data."""
-    from cephalon_edge.data import builtin
-    from cephalon_edge.model import CephalonNet
-    from cephalon_edge.spec import ModelSpec
-    from cephalon_edge.train import TrainSpec, train
-    from cephalon_edge.zoo import digits_exits_spec
-
-    spec = digits_exits_spec().to_dict()
-    spec["stages"] = [{"channels": 16, "blocks": 1, "stride": 2, "exit": True},
-                      {"channels": 32, "blocks": 1, "stride": 2}]
-    spec["tasks"] = spec["tasks"][:1]
-    torch.manual_seed(0)
-    net = CephalonNet(ModelSpec.from_dict(spec))
-    train(net, builtin("digits", "train"), TrainSpec(epochs=6))
-    ckpt = tmp_path_factory.mktemp("digits") / "small.cephalon"
-    checkpoint.save(net, ckpt, {"dataset": "digits"})
-    return ckpt
+    return small_digits_checkpoint(tmp_path_factory.mktemp("digits") / "small.cephalon")
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import typer
 
 from .. import __version__
 from ..errors import CephalonError
-from . import calibrate_cmd, checkpoint_cmds, demo_cmd, export_cmd, run_cmd, zoo_cmd
+from . import bench_cmd, calibrate_cmd, checkpoint_cmds, demo_cmd, export_cmd, run_cmd, zoo_cmd
 from .render import err_console
 
 app = typer.Typer(name="cephalon-edge", no_args_is_help=True, add_completion=False,
@@ -41,6 +41,7 @@ checkpoint_cmds.register(app)
 export_cmd.register(app)
 run_cmd.register(app)
 calibrate_cmd.register(app)
+bench_cmd.register(app)
 demo_cmd.register(app)
 
 

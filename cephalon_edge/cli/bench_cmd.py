@@ -1,0 +1,144 @@
+"""`bench`, `devices` and `profiles`: how fast a package is on this host or on a phone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from .render import console, fmt_count, fmt_pct, progress, write_report
+
+profiles_app = typer.Typer(help="Device profiles.", no_args_is_help=True)
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def render_bench(report: dict[str, Any]) -> None:
+    for device in report.get("devices") or [report]:
+        name = device.get("device", "host")
+        table = Table(title=f"segments on {name} ({device.get('profile', report.get('profile'))}, "
+                            f"{report['runtime']}), ms at batch 1")
+        for col in ("segment", "cold", "min", "p50", "p90", "p99", "mean", "std"):
+            table.add_column(col, justify="left" if col == "segment" else "right")
+        for s in device.get("segments", []):
+            table.add_row(s["name"], _ms(s.get("cold_ms")), _ms(s.get("min_ms")), _ms(s.get("p50_ms")),
+                          _ms(s.get("p90_ms")), _ms(s.get("p99_ms")), _ms(s["mean_ms"]), _ms(s.get("std_ms")))
+        console.print(table)
+        e2e, static = device.get("end_to_end"), device.get("static")
+        if e2e:
+            t = Table(title=f"end to end on {e2e['dataset']} ({e2e['samples']} real samples)"
+                            + (" - expected from device segment latency" if name != "host" else ""))
+            t.add_column("")
+            t.add_column("routed", justify="right")
+            t.add_column("static", justify="right")
+            for key in ("mean_ms", "p50_ms", "p90_ms", "p99_ms"):
+                t.add_row(key[:-3], _ms(e2e.get(key)), _ms(static.get(key) if static else None))
+            console.print(t)
+            rates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in e2e["exit_rates"].items())
+            speedup = device.get("speedup", report.get("speedup"))
+            console.print(f"exit rates: {rates}" + (f"; accuracy {fmt_pct(e2e['accuracy'])}" if "accuracy" in e2e else "")
+                          + (f"; [bold]speedup {speedup:.2f}x[/]" if speedup else ""))
+        if device.get("note"):
+            console.print(f"[yellow]note:[/] {device['note']}")
+        if device.get("status") == "failed":
+            console.print(f"[red]{device['error']}[/] (results so far kept)")
+    if "peak_rss_bytes" in report:
+        console.print(f"peak RSS {fmt_count(report['peak_rss_bytes'])}B")
+
+
+def bench_cmd(
+    package: Path = typer.Argument(..., help="An edge package directory."),
+    profile: str = typer.Option("host-cpu", "--profile", help="Device profile (threads, delegate)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Android device SERIAL or 'all' (over adb)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Real inputs for end-to-end timing (default: the package's test split)."),
+    runs: int = typer.Option(50, "--runs", help="Timed runs per segment."),
+    warmup: int = typer.Option(5, "--warmup", help="Warm-up runs per segment."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Override the profile's thread count (host)."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Use at most this many data samples."),
+    benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary", help="LiteRT benchmark_model for the device's ABI."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the pushed files on the device."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-segment bars and the latency histogram as PNG."),
+) -> None:
+    """Per-segment and end-to-end latency on this host, or on Android devices over adb."""
+    from ..bench.host import BenchSpec, bench_host, plot_bench, validate
+    from ..errors import DeviceError
+
+    spec = BenchSpec(profile=profile, data=data, runs=runs, warmup=warmup, threads=threads, samples=samples,
+                     device=device, benchmark_binary=benchmark_binary, keep=keep)
+    validate(spec)
+    with progress("benchmarking", None) as advance:
+        if device:
+            from ..bench.device import bench_devices
+
+            report = bench_devices(package, spec, on_progress=advance)
+        else:
+            report = bench_host(package, spec, on_progress=advance)
+    render_bench(report)
+    write_report(json_file, report)
+    if plot is not None and not device:
+        plot_bench(report, plot)
+    if report.get("failed"):
+        raise DeviceError("; ".join(f.get("error", "") for f in report["failed"]))
+
+
+def devices_cmd(json_file: Optional[Path] = typer.Option(None, "--json", help="Write the list as JSON.")) -> None:
+    """List attached Android devices with model, SoC, Android version, ABI and matching profile."""
+    from ..bench.device import list_devices
+
+    report = list_devices()
+    if not report["devices"]:
+        console.print("no devices attached (adb devices lists none)")
+    else:
+        table = Table(title="attached devices")
+        for col in ("serial", "state", "model", "SoC", "Android", "ABI", "profile"):
+            table.add_column(col)
+        for d in report["devices"]:
+            table.add_row(d["serial"], d["state"] if not d["message"] else f"[red]{d['state']}[/]", d["model"] or "-",
+                          d["soc"] or "-", d["android"] or "-", d["abi"] or "-", d["profile"] or "-")
+        console.print(table)
+        for d in report["devices"]:
+            if d["message"]:
+                console.print(f"[yellow]{d['message']}[/]")
+    write_report(json_file, report)
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """List the device profiles."""
+    from ..device_profiles import DEPRECATED, load_profile, profile_names
+
+    table = Table(title="device profiles")
+    for col in ("name", "os", "target", "delegate", "threads", "description"):
+        table.add_column(col)
+    for name in profile_names():
+        p = load_profile(name)
+        delegate = p["runtime"]["delegate"] + (" (deprecated)" if p["runtime"]["delegate"] in DEPRECATED else "")
+        table.add_row(name, p["os"], p["target"], delegate, str(p["runtime"].get("threads", 1)), p["description"])
+    console.print(table)
+
+
+@profiles_app.command("show")
+def profiles_show(name: str = typer.Argument(..., help="Profile name.")) -> None:
+    """Show one profile in full."""
+    import json
+
+    from ..device_profiles import DEPRECATED, load_profile
+
+    profile = load_profile(name)
+    console.print_json(json.dumps(profile))
+    note = DEPRECATED.get(profile["runtime"]["delegate"])
+    if note:
+        console.print(f"[yellow]note:[/] {note}")
+    if "estimate" in profile:
+        console.print("[dim]estimate figures are estimates, not measurements[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_cmd)
+    app.command("devices")(devices_cmd)
+    app.add_typer(profiles_app, name="profiles")

@@ -1,0 +1,195 @@
+"""Host bench, device profiles, and Android bench through a fake adb on PATH."""
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from cephalon_edge.artifacts import ExportSpec
+from cephalon_edge.bench import benchmark_model
+from cephalon_edge.device_profiles import ProfileError, load_profile, profile_names, validate_profile
+from cephalon_edge.errors import DeviceError
+from cephalon_edge.export import export_package
+from conftest import REPO, run_cli, small_digits_checkpoint
+
+PIXEL = {"ro.product.model": "Pixel 8", "ro.product.manufacturer": "Google", "ro.soc.model": "Tensor G3",
+         "ro.build.version.release": "15", "ro.build.version.sdk": "35", "ro.product.cpu.abi": "arm64-v8a"}
+GALAXY = {"ro.product.model": "SM-S911B", "ro.product.manufacturer": "samsung", "ro.soc.model": "SM8550",
+          "ro.build.version.release": "14", "ro.build.version.sdk": "34", "ro.product.cpu.abi": "arm64-v8a"}
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    ckpt = small_digits_checkpoint(root / "small.cephalon")
+    export_package(ckpt, root / "onnx", ExportSpec("onnx", with_static=True))
+    export_package(ckpt, root / "tflite", ExportSpec("tflite", with_static=True))
+    return root
+
+
+def test_every_profile_validates():
+    names = profile_names()
+    assert {"host-cpu", "pixel-8", "galaxy-s23", "android-arm64-cpu", "raspberry-pi-5", "iphone-15-pro",
+            "mac-apple-silicon"} <= set(names)
+    for name in names:
+        assert load_profile(name)["name"] == name
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"runtime": {"delegate": "tpu"}}, "runtime.delegate"),
+    ({"runtime": {"delegate": "gpu", "threads": 0}}, "runtime.threads"),
+    ({"target": "caffe"}, "target"),
+    ({"colour": "red"}, "colour"),
+    ({"match": {"model": "x"}}, "match.model"),
+])
+def test_bad_profiles_name_the_field(change, field):
+    good = load_profile("pixel-8")
+    with pytest.raises(ProfileError, match=f": {field}:"):
+        validate_profile({**good, **change}, "test")
+
+
+def test_benchmark_model_parser_generations():
+    v1 = "Average inference timings in us: Warmup: 2475.69, Init: 61254, no stats: 2123.45"
+    assert benchmark_model.parse(v1)["avg_us"] == 2123.45
+    v2 = ("count=50 first=3627 curr=3571 min=3501 max=3799 avg=3571.33 std=54\n"
+          "Inference timings in us: Init: 29337, First inference: 4153, Warmup (avg): 3627.5, Inference (avg): 3571.33")
+    parsed = benchmark_model.parse(v2)
+    assert parsed["avg_us"] == 3571.33 and parsed["std_us"] == 54 and parsed["min_us"] == 3501 and parsed["init_us"] == 29337
+    litert = ("INFO: count=1 curr=9000\n\nINFO: count=20 first=9000 curr=8100 min=8000 max=9100 avg=8.2e+03 std=120\n"
+              "INFO: Inference timings in us: Init: 1523, First inference: 9000, Warmup (avg): 9.0e+03, Inference (avg): 8.21e+03\n"
+              "INFO: Memory footprint delta from the start of the tool (MB): init=2.875 overall=5.375\n"
+              "INFO: Overall peak memory footprint (MB) via periodic monitoring: 7.125")
+    parsed = benchmark_model.parse(litert)
+    assert parsed["avg_us"] == 8210.0 and parsed["count"] == 20 and parsed["std_us"] == 120
+    assert parsed["mem_init_mb"] == 2.875 and parsed["mem_overall_mb"] == 5.375 and parsed["peak_mb"] == 7.125
+    for garbage in ("", "Segmentation fault", "Inference timings in us: Init: 12"):
+        with pytest.raises(DeviceError, match="could not find an inference average"):
+            benchmark_model.parse(garbage)
+
+
+def test_host_bench_report(packages, tmp_path):
+    report_file, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    res = run_cli("bench", str(packages / "onnx"), "--profile", "host-cpu", "--runs", "5", "--warmup", "1",
+                  "--samples", "40", "--json", str(report_file), "--plot", str(plot))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(report_file.read_text())
+    assert report["schema"] == "cephalon-edge/bench/1" and report["runtime"] == "onnxruntime"
+    assert report["profile"] == "host-cpu" and report["threads"] == 2 and report["device"] == "host"
+    assert [s["name"] for s in report["segments"]] == ["adapter.image", "stage0", "exit0", "stage1", "head.class"]
+    for s in report["segments"]:
+        assert s["cold_ms"] > s["min_ms"] > 0 and s["min_ms"] <= s["p50_ms"] <= s["p99_ms"]
+    e2e = report["end_to_end"]
+    assert e2e["samples"] == 40 and sum(e2e["exit_rates"].values()) == pytest.approx(1.0)
+    assert report["static"]["mean_ms"] > 0
+    assert report["speedup"] == pytest.approx(report["static"]["mean_ms"] / e2e["mean_ms"])
+    assert report["peak_rss_bytes"] > 50e6
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture
+def fake_adb(tmp_path):
+    """A fake `adb` first on PATH; returns (env, write_devices, state_dir)."""
+    bindir, state = tmp_path / "bin", tmp_path / "adb-state"
+    bindir.mkdir()
+    state.mkdir()
+    adb = bindir / "adb"
+    adb.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_adb.py'} \"$@\"\n")
+    adb.chmod(0o755)
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\x7fELF fake benchmark_model")
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_ADB_DIR": str(state),
+           "CEPHALON_EDGE_CACHE": str(tmp_path / "cache")}
+
+    def devices(entries):
+        (state / "devices.json").write_text(json.dumps(entries))
+
+    return env, devices, state, binary
+
+
+def test_devices_listing_and_matching(fake_adb, tmp_path):
+    env, devices, _, _ = fake_adb
+    devices([{"serial": "PX8", "state": "device", "props": PIXEL},
+             {"serial": "S23", "state": "device", "props": GALAXY},
+             {"serial": "NEW1", "state": "unauthorized", "props": {}}])
+    out = tmp_path / "devices.json"
+    res = run_cli("devices", "--json", str(out), env=env)
+    assert res.returncode == 0, res.stderr
+    rows = {d["serial"]: d for d in json.loads(out.read_text())["devices"]}
+    assert rows["PX8"]["profile"] == "pixel-8" and rows["PX8"]["soc"] == "Tensor G3" and rows["PX8"]["android"] == "15"
+    assert rows["S23"]["profile"] == "galaxy-s23" and rows["S23"]["abi"] == "arm64-v8a"
+    assert rows["NEW1"]["state"] == "unauthorized" and "accept the USB debugging prompt" in rows["NEW1"]["message"]
+
+
+@pytest.mark.parametrize("fmt", ["litert", "v2", "v1"])
+def test_full_device_bench(packages, fake_adb, tmp_path, fmt):
+    env, devices, state, binary = fake_adb
+    devices([{"serial": "PX8", "state": "device", "props": PIXEL},
+             {"serial": "S23", "state": "device", "props": GALAXY}])
+    out = tmp_path / "bench.json"
+    res = run_cli("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary),
+                  "--runs", "5", "--warmup", "1", "--samples", "60", "--json", str(out), env={**env, "FAKE_ADB_FORMAT": fmt})
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    by_serial = {d["device"]: d for d in report["devices"]}
+    assert by_serial["PX8"]["profile"] == "pixel-8" and by_serial["PX8"]["delegate"] == "gpu"
+    assert by_serial["S23"]["delegate"] == "nnapi" and "deprecated from Android 15" in by_serial["S23"]["note"]
+    for d in by_serial.values():
+        assert d["status"] == "ok"
+        assert [s["name"] for s in d["segments"]] == ["adapter.image", "stage0", "exit0", "stage1", "head.class"]
+        e2e = d["end_to_end"]
+        assert e2e["samples"] == 60 and e2e["p50_ms"] <= e2e["p99_ms"]
+        seg = {s["name"]: s["mean_ms"] for s in d["segments"]}
+        rates = e2e["exit_rates"]
+        # expected latency = every sample's own path: exit0 leavers pay the first three segments
+        lower = seg["adapter.image"] + seg["stage0"] + seg["exit0"]
+        full = sum(seg.values())
+        assert e2e["mean_ms"] == pytest.approx(rates["exit0"] * lower + rates["final"] * full, rel=1e-6)
+        assert d["static"]["mean_ms"] > 0 and d["speedup"] > 0
+    assert not any(list((state / serial).glob("*")) for serial in ("PX8", "S23"))  # cleaned up without --keep
+
+
+def test_device_vanishing_mid_run_keeps_results(packages, fake_adb, tmp_path):
+    env, devices, _, binary = fake_adb
+    devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": "run:3"}])
+    out = tmp_path / "bench.json"
+    res = run_cli("bench", str(packages / "tflite"), "--device", "PX8", "--benchmark-binary", str(binary),
+                  "--runs", "3", "--samples", "20", "--json", str(out), env=env)
+    assert res.returncode == 1
+    assert "device PX8" in res.stderr and "run exit0" in res.stderr and "Traceback" not in res.stderr
+    report = json.loads(out.read_text())
+    entry = report["devices"][0]
+    assert entry["status"] == "failed" and [s["name"] for s in entry["segments"]] == ["adapter.image", "stage0"]
+
+
+@pytest.mark.parametrize("step", ["push", "chmod"])
+def test_device_vanishing_at_each_step(packages, fake_adb, step):
+    env, devices, _, binary = fake_adb
+    devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": step}])
+    res = run_cli("bench", str(packages / "tflite"), "--device", "PX8", "--benchmark-binary", str(binary),
+                  "--runs", "2", "--samples", "10", env=env)
+    assert res.returncode == 1 and f"during {step}" in res.stderr and "not found" in res.stderr
+
+
+def test_unauthorized_missing_binary_and_unknown_device(packages, fake_adb):
+    env, devices, _, binary = fake_adb
+    devices([{"serial": "NEW1", "state": "unauthorized", "props": {}}])
+    res = run_cli("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary), env=env)
+    assert res.returncode == 1 and "NEW1 is unauthorized" in res.stderr
+    devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
+    res = run_cli("bench", str(packages / "tflite"), "--device", "PX8", env=env)
+    assert res.returncode == 2 and "no LiteRT benchmark_model binary for arm64-v8a" in res.stderr
+    assert "--benchmark-binary" in res.stderr
+    res = run_cli("bench", str(packages / "tflite"), "--device", "ZZZ", "--benchmark-binary", str(binary), env=env)
+    assert res.returncode == 2 and "device 'ZZZ' is not attached" in res.stderr and "PX8" in res.stderr
+    res = run_cli("bench", str(packages / "onnx"), "--device", "PX8", "--benchmark-binary", str(binary), env=env)
+    assert res.returncode == 2 and "device bench runs TFLite packages" in res.stderr
+
+
+@pytest.mark.skipif(shutil.which("adb") is None, reason="Debian's adb is not installed")
+def test_real_adb_without_devices(packages):
+    res = run_cli("devices")
+    assert res.returncode == 0 and "no devices attached" in res.stdout
+    res = run_cli("bench", str(packages / "tflite"), "--device", "all")
+    assert res.returncode == 2 and "no Android device attached" in res.stderr and "Traceback" not in res.stderr
