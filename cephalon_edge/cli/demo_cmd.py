@@ -8,6 +8,7 @@ import typer
 from rich.rule import Rule
 from rich.table import Table
 
+from .bench_cmd import render_bench
 from .calibrate_cmd import render_calibrate
 from .checkpoint_cmds import render_inspect
 from .export_cmd import render_coverage, render_export
@@ -24,6 +25,7 @@ def demo_cmd(
     import numpy as np
 
     from ..artifacts import ExportSpec
+    from ..bench.host import BenchSpec, bench_host
     from ..calibrate import CalibrateSpec, calibrate_package, plot_pareto
     from ..data import builtin
     from ..evaluate import evaluate_package
@@ -96,6 +98,13 @@ def demo_cmd(
     summary.append(("mean latency routed / static.onnx",
                     f"{test['mean_ms']:.3f} / {test['static_mean_ms']:.3f} ms"))
     summary.append(("speedup at accuracy drop", f"{test['speedup']:.2f}x at {100 * test['accuracy_drop']:.2f} points"))
+
+    console.print(Rule("8. bench --profile host-cpu"))
+    with progress("benchmarking", None) as advance:
+        bench = bench_host(pkg, BenchSpec(profile="host-cpu", runs=20), on_progress=advance)
+    render_bench(bench)
+    summary.append(("bench host-cpu: routed / static mean",
+                    f"{bench['end_to_end']['mean_ms']:.3f} / {bench['static']['mean_ms']:.3f} ms ({bench['speedup']:.2f}x)"))
 
     table = Table(title="demo summary")
     table.add_column("what")
