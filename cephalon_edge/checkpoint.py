@@ -20,6 +20,7 @@ from .spec import ModelSpec
 
 FORMAT = "cephalon/1"
 METADATA_KEY = "cephalon"
+CALIBRATION_PREFIX = "calibration."  # stored quantization calibration samples, not weights
 
 
 def _header(path: Path) -> dict[str, Any]:
@@ -62,12 +63,18 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return data
 
 
-def save(model: CephalonNet, path: Path, provenance: dict[str, Any] | None = None) -> None:
-    """Write ``model`` with its spec and provenance atomically."""
+def save(model: CephalonNet, path: Path, provenance: dict[str, Any] | None = None,
+         quantization: dict[str, Any] | None = None, calibration: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model`` with its spec and provenance atomically; optionally a quantization
+    recipe and its calibration samples (one tensor per modality)."""
     from safetensors.torch import save_file
 
     meta = {"format": FORMAT, "spec": model.spec.to_dict(), "provenance": provenance or {}}
+    if quantization:
+        meta["quantization"] = quantization
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    for name, x in (calibration or {}).items():
+        tensors[CALIBRATION_PREFIX + name] = x.detach().float().contiguous().clone()
     with atomic_path(Path(path)) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
 
@@ -102,8 +109,11 @@ def load_with_metadata(path: Path) -> tuple[CephalonNet, dict[str, Any]]:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt tensor data ({exc})") from None
+    calibration = {k[len(CALIBRATION_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(CALIBRATION_PREFIX)}
     load_state(model, state, str(path))
     model.eval()
+    if calibration:
+        meta["calibration_samples"] = calibration
     return model, meta
 
 

@@ -65,15 +65,24 @@ class StageSpec:
     blocks: int = 1
     block: str = "basic"
     stride: int = 1
-    bottleneck_channels: int | None = None
+    inner_channels: int | None = None  # width inside each block (pruning shrinks it)
     se: bool = False
+    se_channels: int | None = None  # squeeze-and-excitation hidden width (default channels // 4)
     skip_blocks: int = 0
     experts: int = 0
     exit: bool = False
 
     @property
     def mid_channels(self) -> int:
-        return self.bottleneck_channels or max(1, self.channels // 4)
+        """Basic: output width of the first conv (default channels); bottleneck: the 1x1/3x3
+        width (default channels // 4)."""
+        if self.inner_channels:
+            return self.inner_channels
+        return self.channels if self.block == "basic" else max(1, self.channels // 4)
+
+    @property
+    def se_hidden(self) -> int:
+        return self.se_channels or max(1, self.channels // 4)
 
 
 @dataclass(frozen=True)
@@ -250,8 +259,9 @@ def validate(spec: ModelSpec) -> None:
         _count(s.experts, f"{p}.experts")
         _require(s.experts != 1, f"{p}.experts", "a mixture of experts needs at least 2 experts (0 = none)")
         _require(s.block in BLOCK_KINDS, f"{p}.block", f"must be one of {list(BLOCK_KINDS)}, got {s.block!r}")
-        if s.bottleneck_channels is not None:
-            _positive_int(s.bottleneck_channels, f"{p}.bottleneck_channels")
+        for attr in ("inner_channels", "se_channels"):
+            if getattr(s, attr) is not None:
+                _positive_int(getattr(s, attr), f"{p}.{attr}")
         _require(isinstance(s.se, bool), f"{p}.se", "must be true or false")
         _require(isinstance(s.exit, bool), f"{p}.exit", "must be true or false")
     _require(not spec.stages[-1].exit, f"spec.stages[{len(spec.stages) - 1}].exit",

@@ -65,7 +65,7 @@ def resnet50_exits_spec() -> ModelSpec:
                         "adapter": {"kind": "conv_stem", "channels": 64, "kernel": 7, "stride": 2, "pool": True},
                         "preprocessing": {"value_range": [0.0, 1.0], "resize": [224, 224],
                                           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}],
-        "stages": [{"channels": c, "bottleneck_channels": m, "blocks": n, "stride": s, "block": "bottleneck",
+        "stages": [{"channels": c, "inner_channels": m, "blocks": n, "stride": s, "block": "bottleneck",
                     "exit": k < 3} for k, (c, m, n, s) in enumerate(layout)],
         "tasks": [{"name": "class", "kind": "classification", "outputs": 1000}],
         "labels": [f"class_{i}" for i in range(1000)],

@@ -18,7 +18,7 @@ def test_invented_one_dimensional_spec(tmp_path):
                      "adapter": {"kind": "projection", "channels": 6}}],
         stages=[
             {"channels": 6, "blocks": 2, "skip_blocks": 1, "experts": 2, "exit": True},
-            {"channels": 10, "blocks": 1, "stride": 2, "block": "bottleneck", "bottleneck_channels": 4,
+            {"channels": 10, "blocks": 1, "stride": 2, "block": "bottleneck", "inner_channels": 4,
              "skip_blocks": 1},
         ],
         tasks=[{"name": "class", "outputs": 3}], labels=[], exit_channels=5)

@@ -14,7 +14,7 @@ import typer
 
 from .. import __version__
 from ..errors import CephalonError
-from . import bench_cmd, calibrate_cmd, checkpoint_cmds, demo_cmd, export_cmd, run_cmd, zoo_cmd
+from . import bench_cmd, calibrate_cmd, checkpoint_cmds, compress_cmd, demo_cmd, export_cmd, run_cmd, zoo_cmd
 from .render import err_console
 
 app = typer.Typer(name="cephalon-edge", no_args_is_help=True, add_completion=False,
@@ -38,6 +38,7 @@ def _root(
 
 app.add_typer(zoo_cmd.app, name="zoo")
 checkpoint_cmds.register(app)
+compress_cmd.register(app)
 export_cmd.register(app)
 run_cmd.register(app)
 calibrate_cmd.register(app)

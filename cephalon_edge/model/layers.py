@@ -23,9 +23,8 @@ def global_pool(x: torch.Tensor) -> torch.Tensor:
 
 
 class SqueezeExcite(nn.Module):
-    def __init__(self, channels: int, reduction: int = 4) -> None:
+    def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
-        hidden = max(1, channels // reduction)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
 
@@ -37,17 +36,17 @@ class SqueezeExcite(nn.Module):
 class ResidualBlock(nn.Module):
     """Basic (two 3x3) or bottleneck (1x1-3x3-1x1) residual block, optionally with SE."""
 
-    def __init__(self, dims: int, kind: str, cin: int, cout: int, stride: int, mid: int, se: bool) -> None:
+    def __init__(self, dims: int, kind: str, cin: int, cout: int, stride: int, mid: int, se_hidden: int | None) -> None:
         super().__init__()
         if kind == "basic":
-            layers = [conv(dims, cin, cout, 3, stride), norm(dims, cout), nn.ReLU(),
-                      conv(dims, cout, cout, 3), norm(dims, cout)]
+            layers = [conv(dims, cin, mid, 3, stride), norm(dims, mid), nn.ReLU(),
+                      conv(dims, mid, cout, 3), norm(dims, cout)]
         else:
             layers = [conv(dims, cin, mid, 1), norm(dims, mid), nn.ReLU(),
                       conv(dims, mid, mid, 3, stride), norm(dims, mid), nn.ReLU(),
                       conv(dims, mid, cout, 1), norm(dims, cout)]
-        if se:
-            layers.append(SqueezeExcite(cout))
+        if se_hidden:
+            layers.append(SqueezeExcite(cout, se_hidden))
         self.branch = nn.Sequential(*layers)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
@@ -58,7 +57,8 @@ class ResidualBlock(nn.Module):
 
 
 def make_block(dims: int, stage: StageSpec, cin: int, stride: int) -> ResidualBlock:
-    return ResidualBlock(dims, stage.block, cin, stage.channels, stride, stage.mid_channels, stage.se)
+    return ResidualBlock(dims, stage.block, cin, stage.channels, stride, stage.mid_channels,
+                         stage.se_hidden if stage.se else None)
 
 
 class Adapter(nn.Module):

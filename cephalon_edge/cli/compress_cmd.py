@@ -1,0 +1,74 @@
+"""`compress`: prune, fine-tune and record a quantization recipe, showing what it cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from .render import console, fmt_count, fmt_pct, progress, write_report
+
+
+def render_plan(plan: dict[str, Any]) -> None:
+    table = Table(title=f"pruning plan: {plan['channel_ratio']:.0%} of the channels of every group "
+                        f"({plan['criterion']}), FLOPs x{plan['flops_ratio']:.2f}")
+    for col in ("part", "channels", "inner width"):
+        table.add_column(col)
+    for row in plan["stages"]:
+        inner = f"{row['inner_before']} -> {row['inner_after']}" if "inner_before" in row else "-"
+        table.add_row(row["part"], f"{row['before']} -> {row['after']}", inner)
+    console.print(table)
+
+
+def render_compress(report: dict[str, Any]) -> None:
+    before, after = report["before"], report["after"]
+    table = Table(title=f"before -> after on {report['dataset']['test']}")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    quant = after.get("quantized")
+    if quant:
+        table.add_column(f"after + {quant['mode']} (simulated)", justify="right")
+    def row(label: str, a: str, b: str, q: str = "") -> None:
+        table.add_row(label, a, b, *([q] if quant else []))
+    row("full-path FLOPs", fmt_count(before["flops"]), fmt_count(after["flops"]))
+    row("params", fmt_count(before["params"]), fmt_count(after["params"]))
+    row("size", fmt_count(before["size_bytes"]) + "B", fmt_count(after["size_bytes"]) + "B",
+        (fmt_count(quant["estimated_size_bytes"]) + "B (est.)") if quant else "")
+    for name, acc in before["exit_accuracy"].items():
+        row(f"{name} accuracy", fmt_pct(acc), fmt_pct(after["exit_accuracy"][name]),
+            fmt_pct(quant["exit_accuracy"][name]) if quant else "")
+    for name, flops in before["exit_flops"].items():
+        row(f"{name} path FLOPs", fmt_count(flops), fmt_count(after["exit_flops"][name]))
+    console.print(table)
+
+
+def compress_cmd(
+    checkpoint: Path = typer.Argument(..., help="A .cephalon checkpoint."),
+    output: Path = typer.Option(..., "-o", "--output", help="The compressed .cephalon to write."),
+    prune: Optional[float] = typer.Option(None, "--prune", help="Fraction of full-depth FLOPs to remove (0.5 = half)."),
+    criterion: str = typer.Option("l1", "--prune-criterion", help="l1 | l2 | taylor channel importance."),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Recovery fine-tuning epochs (distilled from the original)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset (default: the checkpoint's own)."),
+    quantize: str = typer.Option("none", "--quantize", help="none | int8 | int8-dynamic | fp16 recipe for export."),
+    calib_samples: int = typer.Option(128, "--calib-samples", help="Calibration samples stored with the recipe."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+) -> None:
+    """Structured pruning, recovery fine-tuning and a quantization recipe, with the cost in accuracy."""
+    from ..compress import CompressSpec, compress_checkpoint, validate
+
+    spec = CompressSpec(prune=prune, criterion=criterion, finetune_epochs=finetune_epochs, data=data,
+                        quantize=quantize, calib_samples=calib_samples)
+    validate(checkpoint, output, spec)
+    with progress("fine-tuning", finetune_epochs or None) as advance:
+        report = compress_checkpoint(checkpoint, output, spec, on_plan=render_plan,
+                                     on_epoch=lambda e, loss: advance(f"fine-tuning (loss {loss:.3f})"))
+    render_compress(report)
+    write_report(json_file, report)
+    console.print(f"wrote [bold]{output}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compress")(compress_cmd)
