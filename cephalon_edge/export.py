@@ -23,17 +23,28 @@ from .segments import SegmentSet, build_segments
 ProgressCallback = Callable[[str], None]
 
 
-def resolve_spec(spec: ExportSpec) -> ExportSpec:
-    """Fill in the target's default quantization (Core ML: fp16; others: none)."""
-    if spec.quantize is None:
-        return dataclasses.replace(spec, quantize=get_converter(spec.target).DEFAULT_QUANTIZATION)
-    return spec
+def resolve_spec(spec: ExportSpec, checkpoint: Path | None = None) -> ExportSpec:
+    """Fill in the quantization: ``--quantize``, else the checkpoint's recipe (from
+    ``compress``), else the target's default (Core ML: fp16; others: none)."""
+    if spec.quantize is not None:
+        return spec
+    mode = None
+    if checkpoint is not None and Path(checkpoint).is_file():
+        from .checkpoint import read_metadata
+
+        mode = (read_metadata(checkpoint).get("quantization") or {}).get("mode")
+    if mode in (None, "none"):
+        mode = get_converter(spec.target).DEFAULT_QUANTIZATION
+    elif mode not in get_converter(spec.target).QUANTIZATION:
+        raise UsageError(f"the checkpoint's {mode} recipe has no {spec.target} realisation",
+                         hint=f"pass --quantize with one of: {', '.join(get_converter(spec.target).QUANTIZATION)}")
+    return dataclasses.replace(spec, quantize=mode)
 
 
 def validate_export(checkpoint: Path, out_dir: Path, spec: ExportSpec) -> None:
     """Everything that can be checked before loading torch or converting anything."""
     converter = get_converter(spec.target)
-    spec = resolve_spec(spec)
+    spec = resolve_spec(spec, checkpoint)
     if spec.quantize not in QUANTIZATION_MODES:
         raise UsageError(f"unknown quantization {spec.quantize!r}", hint=f"modes: {', '.join(QUANTIZATION_MODES)}")
     if spec.quantize not in converter.QUANTIZATION:
@@ -102,13 +113,14 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
     from .runtimes import open_runtime
 
     validate_export(checkpoint, out_dir, spec)
-    spec = resolve_spec(spec)
+    spec = resolve_spec(spec, checkpoint)
     converter = get_converter(spec.target)
     net, meta = load_with_metadata(checkpoint)
     seg_set = build_segments(net)
     dataset = meta.get("provenance", {}).get("dataset")
-    if spec.quantize == "int8":  # calibration samples from the checkpoint's own training split
-        seg_set.calibration = parity_inputs(net, dataset, n_real=64, n_random=0 if dataset else 64, split="train")[0]
+    if spec.quantize == "int8":  # the recipe's stored samples, else the checkpoint's own training split
+        seg_set.calibration = meta.get("calibration_samples") or \
+            parity_inputs(net, dataset, n_real=64, n_random=0 if dataset else 64, split="train")[0]
     started = time.perf_counter()
     with atomic_directory(Path(out_dir), replace=spec.force) as tmp:
         artifacts = converter.convert(seg_set, spec, tmp, on_segment=on_progress)

@@ -176,8 +176,8 @@ def test_export_validates_before_work(tmp_path, tiny):
     _, ckpt, _, _ = tiny
     with pytest.raises(UsageError, match="unknown target 'tflight'"):
         export_package(ckpt, tmp_path / "a", ExportSpec("tflight"))
-    with pytest.raises(UsageError, match="does not support --quantize int8"):
-        export_package(ckpt, tmp_path / "a", ExportSpec("onnx", quantize="int8"))
+    with pytest.raises(UsageError, match="does not support --quantize fp16"):
+        export_package(ckpt, tmp_path / "a", ExportSpec("onnx", quantize="fp16"))
     res = run_cli("export", str(tmp_path / "missing.cephalon"), "--target", "onnx", "-o", str(tmp_path / "b"))
     assert res.returncode == 2 and "checkpoint not found" in res.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

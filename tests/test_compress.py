@@ -1,0 +1,96 @@
+"""compress: structured pruning keeps every dynamic part working; recipes round-trip."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cephalon_edge import checkpoint
+from cephalon_edge.artifacts import ExportSpec
+from cephalon_edge.compress.prune import full_path_flops, plan
+from cephalon_edge.errors import UsageError
+from cephalon_edge.export import export_package
+from cephalon_edge.manifest import Manifest
+from conftest import balance_gates, make_net, run_cli, small_digits_checkpoint
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2"])
+def test_pruning_hits_the_flops_target_and_keeps_dynamics(criterion, tmp_path):
+    net = make_net(seed=3)
+    x = torch.randn(32, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    balance_gates(net, x)
+    pruned_plan, pruned = plan(net, 0.5, criterion)
+    assert abs(pruned_plan.flops_ratio - 0.5) <= 0.05  # within 10% of the asked reduction
+    assert full_path_flops(pruned) == pruned_plan.flops_after
+    assert pruned.spec.stages[2].experts == 3 and len(pruned.spec.gate_names) == 2
+    assert sum(s.channels for s in pruned.spec.stages) < sum(s.channels for s in net.spec.stages)
+    # the reference semantics still hold on the pruned model
+    full = pruned.dynamic_forward(x, thresholds=1.01, tasks=["aux"])
+    torch.testing.assert_close(full.logits, pruned(x).exit_logits[-1], atol=1e-5, rtol=1e-5)
+    assert full.tasks["aux"].shape == (32, 2) and (full.experts[:, 0] >= 0).all() and (full.gates >= 0).all()
+    assert pruned.dynamic_forward(x, thresholds=0.0).exit_index.tolist() == [0] * 32
+    one = pruned.dynamic_forward(x[3:4], thresholds=1.01)
+    assert torch.equal(one.gates[0], full.gates[3]) and torch.equal(one.experts[0], full.experts[3])
+    # the checkpoint carries the new widths and loads without the original
+    path = tmp_path / "pruned.cephalon"
+    checkpoint.save(pruned, path)
+    del net
+    loaded = checkpoint.load(path)
+    assert loaded.spec == pruned.spec
+    torch.testing.assert_close(loaded(x).exit_logits[-1], pruned(x).exit_logits[-1])
+
+
+def test_bad_prune_ratios():
+    net = make_net()
+    for ratio in (0.0, 1.0, -0.2, 1.5):
+        with pytest.raises(UsageError, match=r"in \(0, 1\)"):
+            plan(net, ratio, "l1")
+    with pytest.raises(UsageError, match="cannot reach 100% fewer FLOPs by pruning channels"):
+        plan(net, 0.999, "l1")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return small_digits_checkpoint(tmp_path_factory.mktemp("cmp") / "small.cephalon")
+
+
+def test_compress_command_report_and_recipe(digits, tmp_path):
+    out, report_file = tmp_path / "c.cephalon", tmp_path / "c.json"
+    res = run_cli("compress", str(digits), "-o", str(out), "--prune", "0.4", "--finetune-epochs", "2",
+                  "--quantize", "int8", "--calib-samples", "32", "--json", str(report_file))
+    assert res.returncode == 0, res.stderr
+    assert "pruning plan" in res.stdout
+    report = json.loads(report_file.read_text())
+    assert report["schema"] == "cephalon-edge/compress/1"
+    for side in ("before", "after"):
+        assert {"flops", "params", "size_bytes", "exit_accuracy", "final_accuracy"} <= set(report[side])
+    assert report["after"]["flops"] / report["before"]["flops"] == pytest.approx(0.6, abs=0.06)
+    assert report["after"]["params"] < report["before"]["params"]
+    assert report["after"]["final_accuracy"] > 0.8
+    assert report["after"]["quantized"]["mode"] == "int8" and report["after"]["quantized"]["final_accuracy"] > 0.8
+    # the recipe and its calibration samples round-trip through the checkpoint
+    net, meta = checkpoint.load_with_metadata(out)
+    assert meta["quantization"]["mode"] == "int8" and meta["quantization"]["calib_samples"] == 32
+    assert meta["calibration_samples"]["image"].shape == (32, 1, 32, 32)
+    # and export realises it unless --quantize overrides
+    exported = export_package(out, tmp_path / "pkg", ExportSpec("onnx"))
+    assert exported["quantization"] == "int8" and exported["parity"]["passed"]
+    assert Manifest.open(tmp_path / "pkg").data["quantization"] == "int8"
+    plain = export_package(out, tmp_path / "plain", ExportSpec("onnx", quantize="none", verify=False))
+    assert plain["quantization"] == "none"
+    with pytest.raises(UsageError, match="int8 recipe has no coreml|does not support"):
+        export_package(out, tmp_path / "cml", ExportSpec("coreml", quantize="int8-dynamic"))
+
+
+def test_compress_rejects_bad_input(digits, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, signal=np.zeros((4, 1, 40), np.float32), labels=np.zeros(4, np.int64))
+    cases = [(["--prune", "0"], "in (0, 1)"), (["--prune", "1"], "in (0, 1)"),
+             (["--prune", "0.5", "--data", str(bad)], "modality 'signal' is not an input"),
+             (["--quantize", "int3"], "unknown --quantize"), ([], "nothing to do"),
+             (["--prune", "0.5", "--prune-criterion", "vibes"], "unknown --prune-criterion")]
+    for args, message in cases:
+        res = run_cli("compress", str(digits), "-o", str(tmp_path / "o.cephalon"), *args)
+        assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
+        assert not (tmp_path / "o.cephalon").exists()
