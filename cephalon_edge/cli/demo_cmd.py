@@ -11,6 +11,7 @@ from rich.table import Table
 from .bench_cmd import render_bench
 from .calibrate_cmd import render_calibrate
 from .checkpoint_cmds import render_inspect
+from .compress_cmd import render_compress, render_plan
 from .export_cmd import render_coverage, render_export
 from .render import console, fmt_count, fmt_pct, progress
 from .run_cmd import render_run
@@ -27,6 +28,7 @@ def demo_cmd(
     from ..artifacts import ExportSpec
     from ..bench.host import BenchSpec, bench_host
     from ..calibrate import CalibrateSpec, calibrate_package, plot_pareto
+    from ..compress import CompressSpec, compress_checkpoint
     from ..data import builtin
     from ..evaluate import evaluate_package
     from ..export import export_package
@@ -41,13 +43,24 @@ def demo_cmd(
     provenance = build_model("digits-exits", ckpt, epochs, seed=0)
     summary.append(("PyTorch final-exit test accuracy", fmt_pct(provenance["metrics"]["test"]["final_accuracy"])))
 
-    console.print(Rule("2. inspect"))
+    console.print(Rule("2. compress --prune 0.5 --finetune-epochs 5"))
+    trained = ckpt
+    ckpt = output / "digits-exits-pruned.cephalon"
+    with progress("fine-tuning", 5) as advance:
+        compressed = compress_checkpoint(trained, ckpt, CompressSpec(prune=0.5, finetune_epochs=5), on_plan=render_plan,
+                                         on_epoch=lambda e, loss: advance(f"fine-tuning (loss {loss:.3f})"))
+    render_compress(compressed)
+    summary.append(("pruned: FLOPs / final accuracy",
+                    f"{compressed['after']['flops'] / compressed['before']['flops']:.2f}x / "
+                    f"{fmt_pct(compressed['after']['final_accuracy'])}"))
+
+    console.print(Rule("3. inspect the compressed checkpoint"))
     report = inspect_checkpoint(ckpt)
     render_inspect(report)
     summary.append(("parameters", fmt_count(report["params"])))
     summary.append(("full-path FLOPs", fmt_count(report["exits"][-1]["cumulative_flops"])))
 
-    console.print(Rule("3. export --target onnx --with-static"))
+    console.print(Rule("4. export --target onnx --with-static"))
     pkg = output / "digits-exits-onnx"
     with progress("exporting to onnx", None) as advance:
         exported = export_package(ckpt, pkg, ExportSpec("onnx", with_static=True, force=True),
@@ -55,7 +68,7 @@ def demo_cmd(
     render_export(exported)
     summary.append(("ONNX parity max abs error", f"{exported['parity']['max_abs_err']:.1e}"))
 
-    console.print(Rule("4. export --target tflite --profile android-arm64-cpu, and --target coreml"))
+    console.print(Rule("5. export --target tflite --profile android-arm64-cpu, and --target coreml"))
     with progress("exporting to tflite and coreml", None) as advance:
         tflite = export_package(ckpt, output / "digits-exits-tflite",
                                 ExportSpec("tflite", profile="android-arm64-cpu", force=True),
@@ -70,7 +83,7 @@ def demo_cmd(
     summary.append(("Core ML", f"{check.get('segments_checked', len(coreml['segments']))} segments, "
                                f"{'spec-checked (predictions need macOS)' if check['kind'] == 'spec' else 'parity passed'}"))
 
-    console.print(Rule("5. run a few test digits through the router"))
+    console.print(Rule("6. run a few test digits through the router"))
     test_split = builtin("digits", "test")
     inputs_dir = output / "inputs"
     inputs_dir.mkdir(exist_ok=True)
@@ -81,12 +94,12 @@ def demo_cmd(
         files.append(f)
     render_run(run_package(pkg, files, tasks=["ink"]))
 
-    console.print(Rule("6. the uncalibrated package on the whole test split"))
+    console.print(Rule("7. the uncalibrated package on the whole test split"))
     routed = evaluate_package(pkg, "digits:test")
     rates = ", ".join(f"{k} {100 * v:.0f}%" for k, v in routed["exit_rates"].items())
     console.print(f"thresholds 0.9 (uncalibrated): accuracy {fmt_pct(routed['accuracy'])}, exits: {rates}")
 
-    console.print(Rule("7. calibrate --data digits:val --max-drop 0.01"))
+    console.print(Rule("8. calibrate --data digits:val --max-drop 0.01"))
     with progress("calibrating", 4) as advance:
         calibrated = calibrate_package(pkg, CalibrateSpec(data="digits:val", max_drop=0.01),
                                        on_progress=lambda what: advance(f"calibrating: {what}"))
@@ -99,7 +112,7 @@ def demo_cmd(
                     f"{test['mean_ms']:.3f} / {test['static_mean_ms']:.3f} ms"))
     summary.append(("speedup at accuracy drop", f"{test['speedup']:.2f}x at {100 * test['accuracy_drop']:.2f} points"))
 
-    console.print(Rule("8. bench --profile host-cpu"))
+    console.print(Rule("9. bench --profile host-cpu"))
     with progress("benchmarking", None) as advance:
         bench = bench_host(pkg, BenchSpec(profile="host-cpu", runs=20), on_progress=advance)
     render_bench(bench)
