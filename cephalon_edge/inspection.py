@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_with_metadata
+from .manifest import sha256_file
 from .segments import build_segments
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def inspect_checkpoint(path: Path) -> dict[str, Any]:
@@ -41,5 +33,6 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
                       "flops": s.flops, "macs": s.macs, "params": s.params} for s in segset],
         "program": segset.program,
         "provenance": meta.get("provenance", {}),
+        "quantization": meta.get("quantization"),
         "spec": spec.to_dict(),
     }

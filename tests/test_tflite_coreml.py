@@ -116,16 +116,20 @@ def small_digits(tmp_path_factory):
     return small_digits_checkpoint(tmp_path_factory.mktemp("digits") / "small.cephalon")
 
 
+@pytest.fixture(scope="module")
+def fp32_size(small_digits, tmp_path_factory):
+    return export_package(small_digits, tmp_path_factory.mktemp("fp32") / "p", ExportSpec("tflite", verify=False))["size_bytes"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "fp16"])
-def test_quantized_tflite(small_digits, tmp_path, mode):
-    fp32 = export_package(small_digits, tmp_path / "fp32", ExportSpec("tflite", verify=False))
+def test_quantized_tflite(small_digits, fp32_size, tmp_path, mode):
     report = export_package(small_digits, tmp_path / mode, ExportSpec("tflite", quantize=mode, with_static=True))
     parity = report["parity"]
     assert parity["passed"] and parity["quantization"] == mode
     assert parity["val_top1_agreement"] >= 0.98
     if mode != "fp16":
-        assert report["size_bytes"] < 0.5 * fp32["size_bytes"]
+        assert report["size_bytes"] < 0.5 * fp32_size
     with Router.open(tmp_path / mode) as router:  # int8 tensors are converted at the boundary
         from cephalon_edge.data import builtin
         val = builtin("digits", "val")

@@ -25,6 +25,13 @@ from ..segments import StaticModel, build_segments
 from ..spec import ModelSpec
 
 CRITERIA = ("l1", "l2", "taylor")
+ROUND_TO = 8  # channel counts stay multiples of 8: SIMD kernels run them at full width
+
+
+def _round_to(net: CephalonNet) -> int | None:
+    """Multiples of 8 when every width is large enough to keep some; tiny models prune freely."""
+    widths = [m.adapter.channels for m in net.spec.modalities] + [s.channels for s in net.spec.stages]
+    return ROUND_TO if min(widths) >= 2 * ROUND_TO else None
 
 
 @dataclass
@@ -82,7 +89,7 @@ def apply_ratio(net: CephalonNet, ratio: float, criterion: str,
     example = torch.zeros(2, *net.spec.modalities[0].shape)
     view = StaticModel(pruned)
     pruner = tp.pruner.MagnitudePruner(view, example, importance=_importance(criterion), pruning_ratio=ratio,
-                                       ignored_layers=_ignored(pruned), global_pruning=False)
+                                       ignored_layers=_ignored(pruned), global_pruning=False, round_to=_round_to(net))
     if criterion == "taylor":
         if taylor_batch is None:
             raise UsageError("--prune-criterion taylor needs --data to compute gradients")
