@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-QUANTIZATION_MODES = ("none", "int8", "int8-dynamic", "fp16")
+QUANTIZATION_MODES = ("none", "int8", "int8-dynamic", "fp16", "palettize")
 
 
 @dataclass(frozen=True)

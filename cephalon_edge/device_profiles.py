@@ -15,12 +15,12 @@ from .errors import UsageError
 OS = ("linux", "android", "ios", "macos")
 TARGETS = ("onnx", "tflite", "coreml")
 DELEGATES = ("xnnpack", "gpu", "nnapi", "npu", "cpu")
-QUANTIZATION = ("none", "fp16", "int8", "int8-dynamic")
+QUANTIZATION = ("none", "fp16", "int8", "int8-dynamic", "palettize")
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 DEPRECATED = {"nnapi": "NNAPI is deprecated from Android 15; prefer the GPU delegate or a vendor accelerator"}
 
 TOP = {"name": str, "description": str, "os": str, "abi": str, "target": str, "quantization": str,
-       "runtime": dict, "coreml": dict, "match": dict, "estimate": dict}
+       "runtime": dict, "coreml": dict, "tflite": dict, "match": dict, "estimate": dict}
 REQUIRED = ("name", "description", "os", "abi", "target", "quantization", "runtime")
 
 
@@ -67,6 +67,9 @@ def validate_profile(data: Any, source: str) -> dict[str, Any]:
         raise bad("coreml.compute_units", f"must be one of {', '.join(COMPUTE_UNITS)}")
     if "deployment_target" in coreml and not isinstance(coreml["deployment_target"], str):
         raise bad("coreml.deployment_target", "must be a string such as iOS17")
+    tflite = data.get("tflite", {})
+    if set(tflite) - {"per_segment_files"} or not isinstance(tflite.get("per_segment_files", False), bool):
+        raise bad("tflite", "the only field is per_segment_files = true|false")
     for key, value in data.get("match", {}).items():
         if not isinstance(value, str) or not key.startswith("ro."):
             raise bad(f"match.{key}", "match rules are getprop keys (ro.*) with string values")

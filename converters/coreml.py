@@ -3,7 +3,7 @@
 One multifunction ``segments.mlpackage`` (a function per segment, shared weights) when the
 deployment target allows it (iOS 18 / macOS 15 and later), otherwise one ``.mlpackage`` per
 segment. Compute precision fp16 by default; ``int8`` adds linear weight quantization
-(coremltools.optimize.coreml); ``none`` keeps fp32. Compute units and the deployment target
+(coremltools.optimize.coreml), ``palettize`` a 6-bit k-means weight palette; ``none`` keeps fp32. Compute units and the deployment target
 come from the profile (default CPU_AND_NE, iOS 17). Segments have batch 1.
 """
 
@@ -20,7 +20,8 @@ from ..errors import ExportError, UsageError
 from ..segments import SegmentSet, StaticModel
 from ._capture import captured_output
 
-QUANTIZATION = ("fp16", "none", "int8")
+QUANTIZATION = ("fp16", "none", "int8", "palettize")
+PALETTE_BITS = 6
 DEFAULT_QUANTIZATION = "fp16"
 MULTIFUNCTION_TARGETS = ("iOS18", "macOS15", "watchOS11", "tvOS18", "visionOS2")
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
@@ -64,11 +65,15 @@ def _convert_one(module, example, outputs: list[str], spec: ExportSpec, conf: di
                 minimum_deployment_target=target,
                 compute_precision=ct.precision.FLOAT32 if spec.quantize == "none" else ct.precision.FLOAT16,
                 compute_units=getattr(ct.ComputeUnit, conf["compute_units"]))
-            if spec.quantize == "int8":
+            if spec.quantize in ("int8", "palettize"):
                 import coremltools.optimize.coreml as cto
 
-                config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
-                model = cto.linear_quantize_weights(model, config)
+                if spec.quantize == "int8":
+                    config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
+                    model = cto.linear_quantize_weights(model, config)
+                else:
+                    config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(mode="kmeans", nbits=PALETTE_BITS))
+                    model = cto.palettize_weights(model, config)
             model.save(str(path))
     except UsageError:
         raise

@@ -90,8 +90,19 @@ def _calibration_feeds(segments: SegmentSet) -> dict[str, list[dict]]:
     return {name: [{"args_0": x[i:i + 1].numpy()} for i in range(len(x))] for name, x in feeds.items()}
 
 
+def _per_segment_files(spec: ExportSpec) -> bool:
+    """A profile may ask for one .tflite per segment (``[tflite] per_segment_files = true``)."""
+    if not spec.profile:
+        return False
+    from ..device_profiles import load_profile
+
+    return bool(load_profile(spec.profile).get("tflite", {}).get("per_segment_files", False))
+
+
 def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
             on_segment: Callable[[str], None] | None = None) -> list[SegmentArtifact]:
+    if _per_segment_files(spec):
+        return _convert_per_segment(segments, spec, out_dir, on_segment)
     import litert_torch
 
     converter = None
@@ -121,6 +132,35 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
         artifacts.append(_convert_static(segments, spec, out_dir))
         if on_segment:
             on_segment("static")
+    return artifacts
+
+
+def _convert_per_segment(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
+                         on_segment: Callable[[str], None] | None) -> list[SegmentArtifact]:
+    """One .tflite per segment (its only signature named after it), for runtimes that load
+    segments separately."""
+    import litert_torch
+
+    feeds = _calibration_feeds(segments) if spec.quantize == "int8" else {}
+    artifacts = []
+    for seg in segments:
+        path = out_dir / f"{seg.name}.tflite"
+        log: list[str] = []
+        try:
+            with warnings.catch_warnings(), captured_output() as log:
+                warnings.simplefilter("ignore")
+                litert_torch.signature(seg.name, seg.module.eval(), (segments.example_input(seg.name)[:1],)) \
+                    .convert().export(str(path))
+        except Exception as exc:
+            raise _fail(f"segment {seg.name}", exc, log) from exc
+        if spec.quantize != "none":
+            _quantize(path, spec.quantize, {seg.name: feeds[seg.name]} if feeds else None, f"segment {seg.name}")
+        artifacts.append(SegmentArtifact(seg.name, path.name, ["args_0"],
+                                         [f"output_{i}" for i in range(len(seg.outputs))], signature=seg.name))
+        if on_segment:
+            on_segment(seg.name)
+    if spec.with_static:
+        artifacts.append(_convert_static(segments, spec, out_dir))
     return artifacts
 
 

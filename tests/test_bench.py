@@ -189,6 +189,14 @@ def test_unauthorized_missing_binary_and_unknown_device(packages, fake_adb):
 
 @pytest.mark.skipif(shutil.which("adb") is None, reason="Debian's adb is not installed")
 def test_real_adb_without_devices(packages):
+    import subprocess
+    try:
+        _check_real_adb(packages)
+    finally:  # the adb server daemon started here must not outlive the test run
+        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=60)
+
+
+def _check_real_adb(packages):
     res = run_cli("devices")
     assert res.returncode == 0 and "no devices attached" in res.stdout
     res = run_cli("bench", str(packages / "tflite"), "--device", "all")

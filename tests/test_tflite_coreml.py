@@ -187,3 +187,22 @@ def test_coreml_predictions_match_dynamic_forward(tiny_ckpt, tmp_path):
         got = router.predict({"image": x.numpy()}, thresholds=1.01)
     assert np.array_equal(got.exit_index, ref.exit_index.numpy())
     np.testing.assert_allclose(got.logits, ref.logits.numpy(), atol=1e-3)
+
+
+def test_profile_asks_for_one_tflite_per_segment(tiny_ckpt, tmp_path):
+    net, ckpt, _ = tiny_ckpt
+    report = export_package(ckpt, tmp_path / "pi", ExportSpec("tflite", profile="raspberry-pi-5"))
+    assert report["parity"]["passed"] and report["parity"]["decision_agreement"] == 1.0
+    manifest = Manifest.open(tmp_path / "pi")
+    files = [s["file"] for s in manifest.data["segments"]]
+    assert files == [f"{name}.tflite" for name in manifest.segments] and len(set(files)) == len(files)
+
+
+def test_coreml_palettization(tiny_ckpt, tmp_path):
+    _, ckpt, _ = tiny_ckpt
+    report = export_package(ckpt, tmp_path / "pal", ExportSpec("coreml", quantize="palettize"))
+    assert report["quantization"] == "palettize"
+    if platform.system() != "Darwin":
+        assert report["verification"]["segments_checked"] == len(report["segments"])
+    with pytest.raises(Exception, match="does not support --quantize palettize"):
+        export_package(ckpt, tmp_path / "x", ExportSpec("tflite", quantize="palettize"))

@@ -81,7 +81,8 @@ def _importance(criterion: str):
 
 
 def apply_ratio(net: CephalonNet, ratio: float, criterion: str,
-                taylor_batch: Callable[[CephalonNet], torch.Tensor] | None = None) -> CephalonNet:
+                taylor_batch: Callable[[CephalonNet], torch.Tensor] | None = None,
+                round_to: int | None = None) -> CephalonNet:
     """A pruned copy of ``net`` with ``ratio`` of the channels of every prunable group removed."""
     import torch_pruning as tp
 
@@ -89,7 +90,7 @@ def apply_ratio(net: CephalonNet, ratio: float, criterion: str,
     example = torch.zeros(2, *net.spec.modalities[0].shape)
     view = StaticModel(pruned)
     pruner = tp.pruner.MagnitudePruner(view, example, importance=_importance(criterion), pruning_ratio=ratio,
-                                       ignored_layers=_ignored(pruned), global_pruning=False, round_to=_round_to(net))
+                                       ignored_layers=_ignored(pruned), global_pruning=False, round_to=round_to)
     if criterion == "taylor":
         if taylor_batch is None:
             raise UsageError("--prune-criterion taylor needs --data to compute gradients")
@@ -128,17 +129,21 @@ def plan(net: CephalonNet, target: float, criterion: str,
         raise UsageError(f"--prune is the fraction of FLOPs to remove, in (0, 1); got {target}")
     before = full_path_flops(net)
     want = before * (1 - target)
-    lo, hi = 0.0, 0.95
     best: tuple[float, CephalonNet, int] | None = None
-    for _ in range(10):
-        mid = (lo + hi) / 2
-        candidate = apply_ratio(net, mid, criterion, taylor_batch)
-        flops = full_path_flops(candidate)
-        if best is None or abs(flops - want) < abs(best[2] - want):
-            best = (mid, candidate, flops)
-        if abs(flops - want) / want < 0.02:
+    # channel counts in multiples of 8 when that still reaches the target within 5%, else free
+    for round_to in dict.fromkeys([_round_to(net), None]):
+        lo, hi = 0.0, 0.95
+        for _ in range(10):
+            mid = (lo + hi) / 2
+            candidate = apply_ratio(net, mid, criterion, taylor_batch, round_to)
+            flops = full_path_flops(candidate)
+            if best is None or abs(flops - want) < abs(best[2] - want):
+                best = (mid, candidate, flops)
+            if abs(flops - want) / want < 0.02:
+                break
+            lo, hi = (mid, hi) if flops > want else (lo, mid)
+        if abs(best[2] - want) / before <= 0.05:
             break
-        lo, hi = (mid, hi) if flops > want else (lo, mid)
     ratio, pruned, flops = best
     if abs(flops - want) / before > 0.1:
         raise UsageError(f"cannot reach {target:.0%} fewer FLOPs by pruning channels (closest: {1 - flops / before:.0%})",
