@@ -9,6 +9,7 @@ Built-in splits are 60/20/20 train/val/test, fixed by seed 0.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -110,8 +111,8 @@ def load_npz(path: Path) -> Dataset:
             arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise DataError(f"dataset not found: {path}") from None
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npz ({exc})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if "labels" not in arrays:
         raise DataError(f"{path}: no 'labels' array", hint="a dataset .npz holds one array per modality name plus 'labels'")
     labels = arrays.pop("labels")

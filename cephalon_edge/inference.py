@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,8 +28,8 @@ def load_input(path: Path, modality: Mapping[str, Any]) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"input not found: {path}") from None
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if not np.issubdtype(arr.dtype, np.floating):
         raise DataError(f"{path}: dtype {arr.dtype}; expected floating point (float32) model-ready values")
     if arr.shape == shape:

@@ -118,41 +118,121 @@ class Manifest:
         return manifest
 
     def validate(self) -> None:
+        """Check every key the router relies on, with its type, before anything runs."""
         d = self.data
         where = f"{self.root}/{MANIFEST}"
+
+        def bad(field: str, why: str) -> PackageError:
+            return PackageError(f"{where}: {field}: {why}", hint="re-export the package")
+
         if not isinstance(d, dict):
             raise PackageError(f"{where}: expected a JSON object")
         if d.get("format") != FORMAT:
-            raise PackageError(f"{where}: unsupported format {d.get('format')!r}", hint=f"this cephalon-edge reads {FORMAT}")
+            raise PackageError(f"{where}: unsupported format {str(d.get('format'))[:40]!r}",
+                               hint=f"this cephalon-edge reads {FORMAT}")
         for key in TOP_KEYS:
             if key not in d:
-                raise PackageError(f"{where}: missing key {key!r}")
-        for key in ("inputs", "segments", "program", "labels"):
-            if not isinstance(d[key], list):
-                raise PackageError(f"{where}: {key!r} must be a list")
-        names = set()
-        for i, seg in enumerate(d["segments"]):
-            if not isinstance(seg, dict):
-                raise PackageError(f"{where}: segments[{i}] must be an object")
+                raise bad(key, "missing")
+        if d["target"] not in ("onnx", "tflite", "coreml"):
+            raise bad("target", f"unknown target {str(d['target'])[:40]!r}")
+        _typed(d["quantization"], str, "quantization", bad)
+        _list_of(d["labels"], str, "labels", bad)
+        inputs = _list_of(d["inputs"], dict, "inputs", bad)
+        if not inputs:
+            raise bad("inputs", "no input modality")
+        for i, m in enumerate(inputs):
+            _typed(m.get("name"), str, f"inputs[{i}].name", bad)
+            _dims(m.get("shape"), f"inputs[{i}].shape", bad, positive=True)
+            if m.get("dtype") != "float32":
+                raise bad(f"inputs[{i}].dtype", "only float32 inputs are supported")
+        tasks = _list_of(d["tasks"], dict, "tasks", bad)
+        if not tasks or not isinstance(tasks[0].get("name"), str):
+            raise bad("tasks", "needs at least the classification task, with a name")
+        names: dict[str, dict[str, Any]] = {}
+        for i, seg in enumerate(_list_of(d["segments"], dict, "segments", bad)):
             for key in SEGMENT_KEYS:
                 if key not in seg:
-                    raise PackageError(f"{where}: segments[{i}] is missing {key!r}")
+                    raise bad(f"segments[{i}]", f"missing {key!r}")
+            _typed(seg["name"], str, f"segments[{i}].name", bad)
+            if seg["name"] in names:
+                raise bad(f"segments[{i}].name", f"duplicate segment {seg['name']!r}")
             safe_member(self.root, seg["file"])
-            names.add(seg["name"])
-        for i, step in enumerate(d["program"]):
-            if not isinstance(step, dict) or "op" not in step:
-                raise PackageError(f"{where}: program[{i}] must be an object with an 'op'")
-            for ref in _step_segments(step):
-                if ref not in names:
-                    raise PackageError(f"{where}: program[{i}] names unknown segment {ref!r}")
-        policy = d["exit_policy"]
-        if not isinstance(policy, dict) or not isinstance(policy.get("thresholds"), dict):
-            raise PackageError(f"{where}: exit_policy.thresholds must be an object")
-        for m in d["inputs"]:
-            if not isinstance(m, dict) or not {"name", "shape", "dtype"} <= set(m):
-                raise PackageError(f"{where}: each input needs name, shape and dtype")
-        if d.get("static"):
-            safe_member(self.root, d["static"].get("file"))
+            _typed(seg["sha256"], str, f"segments[{i}].sha256", bad)
+            if seg.get("signature") is not None:
+                _typed(seg["signature"], str, f"segments[{i}].signature", bad)
+            _list_of(seg["inputs"], str, f"segments[{i}].inputs", bad)
+            if not _list_of(seg["outputs"], str, f"segments[{i}].outputs", bad):
+                raise bad(f"segments[{i}].outputs", "no outputs")
+            shapes = _typed(seg["shapes"], dict, f"segments[{i}].shapes", bad)
+            for part in ("inputs", "outputs"):
+                for j, dims in enumerate(_list_of(shapes.get(part), list, f"segments[{i}].shapes.{part}", bad)):
+                    _dims(dims, f"segments[{i}].shapes.{part}[{j}]", bad)
+            if len(shapes["inputs"]) != 1 or len(shapes["outputs"]) != len(seg["outputs"]):
+                raise bad(f"segments[{i}].shapes", "do not match the segment's inputs and outputs")
+            names[seg["name"]] = seg
+        self._validate_program(names, bad)
+        policy = _typed(d["exit_policy"], dict, "exit_policy", bad)
+        thresholds = _typed(policy.get("thresholds"), dict, "exit_policy.thresholds", bad)
+        early = [s["exit"] for s in d["program"] if s["op"] == "exit"]
+        if sorted(thresholds) != sorted(early):
+            raise bad("exit_policy.thresholds", f"must name exactly the early exits {early}")
+        for name, value in thresholds.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise bad(f"exit_policy.thresholds.{name}", "must be a number")
+        _typed(policy.get("score", "max_softmax"), str, "exit_policy.score", bad)
+        if d.get("static") is not None:
+            static = _typed(d["static"], dict, "static", bad)
+            safe_member(self.root, static.get("file"))
+            _typed(static.get("sha256"), str, "static.sha256", bad)
+            _list_of(static.get("outputs"), str, "static.outputs", bad)
+
+    def _validate_program(self, segments: dict[str, dict[str, Any]], bad: Any) -> None:
+        program = _list_of(self.data["program"], dict, "program", bad)
+        outputs = {"encode": 1, "run": 1, "gate": 1, "moe": 1, "exit": 2, "final": 2}
+        counters = {"gate": 0, "moe": 0, "exit": 0}
+        modalities = {m["name"] for m in self.data["inputs"]}
+        finals = 0
+        for i, step in enumerate(program):
+            op = step.get("op")
+            if op not in outputs:
+                raise PackageError(f"program[{i}]: unknown step {str(op)[:40]!r}",
+                                   hint="this package needs a newer cephalon-edge")
+            refs: list[Any] = []
+            if op == "encode":
+                adapters = _typed(step.get("adapters"), dict, f"program[{i}].adapters", bad)
+                if not adapters or set(adapters) - modalities:
+                    raise bad(f"program[{i}].adapters", "must map the package's input modalities to segments")
+                refs = list(adapters.values())
+            elif op == "gate":
+                refs = [step.get("gate"), step.get("block")]
+                threshold = step.get("threshold")
+                if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+                    raise bad(f"program[{i}].threshold", "must be a number")
+            elif op == "moe":
+                experts = _list_of(step.get("experts"), str, f"program[{i}].experts", bad)
+                if not experts:
+                    raise bad(f"program[{i}].experts", "no experts")
+                refs = [step.get("gate"), *experts]
+            else:
+                refs = [step.get("segment")]
+                if op == "final":
+                    tasks = _typed(step.get("tasks", {}), dict, f"program[{i}].tasks", bad)
+                    refs += list(tasks.values())
+                    finals += 1
+            for ref in refs:
+                if not isinstance(ref, str) or ref not in segments:
+                    raise bad(f"program[{i}]", f"names unknown segment {str(ref)[:60]!r}")
+            if op in counters or op == "final":
+                if op in ("exit", "final"):
+                    _typed(step.get("exit"), str, f"program[{i}].exit", bad)
+                key = "exit" if op == "final" else op
+                if step.get("index") != counters[key]:
+                    raise bad(f"program[{i}].index", f"expected {counters[key]}")
+                counters[key] += 1
+            if op in ("exit", "final") and len(segments[refs[0]]["outputs"]) != outputs[op]:
+                raise bad(f"program[{i}]", f"segment {refs[0]} must output logits and a score")
+        if finals != 1 or program[-1].get("op") != "final" or program[0].get("op") != "encode":
+            raise bad("program", "must start with encode and end with one final step")
 
     def verify_files(self) -> None:
         expected: dict[str, str] = {}
@@ -169,14 +249,20 @@ class Manifest:
                                    hint="re-export the package; never edit segment files in place")
 
 
-def _step_segments(step: dict[str, Any]) -> list[str]:
-    op = step.get("op")
-    if op == "encode":
-        return list(step.get("adapters", {}).values())
-    if op in ("gate",):
-        return [step.get("gate"), step.get("block")]
-    if op == "moe":
-        return [step.get("gate"), *step.get("experts", [])]
-    if op in ("run", "exit", "final"):
-        return [step.get("segment"), *step.get("tasks", {}).values()]
-    raise PackageError(f"unknown program step {op!r}", hint="this package needs a newer cephalon-edge")
+def _typed(value: Any, kind: type, field: str, bad: Any) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise bad(field, f"must be a {kind.__name__}")
+    return value
+
+
+def _list_of(value: Any, kind: type, field: str, bad: Any) -> list[Any]:
+    if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+        raise bad(field, f"must be a list of {kind.__name__}")
+    return value
+
+
+def _dims(value: Any, field: str, bad: Any, positive: bool = False) -> None:
+    lowest = 1 if positive else 0
+    if not isinstance(value, list) or len(value) > 8 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and lowest <= v <= 1 << 20 for v in value):
+        raise bad(field, "must be a short list of sizes")

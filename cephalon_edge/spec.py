@@ -19,6 +19,8 @@ MODALITY_KINDS = {"image": 3, "signal": 2}  # kind -> rank of one sample (C,H,W)
 ADAPTER_KINDS = ("conv_stem", "projection")
 BLOCK_KINDS = ("basic", "bottleneck")
 TASK_KINDS = ("classification", "regression")
+# bounds that keep a hostile spec from allocating absurd tensors before anything is checked
+MAX_WIDTH, MAX_BLOCKS, MAX_EXPERTS, MAX_DIM, MAX_INPUT, MAX_PARAMS = 1 << 16, 256, 64, 1 << 14, 1 << 26, 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,10 @@ def _count(value: Any, path: str) -> None:
              f"must be a non-negative integer, got {value!r}")
 
 
+def _at_most(value: int, limit: int, path: str) -> None:
+    _require(value <= limit, path, f"{value} is too large (at most {limit})")
+
+
 def _name(value: Any, path: str) -> None:
     _require(isinstance(value, str) and value.isidentifier() and value.islower(), path,
              f"must be a lower-case identifier, got {value!r}")
@@ -229,10 +235,16 @@ def validate(spec: ModelSpec) -> None:
                  f"a {m.kind} sample has {MODALITY_KINDS[m.kind]} dimensions (channels first), got {list(m.shape)}")
         for j, d in enumerate(m.shape):
             _positive_int(d, f"{p}.shape[{j}]")
+            _at_most(d, MAX_DIM, f"{p}.shape[{j}]")
+        size = 1
+        for d in m.shape:
+            size *= d
+        _at_most(size, MAX_INPUT, f"{p}.shape")
         a = m.adapter
         _require(a.kind in ADAPTER_KINDS, f"{p}.adapter.kind", f"must be one of {list(ADAPTER_KINDS)}, got {a.kind!r}")
-        for attr in ("channels", "kernel", "stride"):
+        for attr, limit in (("channels", MAX_WIDTH), ("kernel", 15), ("stride", 16)):
             _positive_int(getattr(a, attr), f"{p}.adapter.{attr}")
+            _at_most(getattr(a, attr), limit, f"{p}.adapter.{attr}")
         _require(a.kernel % 2 == 1, f"{p}.adapter.kernel", f"must be odd, got {a.kernel}")
         pre = m.preprocessing
         channels = m.shape[0]
@@ -257,6 +269,11 @@ def validate(spec: ModelSpec) -> None:
         _positive_int(s.stride, f"{p}.stride")
         _count(s.skip_blocks, f"{p}.skip_blocks")
         _count(s.experts, f"{p}.experts")
+        for attr, limit in (("channels", MAX_WIDTH), ("blocks", MAX_BLOCKS), ("skip_blocks", MAX_BLOCKS),
+                            ("experts", MAX_EXPERTS), ("stride", 16), ("inner_channels", MAX_WIDTH),
+                            ("se_channels", MAX_WIDTH)):
+            if isinstance(getattr(s, attr), int):
+                _at_most(getattr(s, attr), limit, f"{p}.{attr}")
         _require(s.experts != 1, f"{p}.experts", "a mixture of experts needs at least 2 experts (0 = none)")
         _require(s.block in BLOCK_KINDS, f"{p}.block", f"must be one of {list(BLOCK_KINDS)}, got {s.block!r}")
         for attr in ("inner_channels", "se_channels"):
@@ -267,6 +284,13 @@ def validate(spec: ModelSpec) -> None:
     _require(not spec.stages[-1].exit, f"spec.stages[{len(spec.stages) - 1}].exit",
              "the last stage feeds the task heads; early exits go after earlier stages")
     _count(spec.exit_channels, "spec.exit_channels")
+    _at_most(spec.exit_channels, MAX_WIDTH, "spec.exit_channels")
+    width, params = spec.modalities[0].adapter.channels, 0
+    for s in spec.stages:  # 3x3 convs dominate: a cheap upper-bound estimate before building anything
+        per_block = 9 * (s.channels * s.mid_channels * 2 + s.mid_channels ** 2)
+        params += (s.blocks + s.skip_blocks + s.experts) * per_block + 9 * width * s.channels
+        width = s.channels
+    _at_most(params, MAX_PARAMS, "spec (estimated parameters)")
 
     task_names = set()
     for i, t in enumerate(spec.tasks):
@@ -276,6 +300,7 @@ def validate(spec: ModelSpec) -> None:
         task_names.add(t.name)
         _require(t.kind in TASK_KINDS, f"{p}.kind", f"must be one of {list(TASK_KINDS)}, got {t.kind!r}")
         _positive_int(t.outputs, f"{p}.outputs")
+        _at_most(t.outputs, 1_000_000, f"{p}.outputs")
     _require(spec.tasks[0].kind == "classification", "spec.tasks[0].kind",
              "the first task is the classifier that every exit predicts; it must be a classification")
     if spec.labels:

@@ -1,0 +1,211 @@
+"""Property tests of every input surface: bad input ends in a one-line CephalonError, never
+in another exception (hypothesis, bounded so the suite stays fast)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cephalon_edge import checkpoint
+from cephalon_edge.artifacts import ExportSpec
+from cephalon_edge.bench import benchmark_model
+from cephalon_edge.data import load_dataset
+from cephalon_edge.device_profiles import load_profile, validate_profile
+from cephalon_edge.errors import CephalonError
+from cephalon_edge.export import export_package
+from cephalon_edge.manifest import Manifest
+from cephalon_edge.router import Router
+from conftest import make_net
+
+# derandomized: CI sees the same examples every run; CEPHALON_FUZZ_EXAMPLES=500 digs deeper locally
+FUZZ = settings(max_examples=int(os.environ.get("CEPHALON_FUZZ_EXAMPLES", 40)), deadline=None,
+                derandomize=os.environ.get("CEPHALON_FUZZ_EXAMPLES") is None,
+                suppress_health_check=list(HealthCheck))
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+                    max_leaves=12)
+
+
+def one_line(exc: CephalonError) -> None:
+    assert exc.message and "\n" not in exc.message.strip()
+
+
+@pytest.fixture(scope="module")
+def ckpt_bytes(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fz") / "m.cephalon"
+    checkpoint.save(make_net(), path)
+    return path.read_bytes()
+
+
+@FUZZ
+@given(data=st.data())
+def test_checkpoint_mutations(ckpt_bytes, tmp_path_factory, data):
+    raw = bytearray(ckpt_bytes)
+    kind = data.draw(st.sampled_from(["truncate", "flip_header", "metadata", "header_size"]))
+    if kind == "truncate":
+        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
+    elif kind == "flip_header":
+        size = int.from_bytes(raw[:8], "little")
+        for _ in range(data.draw(st.integers(1, 5))):
+            raw[data.draw(st.integers(8, 8 + size - 1))] ^= data.draw(st.integers(1, 255))
+    elif kind == "header_size":
+        raw[:8] = data.draw(st.integers(0, 2**64 - 1)).to_bytes(8, "little")
+    else:
+        size = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + size])
+        meta = json.loads(header["__metadata__"]["cephalon"])
+        target = data.draw(st.sampled_from(["spec", "format", "stages", "shape", "whole"]))
+        value = data.draw(JSON)
+        if target == "whole":
+            meta = value
+        elif target == "stages":
+            meta["spec"]["stages"][0] = value
+        elif target == "shape":
+            meta["spec"]["modalities"][0]["shape"] = data.draw(st.lists(st.integers(-5, 10**9), max_size=4))
+        else:
+            meta[target] = value
+        header["__metadata__"]["cephalon"] = json.dumps(meta)
+        body = json.dumps(header).encode()
+        raw = bytearray(len(body).to_bytes(8, "little") + body + raw[8 + size:])
+    path = tmp_path_factory.mktemp("m") / "x.cephalon"
+    path.write_bytes(bytes(raw))
+    try:
+        checkpoint.load(path)
+    except CephalonError as exc:
+        one_line(exc)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fzpkg")
+    ckpt = root / "m.cephalon"
+    checkpoint.save(make_net(), ckpt)
+    export_package(ckpt, root / "pkg", ExportSpec("onnx", verify=False))
+    return root / "pkg"
+
+
+def _mutate(obj, data, depth=0):
+    """Replace, delete or retype one value somewhere in a JSON document."""
+    if isinstance(obj, dict) and obj:
+        key = data.draw(st.sampled_from(sorted(obj)))
+        action = data.draw(st.sampled_from(["delete", "replace", "recurse"]))
+        if action == "delete":
+            del obj[key]
+        elif action == "replace" or depth > 4:
+            obj[key] = data.draw(JSON)
+        else:
+            obj[key] = _mutate(obj[key], data, depth + 1)
+        return obj
+    if isinstance(obj, list) and obj:
+        i = data.draw(st.integers(0, len(obj) - 1))
+        obj[i] = _mutate(obj[i], data, depth + 1) if data.draw(st.booleans()) else data.draw(JSON)
+        return obj
+    return data.draw(JSON)
+
+
+@FUZZ
+@given(data=st.data())
+def test_manifest_mutations(package, tmp_path_factory, data):
+    pkg = tmp_path_factory.mktemp("p") / "pkg"
+    shutil.copytree(package, pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest = _mutate(manifest, data)
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        with Router.open(pkg) as router:
+            router.predict({"image": np.zeros((2, 1, 12, 12), np.float32)}, thresholds=0.5)
+    except CephalonError as exc:
+        one_line(exc)
+
+
+@FUZZ
+@given(shape=st.lists(st.integers(0, 14), min_size=0, max_size=5),
+       dtype=st.sampled_from(["float32", "float64", "int32", "bool", "complex64"]),
+       poison=st.sampled_from([None, np.nan, np.inf]), labels=st.integers(-1, 5))
+def test_npz_datasets(tmp_path_factory, shape, dtype, poison, labels):
+    arr = np.zeros(shape, dtype=dtype)
+    if poison is not None and arr.size and np.issubdtype(arr.dtype, np.floating):
+        arr.flat[0] = poison
+    path = tmp_path_factory.mktemp("d") / "d.npz"
+    np.savez(path, image=arr, labels=np.zeros(max(labels, 0), np.int64) if labels >= 0 else np.zeros((2, 2)))
+    try:
+        ds = load_dataset(str(path), modalities=[{"name": "image", "shape": [1, 12, 12]}])
+        assert ds.inputs["image"].shape[1:] == (1, 12, 12) and np.isfinite(ds.inputs["image"]).all()
+    except CephalonError as exc:
+        one_line(exc)
+
+
+@FUZZ
+@given(data=st.data())
+def test_run_inputs(package, tmp_path_factory, data):
+    from cephalon_edge.inference import run_package
+    root = tmp_path_factory.mktemp("in")
+    kind = data.draw(st.sampled_from(["npy", "png", "junk"]))
+    if kind == "npy":
+        shape = data.draw(st.lists(st.integers(0, 13), max_size=4))
+        arr = np.full(shape, data.draw(st.sampled_from([0.0, np.nan, np.inf])),
+                      dtype=data.draw(st.sampled_from(["float32", "float16", "int8"])))
+        path = root / "x.npy"
+        np.save(path, arr)
+    elif kind == "png":
+        from PIL import Image
+        size = (data.draw(st.integers(1, 40)), data.draw(st.integers(1, 40)))
+        path = root / "x.png"
+        Image.new(data.draw(st.sampled_from(["L", "RGB", "RGBA", "LA", "P", "1"])), size).save(path)
+    else:
+        path = root / data.draw(st.sampled_from(["x.png", "x.npy", "x.jpg"]))
+        path.write_bytes(data.draw(st.binary(max_size=200)))
+    try:
+        report = run_package(package, [path])
+        assert report["predictions"]
+    except CephalonError as exc:
+        one_line(exc)
+
+
+@FUZZ
+@given(data=st.data())
+def test_profiles(data):
+    profile = load_profile(data.draw(st.sampled_from(["pixel-8", "host-cpu", "iphone-15-pro"])))
+    profile = _mutate(json.loads(json.dumps(profile)), data)
+    try:
+        validate_profile(profile, "fuzz")
+    except CephalonError as exc:
+        one_line(exc)
+
+
+GOOD_OUTPUT = ("INFO: count=20 first=9000 curr=8100 min=8000 max=9100 avg=8.2e+03 std=120\n"
+               "INFO: Inference timings in us: Init: 1523, First inference: 9000, Warmup (avg): 9.0e+03, "
+               "Inference (avg): 8.21e+03\n")
+
+
+@FUZZ
+@given(text=st.text(max_size=300), cut=st.integers(0, len(GOOD_OUTPUT)), comma=st.booleans())
+def test_benchmark_model_output(text, cut, comma):
+    for candidate in (text, GOOD_OUTPUT[:cut], GOOD_OUTPUT.replace(".", ",") if comma else GOOD_OUTPUT + text):
+        try:
+            parsed = benchmark_model.parse(candidate)
+            assert isinstance(parsed["avg_us"], float) and parsed["avg_us"] == parsed["avg_us"]
+        except CephalonError as exc:
+            one_line(exc)
+
+
+def test_huge_declared_shapes_are_refused_before_allocating(tmp_path):
+    from cephalon_edge.spec import ModelSpec
+    from conftest import tiny_spec_dict
+    for field, value in (("channels", 10**9), ("blocks", 10**6)):
+        spec = tiny_spec_dict()
+        spec["stages"][0][field] = value
+        with pytest.raises(CephalonError, match="too large"):
+            ModelSpec.from_dict(spec)
+    spec = tiny_spec_dict()
+    spec["modalities"][0]["shape"] = [1, 10**7, 10**7]
+    with pytest.raises(CephalonError, match="too large"):
+        ModelSpec.from_dict(spec)
+    spec = tiny_spec_dict()
+    spec["stages"][3]["channels"] = 60000  # every field in bounds, the whole far too big
+    with pytest.raises(CephalonError, match=r"estimated parameters\): \d+ is too large"):
+        ModelSpec.from_dict(spec)
