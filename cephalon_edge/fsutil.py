@@ -11,6 +11,30 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(parent: Path, name: str) -> list[Path]:
+    """Remove temporaries that a killed cephalon-edge left next to ``name``: they carry the
+    writer's pid (``.NAME.PID.XXXX.partial|old|tmp``) and are removed only if it is gone."""
+    removed = []
+    for p in Path(parent).glob(f".{name}.*"):
+        parts = p.name[len(name) + 2:].split(".")
+        if len(parts) < 3 or not parts[0].isdigit() or parts[-1] not in ("partial", "old", "tmp"):
+            continue
+        if int(parts[0]) != os.getpid() and not _alive(int(parts[0])):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -22,7 +46,8 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; it replaces ``dest`` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    remove_stale(dest.parent, dest.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -51,7 +76,8 @@ def atomic_directory(dest: Path, replace: bool) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    remove_stale(dest.parent, dest.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
@@ -59,7 +85,7 @@ def atomic_directory(dest: Path, replace: bool) -> Iterator[Path]:
         if dest.exists():
             if not replace:
                 raise FileExistsError(dest)
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".old", dir=dest.parent))
             old.rmdir()
             os.replace(dest, old)
         os.replace(tmp, dest)

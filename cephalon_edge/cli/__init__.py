@@ -7,6 +7,7 @@ its traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -16,6 +17,10 @@ from .. import __version__
 from ..errors import CephalonError
 from . import bench_cmd, calibrate_cmd, checkpoint_cmds, compress_cmd, demo_cmd, export_cmd, run_cmd, zoo_cmd
 from .render import err_console
+
+# operating-system failures a user can act on: one line instead of a traceback
+OS_ERRORS = {errno.ENOSPC: ("no space left on device", 1), errno.EDQUOT: ("disk quota exceeded", 1),
+             errno.EROFS: ("read-only file system", 2), errno.EACCES: ("permission denied", 2)}
 
 app = typer.Typer(name="cephalon-edge", no_args_is_help=True, add_completion=False,
                   help="Ship dynamic neural networks to phones and boards.", pretty_exceptions_enable=False)
@@ -58,3 +63,11 @@ def main(argv: list[str] | None = None) -> None:
         if exc.hint:
             err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in OS_ERRORS:
+            raise
+        what, code = OS_ERRORS[exc.errno]
+        err_console.print(f"[bold red]error:[/] {what}: {exc.filename or exc.strerror}", highlight=False, soft_wrap=True)
+        err_console.print("[yellow]hint:[/] nothing was replaced: outputs are written next to their destination and renamed "
+                          "into place only when complete", highlight=False, soft_wrap=True)
+        sys.exit(code)

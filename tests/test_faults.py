@@ -1,0 +1,121 @@
+"""Faults: a process killed mid-export or mid-calibrate, a full disk, never a lost package."""
+
+import errno
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cephalon_edge import checkpoint
+from cephalon_edge.artifacts import ExportSpec
+from cephalon_edge.export import export_package
+from conftest import make_net, run_cli
+
+
+def snapshot(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def strays(parent, name):
+    return sorted(p.name for p in parent.glob(f".{name}.*"))
+
+
+@pytest.fixture
+def exported(tmp_path):
+    net = make_net(seed=5)
+    ckpt = tmp_path / "m.cephalon"
+    checkpoint.save(net, ckpt)
+    pkg = tmp_path / "pkg"
+    export_package(ckpt, pkg, ExportSpec("onnx", verify=False))
+    x = torch.randn(400, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    labels = net.dynamic_forward(x, thresholds=1.01).logits.argmax(-1).numpy()
+    np.savez(tmp_path / "data.npz", image=x.numpy(), labels=labels.astype(np.int64))
+    return ckpt, pkg, tmp_path / "data.npz"
+
+
+def _spawn(*args):
+    exe = os.path.join(os.path.dirname(sys.executable), "cephalon-edge")
+    return subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_export_keeps_the_previous_package(exported):
+    ckpt, pkg, _ = exported
+    before = snapshot(pkg)
+    proc = _spawn("export", str(ckpt), "--target", "onnx", "-o", str(pkg), "--force")
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once the new package is half written
+        partial = [p for p in pkg.parent.glob(".pkg.*.partial") if len(list(p.glob("*.onnx"))) >= 3]
+        if partial:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert partial, "the export never started writing"
+    assert snapshot(pkg) == before  # byte-identical
+    assert strays(pkg.parent, "pkg")  # the killed run's temporary is still there...
+    res = run_cli("export", str(ckpt), "--target", "onnx", "-o", str(pkg), "--force", "--no-verify")
+    assert res.returncode == 0, res.stderr
+    assert strays(pkg.parent, "pkg") == []  # ...and the next run removes it
+
+
+@pytest.mark.slow
+def test_sigkill_mid_calibrate_keeps_the_manifest(exported):
+    _, pkg, data = exported
+    before = snapshot(pkg)
+    killed = 0
+    for delay in (1.0, 2.0, 3.0, 4.0):  # at several points of the run; only kills of a live run count
+        proc = _spawn("calibrate", str(pkg), "--data", str(data))
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.kill()
+            killed += 1
+        proc.wait()
+        if proc.returncode == -9:
+            assert snapshot(pkg) == before
+        else:
+            break
+    assert killed >= 1
+    res = run_cli("calibrate", str(pkg), "--data", str(data))
+    assert res.returncode == 0, res.stderr
+    assert [p.name for p in pkg.iterdir() if p.name.startswith(".")] == []
+
+
+def test_disk_full_is_one_clear_line(exported, monkeypatch, capsys):
+    _, pkg, data = exported
+    before = snapshot(pkg)
+    real = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith("manifest.json"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    from cephalon_edge.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["calibrate", str(pkg), "--data", str(data)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1
+    assert "error: no space left on device" in err and "manifest.json" in err and "Traceback" not in err
+    assert snapshot(pkg) == before
+
+
+def test_real_tiny_filesystem(exported, tmp_path):
+    """A 256 KiB tmpfs cannot hold the package: the export fails cleanly (needs root and mount)."""
+    ckpt, _, _ = exported
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount permission)")
+    try:
+        res = run_cli("export", str(ckpt), "--target", "onnx", "-o", str(mnt / "pkg"), "--no-verify")
+        assert res.returncode == 1, res.stderr
+        assert "no space left on device" in res.stderr.lower() and "Traceback" not in res.stderr
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
