@@ -163,7 +163,7 @@ def test_device_vanishing_mid_run_keeps_results(packages, fake_adb, tmp_path):
     assert entry["status"] == "failed" and [s["name"] for s in entry["segments"]] == ["adapter.image", "stage0"]
 
 
-@pytest.mark.parametrize("step", ["push", "chmod"])
+@pytest.mark.parametrize("step", ["push", "chmod", "run", "cleanup"])
 def test_device_vanishing_at_each_step(packages, fake_adb, step):
     env, devices, _, binary = fake_adb
     devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": step}])

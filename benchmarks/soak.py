@@ -1,0 +1,69 @@
+"""Soak: 20k routed inferences on an ONNX and a TFLite package of digits-exits (batch 1, real
+test digits in a loop): RSS growth after warm-up (target < 5 MB) and latency drift between
+the first and the last thousand (target < 10%).
+
+    .venv/bin/python benchmarks/soak.py [--workdir DIR] [--inferences 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--inferences", type=int, default=20_000)
+    parser.add_argument("--warmup", type=int, default=1_000)
+    args = parser.parse_args()
+
+    import tempfile
+
+    from cephalon_edge import checkpoint, zoo
+    from cephalon_edge.artifacts import ExportSpec
+    from cephalon_edge.data import builtin
+    from cephalon_edge.export import export_package
+    from cephalon_edge.router import Router
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cephalon-soak-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt = workdir / "digits-exits.cephalon"
+    if not ckpt.exists():
+        net, provenance = zoo.build("digits-exits")
+        checkpoint.save(net, ckpt, provenance)
+    test = builtin("digits", "test")
+    xs = test.inputs["image"]
+    print(f"{args.inferences} routed inferences per package, batch 1, after {args.warmup} warm-up")
+    for target in ("onnx", "tflite"):
+        pkg = workdir / f"soak-{target}"
+        if not pkg.exists():
+            export_package(ckpt, pkg, ExportSpec(target, verify=False))
+        with Router.open(pkg, threads=2) as router:
+            for i in range(args.warmup):
+                router.predict({"image": xs[i % len(xs)]})
+            rss0 = rss_bytes()
+            times = []
+            for i in range(args.inferences):
+                t0 = time.perf_counter_ns()
+                router.predict({"image": xs[i % len(xs)]})
+                times.append((time.perf_counter_ns() - t0) / 1e6)
+            growth = rss_bytes() - rss0
+        first, last = statistics.median(times[:1000]), statistics.median(times[-1000:])
+        drift = (last - first) / first
+        print(f"  {target:6}: RSS growth {growth / 1e6:+.2f} MB (target < 5 MB); median latency first 1000 "
+              f"{first:.4f} ms, last 1000 {last:.4f} ms, drift {100 * drift:+.1f}% (target < 10%)")
+
+
+if __name__ == "__main__":
+    main()
