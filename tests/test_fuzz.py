@@ -209,3 +209,35 @@ def test_huge_declared_shapes_are_refused_before_allocating(tmp_path):
     spec["stages"][3]["channels"] = 60000  # every field in bounds, the whole far too big
     with pytest.raises(CephalonError, match=r"estimated parameters\): \d+ is too large"):
         ModelSpec.from_dict(spec)
+
+
+def test_regressions_found_by_the_fuzzers(package, tmp_path):
+    """Each of these once escaped as a raw exception."""
+    from cephalon_edge.errors import DataError, PackageError
+    from cephalon_edge.inference import run_package
+    junk = tmp_path / "x.npy"
+    junk.write_bytes(b"")  # np.load raised EOFError
+    with pytest.raises(DataError, match="not a readable .npy"):
+        run_package(package, [junk])
+    bad_zip = tmp_path / "d.npz"
+    bad_zip.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_dataset(str(bad_zip))
+    pkg = tmp_path / "pkg"
+    shutil.copytree(package, pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["target"] = []  # an unhashable target raised TypeError in the runtime registry
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="target: unknown target"):
+        Manifest.open(pkg)
+
+
+def test_tensor_of_the_wrong_dtype(tmp_path):
+    from safetensors.torch import load_file, save_file
+    path = tmp_path / "m.cephalon"
+    checkpoint.save(make_net(), path)
+    tensors = load_file(str(path))
+    tensors["stages.0.plain.0.branch.0.weight"] = tensors["stages.0.plain.0.branch.0.weight"].half()
+    save_file(tensors, str(path), metadata={"cephalon": json.dumps(checkpoint.read_metadata(path))})
+    with pytest.raises(CephalonError, match="dtype torch.float16, the spec expects torch.float32"):
+        checkpoint.load(path)

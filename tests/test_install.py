@@ -10,9 +10,13 @@ from conftest import REPO
 
 @pytest.mark.slow
 def test_normal_install_puts_everything_inside_the_package(tmp_path):
+    import shutil
+    source = tmp_path / "src"  # build from a copy: setuptools builds in-tree and leaves build/ behind
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                                                ".pytest_cache", ".hypothesis"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO)], check=True, capture_output=True, timeout=600)
+                    "--target", str(target), str(source)], check=True, capture_output=True, timeout=600)
     assert not (target / "converters").exists() and not (target / "runtimes").exists()
     code = ("import cephalon_edge, cephalon_edge.converters, cephalon_edge.runtimes, cephalon_edge.profiles;"
             "from importlib.resources import files;"
