@@ -61,8 +61,10 @@ def main() -> None:
             growth = rss_bytes() - rss0
         first, last = statistics.median(times[:1000]), statistics.median(times[-1000:])
         drift = (last - first) / first
+        chunks = [statistics.median(times[k:k + 1000]) for k in range(0, len(times), 1000)]
         print(f"  {target:6}: RSS growth {growth / 1e6:+.2f} MB (target < 5 MB); median latency first 1000 "
-              f"{first:.4f} ms, last 1000 {last:.4f} ms, drift {100 * drift:+.1f}% (target < 10%)")
+              f"{first:.4f} ms, last 1000 {last:.4f} ms, drift {100 * drift:+.1f}% (target < 10%); "
+              f"medians of every 1000: {min(chunks):.4f}..{max(chunks):.4f} ms")
 
 
 if __name__ == "__main__":
