@@ -31,17 +31,31 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def zoo_package(name: str, workdir: Path | None = None, **export_options) -> Path:
-    """Build zoo model ``name`` and export it to ONNX in ``workdir`` (a temp dir by default)."""
-    from cephalon_edge import checkpoint, zoo
-    from cephalon_edge.artifacts import ExportSpec
-    from cephalon_edge.export import export_package
+def workdir_of(path: Path | None, prefix: str) -> Path:
+    """``--workdir`` (created if needed), or a fresh temporary directory."""
+    workdir = Path(path) if path else Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
 
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="cephalon-bench-"))
-    ckpt = workdir / f"{name}.cephalon"
+
+def zoo_checkpoint(name: str, workdir: Path) -> Path:
+    """``workdir/NAME.cephalon``, built (and trained) from the zoo unless it is already there."""
+    from cephalon_edge import checkpoint, zoo
+
+    ckpt = Path(workdir) / f"{name}.cephalon"
     if not ckpt.exists():
         net, provenance = zoo.build(name)
         checkpoint.save(net, ckpt, provenance)
+    return ckpt
+
+
+def zoo_package(name: str, workdir: Path | None = None, **export_options) -> Path:
+    """Build zoo model ``name`` and export it to ONNX in ``workdir`` (a temp dir by default)."""
+    from cephalon_edge.artifacts import ExportSpec
+    from cephalon_edge.export import export_package
+
+    workdir = workdir_of(workdir, "cephalon-bench-")
+    ckpt = zoo_checkpoint(name, workdir)
     pkg = workdir / f"{name}-onnx"
     if not pkg.exists():
         export_package(ckpt, pkg, ExportSpec("onnx", **export_options))

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved  # noqa: E402
+from _common import interleaved, workdir_of, zoo_checkpoint  # noqa: E402
 
 
 def main() -> None:
@@ -29,20 +28,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cephalon-prune-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = workdir_of(args.workdir, "cephalon-prune-")
 
     import onnxruntime as ort
 
-    from cephalon_edge import checkpoint, zoo
     from cephalon_edge.artifacts import ExportSpec
     from cephalon_edge.compress import CompressSpec, compress_checkpoint
     from cephalon_edge.export import export_package
 
-    original = workdir / "digits-exits.cephalon"
-    if not original.exists():
-        net, provenance = zoo.build("digits-exits")
-        checkpoint.save(net, original, provenance)
+    original = zoo_checkpoint("digits-exits", workdir)
     pruned = workdir / "digits-exits-pruned.cephalon"
     report = compress_checkpoint(original, pruned, CompressSpec(prune=0.5, finetune_epochs=args.epochs))
     sessions = {}

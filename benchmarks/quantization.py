@@ -14,23 +14,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved  # noqa: E402
-
-
-def build(name: str, workdir: Path) -> Path:
-    from cephalon_edge import checkpoint, zoo
-
-    ckpt = workdir / f"{name}.cephalon"
-    if not ckpt.exists():
-        net, provenance = zoo.build(name)
-        checkpoint.save(net, ckpt, provenance)
-    return ckpt
+from _common import interleaved, workdir_of, zoo_checkpoint  # noqa: E402
 
 
 def export(ckpt: Path, out: Path, mode: str) -> dict:
@@ -49,15 +38,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cephalon-quant-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = workdir_of(args.workdir, "cephalon-quant-")
 
     from cephalon_edge.data import builtin
     from cephalon_edge.router import Router
 
     rows = []
     for name, dataset in (("digits-exits", "digits"), ("resnet50-exits", None)):
-        ckpt = build(name, workdir)
+        ckpt = zoo_checkpoint(name, workdir)
         sizes, routers, statics = {}, {}, {}
         for mode in ("none", "int8"):
             pkg = workdir / f"{name}-tflite-{mode}"

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import workdir_of, zoo_checkpoint  # noqa: E402
 
 
 def rss_bytes() -> int:
@@ -28,20 +29,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1_000)
     args = parser.parse_args()
 
-    import tempfile
-
-    from cephalon_edge import checkpoint, zoo
     from cephalon_edge.artifacts import ExportSpec
     from cephalon_edge.data import builtin
     from cephalon_edge.export import export_package
     from cephalon_edge.router import Router
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cephalon-soak-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    ckpt = workdir / "digits-exits.cephalon"
-    if not ckpt.exists():
-        net, provenance = zoo.build("digits-exits")
-        checkpoint.save(net, ckpt, provenance)
+    workdir = workdir_of(args.workdir, "cephalon-soak-")
+    ckpt = zoo_checkpoint("digits-exits", workdir)
     test = builtin("digits", "test")
     xs = test.inputs["image"]
     print(f"{args.inferences} routed inferences per package, batch 1, after {args.warmup} warm-up")

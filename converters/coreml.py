@@ -54,9 +54,8 @@ def _convert_one(module, example, outputs: list[str], spec: ExportSpec, conf: di
     target = getattr(ct.target, conf["deployment_target"], None)
     if target is None:
         raise UsageError(f"unknown Core ML deployment target {conf['deployment_target']!r}")
-    log: list[str] = []
     try:
-        with warnings.catch_warnings(), captured_output() as log:
+        with warnings.catch_warnings(), captured_output():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(module.eval(), (example,))
             model = ct.convert(

@@ -8,7 +8,7 @@ from cephalon_edge.artifacts import ExportSpec
 from cephalon_edge.export import export_package
 from cephalon_edge.model import CephalonNet
 from cephalon_edge.zoo import digits_exits_spec, mnist1d_moe_spec, resnet50_exits_spec
-from conftest import balance_gates, make_net
+from conftest import make_net
 
 
 def test_invented_one_dimensional_spec(tmp_path):
@@ -22,7 +22,6 @@ def test_invented_one_dimensional_spec(tmp_path):
              "skip_blocks": 1},
         ],
         tasks=[{"name": "class", "outputs": 3}], labels=[], exit_channels=5)
-    x = torch.randn(64, 3, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         for gate in [net.stages[0].skip_gates[0], net.stages[1].skip_gates[0]]:
             gate.fc.bias.zero_()
@@ -34,7 +33,6 @@ def test_invented_one_dimensional_spec(tmp_path):
     names = [s["name"] for s in report["segments"]]
     assert names == ["adapter.signal", "stage0", "gate0.2", "block0.2", "moe0.gate", "moe0.expert0",
                      "moe0.expert1", "exit0", "stage1", "gate1.1", "block1.1", "head.class"]
-    del x
 
 
 @pytest.mark.slow

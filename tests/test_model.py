@@ -4,7 +4,6 @@ import torch
 from cephalon_edge.errors import UsageError
 from cephalon_edge.model import CephalonNet
 from cephalon_edge.segments import build_segments
-from cephalon_edge.spec import ModelSpec
 from cephalon_edge.zoo import resnet50_exits_spec
 from conftest import balance_gates, make_net
 
