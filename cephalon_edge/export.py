@@ -129,9 +129,9 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
         convert_s = time.perf_counter() - started
         coverage, notes = _delegate_coverage(tmp, spec)
         parity = verification = None
-        runs_here = _runs_here(spec.target)
-        if spec.verify and not runs_here:
-            verification = {"kind": "spec", "reason": runs_here.reason, **converter.verify(Manifest.open(tmp))}
+        not_here = _why_not_here(spec.target)
+        if spec.verify and not_here:
+            verification = {"kind": "spec", "reason": not_here, **converter.verify(Manifest.open(tmp))}
             if on_progress:
                 on_progress("spec checks")
         elif spec.verify:
@@ -184,18 +184,10 @@ def _delegate_coverage(root: Path, spec: ExportSpec) -> tuple[list[dict[str, Any
     return coverage(Manifest.open(root, verify=False), delegate), notes
 
 
-class _Availability:
-    def __init__(self, ok: bool, reason: str = "") -> None:
-        self.ok, self.reason = ok, reason
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-
-def _runs_here(target: str) -> _Availability:
-    """Whether this machine can run packages of ``target`` (Core ML predictions need macOS)."""
+def _why_not_here(target: str) -> str | None:
+    """Why packages of ``target`` cannot run on this machine, or None when they can."""
     import platform
 
     if target == "coreml" and platform.system() != "Darwin":
-        return _Availability(False, "Core ML predictions need macOS; spec-level checks only")
-    return _Availability(True)
+        return "Core ML predictions need macOS; spec-level checks only"
+    return None

@@ -69,6 +69,29 @@ def balance_gates(net, x) -> None:
                 fc.weight.normal_(0, 3.0)
 
 
+def balanced_checkpoint(path: Path, seed: int, balance_seed: int, provenance: dict | None = None):
+    """A tiny net whose gates and experts split batches, saved to ``path``; returns the net."""
+    from cephalon_edge import checkpoint
+
+    net = make_net(seed=seed)
+    balance_gates(net, torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(balance_seed)))
+    checkpoint.save(net, path, provenance)
+    return net
+
+
+def labelled_npz(net, path: Path, samples: int, seed: int, wrong_every: int = 0) -> Path:
+    """Random inputs labelled with the net's own full-depth predictions (every ``wrong_every``-th
+    label shifted, so full depth is not perfect), saved as a dataset .npz."""
+    import numpy as np
+
+    x = torch.randn(samples, *net.spec.modalities[0].shape, generator=torch.Generator().manual_seed(seed))
+    labels = net.dynamic_forward(x, thresholds=1.01).logits.argmax(-1).numpy()
+    if wrong_every:
+        labels[::wrong_every] = (labels[::wrong_every] + 1) % net.spec.classes
+    np.savez(path, image=x.numpy(), labels=labels.astype(np.int64))
+    return path
+
+
 @pytest.fixture
 def tiny_net():
     return make_net()

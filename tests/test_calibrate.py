@@ -6,14 +6,13 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from cephalon_edge import checkpoint
 from cephalon_edge.artifacts import ExportSpec
 from cephalon_edge.calibrate import CalibrateSpec, ExitTable, calibrate_package, choose, search
 from cephalon_edge.export import export_package
 from cephalon_edge.manifest import Manifest
-from conftest import make_net, run_cli
+from conftest import labelled_npz, make_net, run_cli
 
 
 def brute_force(table: ExitTable, max_drop: float):
@@ -80,12 +79,8 @@ def package(tmp_path_factory):
     checkpoint.save(net, ckpt)
     pkg = root / "pkg"
     export_package(ckpt, pkg, ExportSpec("onnx", with_static=True))
-    x = torch.randn(120, 1, 12, 12, generator=torch.Generator().manual_seed(9))
-    labels = net.dynamic_forward(x, thresholds=1.01).logits.argmax(-1).numpy()
-    labels[::7] = (labels[::7] + 1) % 5  # full depth is right on 6 of 7 samples
-    data = root / "data.npz"
-    np.savez(data, image=x.numpy(), labels=labels.astype(np.int64))
-    return pkg, data
+    # full depth is right on 6 of 7 samples
+    return pkg, labelled_npz(net, root / "data.npz", samples=120, seed=9, wrong_every=7)
 
 
 def test_calibrate_command(package, tmp_path):

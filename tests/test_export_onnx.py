@@ -7,23 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from cephalon_edge import checkpoint
 from cephalon_edge.artifacts import ExportSpec
 from cephalon_edge.errors import ExportError, UsageError
 from cephalon_edge.export import export_package
 from cephalon_edge.manifest import Manifest
 from cephalon_edge.router import Router
-from conftest import balance_gates, make_net, run_cli
+from conftest import balanced_checkpoint, run_cli
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny net whose gates and experts split batches, exported once with its static model."""
     root = tmp_path_factory.mktemp("tiny")
-    net = make_net(seed=1)
-    balance_gates(net, torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(5)))
     ckpt = root / "tiny.cephalon"
-    checkpoint.save(net, ckpt, {"creator": "test"})
+    net = balanced_checkpoint(ckpt, seed=1, balance_seed=5, provenance={"creator": "test"})
     pkg = root / "pkg"
     report = export_package(ckpt, pkg, ExportSpec("onnx", with_static=True))
     return net, ckpt, pkg, report

@@ -6,15 +6,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-import torch
 
 from cephalon_edge import checkpoint
 from cephalon_edge.artifacts import ExportSpec
 from cephalon_edge.export import export_package
 from cephalon_edge.manifest import Manifest
-from conftest import make_net, run_cli
+from conftest import labelled_npz, make_net, run_cli
 
 
 def snapshot(root):
@@ -34,10 +32,7 @@ def exported(tmp_path):
     checkpoint.save(net, ckpt)
     pkg = tmp_path / "pkg"
     export_package(ckpt, pkg, ExportSpec("onnx", verify=False))
-    x = torch.randn(2000, 1, 12, 12, generator=torch.Generator().manual_seed(1))
-    labels = net.dynamic_forward(x, thresholds=1.01).logits.argmax(-1).numpy()
-    np.savez(tmp_path / "data.npz", image=x.numpy(), labels=labels.astype(np.int64))
-    return ckpt, pkg, tmp_path / "data.npz"
+    return ckpt, pkg, labelled_npz(net, tmp_path / "data.npz", samples=2000, seed=1)
 
 
 def _spawn(*args):

@@ -8,23 +8,19 @@ import pytest
 import torch
 from torch import nn
 
-from cephalon_edge import checkpoint
 from cephalon_edge.artifacts import ExportSpec
 from cephalon_edge.errors import ExportError
 from cephalon_edge.export import export_package
 from cephalon_edge.manifest import Manifest
 from cephalon_edge.router import Router
-from conftest import balance_gates, make_net, run_cli, small_digits_checkpoint
+from conftest import balanced_checkpoint, run_cli, small_digits_checkpoint
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfl")
-    net = make_net(seed=6)
-    balance_gates(net, torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(1)))
     ckpt = root / "tiny.cephalon"
-    checkpoint.save(net, ckpt)
-    return net, ckpt, root
+    return balanced_checkpoint(ckpt, seed=6, balance_seed=1), ckpt, root
 
 
 @pytest.fixture(scope="module")
