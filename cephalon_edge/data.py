@@ -1,9 +1,11 @@
 """Datasets: built-in ones generated or shipped in packages (never downloaded), `.npz` files
 and image folders.
 
-``DATASET`` strings: ``digits``, ``digits:val``, ``mnist1d:test``, a ``.npz`` path (one
-model-ready array per modality name plus ``labels``), or a folder with one subfolder of
-images per class (raw images, preprocessed with the model's preprocessing).
+``DATASET`` strings: ``digits``, ``digits:val``, ``mnist1d:test``, ``multimodal:test``, a
+``.npz`` path (one model-ready array per modality name plus ``labels``, and optionally a
+boolean ``present_<modality>`` mask per modality: rows where it is false are absent and must
+still be finite, zeros by convention), or a folder with one subfolder of images per class
+(raw images, preprocessed with the model's preprocessing).
 Built-in splits are 60/20/20 train/val/test, fixed by seed 0.
 """
 
@@ -12,7 +14,8 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from itertools import combinations
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -20,6 +23,7 @@ from .errors import DataError
 from .preprocess import IMAGE_SUFFIXES, load_image, normalize, resize_image
 
 SPLITS = ("train", "val", "test")
+PRESENT_PREFIX = "present_"
 SPLIT_SEED = 0
 
 
@@ -31,12 +35,38 @@ class Dataset:
     targets: dict[str, np.ndarray] = field(default_factory=dict)  # extra task targets
     label_names: list[str] = field(default_factory=list)
 
+    # modality -> (N,) bool: which samples hold that modality; a modality without a mask is
+    # present in every sample
+    present: dict[str, np.ndarray] = field(default_factory=dict)
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, index: np.ndarray) -> "Dataset":
         return Dataset(self.name, {k: v[index] for k, v in self.inputs.items()}, self.labels[index],
-                       {k: v[index] for k, v in self.targets.items()}, self.label_names)
+                       {k: v[index] for k, v in self.targets.items()}, self.label_names,
+                       {k: v[index] for k, v in self.present.items()})
+
+    def has(self, modality: str) -> np.ndarray:
+        """(N,) bool: the samples that hold ``modality``."""
+        if modality not in self.inputs:
+            return np.zeros(len(self), bool)
+        return self.present.get(modality, np.ones(len(self), bool))
+
+    def mixes(self) -> list[tuple[str, ...]]:
+        """Every non-empty modality mix that some sample of this dataset can be given as."""
+        names = list(self.inputs)
+        return [mix for r in range(1, len(names) + 1) for mix in combinations(names, r)
+                if np.all([self.has(m) for m in mix], axis=0).any()]
+
+    def with_mix(self, mix: Sequence[str]) -> "Dataset":
+        """The samples that hold every modality of ``mix``, with only those inputs."""
+        keep = np.all([self.has(m) for m in mix], axis=0) if mix else np.zeros(len(self), bool)
+        part = self.subset(np.flatnonzero(keep))
+        part.inputs = {m: part.inputs[m] for m in mix}
+        part.present = {}
+        part.name = f"{self.name} [{'+'.join(mix)}]"
+        return part
 
     def check_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
         """Refuse a dataset whose modalities or sample shapes don't match the model's."""
@@ -57,6 +87,9 @@ class Dataset:
 DIGITS_SIZE = (32, 32)
 DIGITS_PREPROCESSING = {"value_range": [0.0, 1.0], "resize": list(DIGITS_SIZE), "mean": [0.305], "std": [0.41]}
 MNIST1D_PREPROCESSING = {"value_range": [-4.0, 4.0], "mean": [0.0], "std": [1.0]}
+MULTIMODAL_IMAGE_PREPROCESSING = {"value_range": [0.0, 1.0], "resize": [8, 8], "mean": [0.305], "std": [0.41]}
+MULTIMODAL_SIGNAL_LENGTH = 64
+MULTIMODAL_PAIRING_SEED = 0
 
 
 def _split(n: int, split: str) -> np.ndarray:
@@ -86,7 +119,32 @@ def _mnist1d() -> Dataset:
     return Dataset("mnist1d", {"signal": x}, y, {}, [str(i) for i in range(10)])
 
 
-BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits, "mnist1d": _mnist1d}
+def _multimodal() -> Dataset:
+    """Each scikit-learn digit (8x8, native resolution) paired with an mnist1d signal of the
+    same label (generated at length 64): the pairing is a fixed permutation by seed, each
+    signal used at most once."""
+    from mnist1d.data import get_dataset_args, make_dataset
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = normalize((raw.images.astype(np.float32) / 16.0)[:, None], MULTIMODAL_IMAGE_PREPROCESSING)
+    labels = raw.target.astype(np.int64)
+    args = get_dataset_args()
+    args.final_seq_length = MULTIMODAL_SIGNAL_LENGTH
+    d = make_dataset(args)  # generated, seed 42; nothing is downloaded
+    pool_x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)
+    pool_y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
+    rng = np.random.default_rng(MULTIMODAL_PAIRING_SEED)
+    signals = np.empty((len(labels), 1, MULTIMODAL_SIGNAL_LENGTH), np.float32)
+    for c in np.unique(labels):
+        mine = np.flatnonzero(labels == c)
+        theirs = rng.permutation(np.flatnonzero(pool_y == c))
+        signals[mine, 0] = pool_x[theirs[:len(mine)]]
+    return Dataset("multimodal", {"image": images, "signal": normalize(signals, MNIST1D_PREPROCESSING)},
+                   labels, {}, [str(i) for i in range(10)])
+
+
+BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits, "mnist1d": _mnist1d, "multimodal": _multimodal}
 _CACHE: dict[str, Dataset] = {}
 
 
@@ -118,6 +176,17 @@ def load_npz(path: Path) -> Dataset:
     labels = arrays.pop("labels")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    present = {}
+    for k in [k for k in arrays if k.startswith(PRESENT_PREFIX)]:
+        mask, name = arrays.pop(k), k[len(PRESENT_PREFIX):]
+        if mask.dtype != np.bool_ or mask.shape != labels.shape:
+            raise DataError(f"{path}: {k!r} must be a boolean array of {len(labels)} values, got {mask.dtype} {list(mask.shape)}")
+        if name not in arrays:
+            raise DataError(f"{path}: {k!r} masks a modality {name!r} that the file does not hold")
+        present[name] = mask
+    if present and not np.any([present.get(m, np.ones(len(labels), bool)) for m in arrays], axis=0).all():
+        raise DataError(f"{path}: some samples have no modality present",
+                        hint="every sample needs at least one present_<modality> set")
     inputs = {}
     for k, v in arrays.items():
         if not np.issubdtype(v.dtype, np.number) or v.shape[:1] != labels.shape:
@@ -125,7 +194,7 @@ def load_npz(path: Path) -> Dataset:
         if not np.isfinite(v).all():
             raise DataError(f"{path}: array {k!r} holds NaN or infinite values")
         inputs[k] = v.astype(np.float32)
-    return Dataset(str(path), inputs, labels.astype(np.int64))
+    return Dataset(str(path), inputs, labels.astype(np.int64), present=present)
 
 
 def load_image_folder(path: Path, modality: dict[str, Any], label_names: list[str]) -> Dataset:

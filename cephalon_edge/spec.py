@@ -15,8 +15,9 @@ from typing import Any
 from .errors import SpecError
 
 SPEC_VERSION = 1
-MODALITY_KINDS = {"image": 3, "signal": 2}  # kind -> rank of one sample (C,H,W) / (C,L)
-ADAPTER_KINDS = ("conv_stem", "projection")
+MODALITY_KINDS = {"image": 3, "signal": 2, "text": 1}  # kind -> rank of one sample: (C,H,W) / (C,L) / (L,)
+ADAPTER_KINDS = ("conv_stem", "patch_embed", "projection", "embedding")
+BACKBONES = ("native", "tokens")
 BLOCK_KINDS = ("basic", "bottleneck")
 TASK_KINDS = ("classification", "regression")
 # bounds that keep a hostile spec from allocating absurd tensors before anything is checked
@@ -35,13 +36,21 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """The modality adapter into the shared representation."""
+    """The modality adapter into the shared representation.
+
+    ``conv_stem``: conv kernel/stride + norm + ReLU (+ pool); ``patch_embed``: non-overlapping
+    ``patch`` x ``patch`` patches, linearly embedded; ``projection``: 1x1 conv + norm (inputs
+    that are already feature maps); ``embedding``: a ``vocab``-entry token embedding (text).
+    With a ``tokens`` backbone every adapter ends in a 1x1 projection + norm into the shared
+    space and hands the backbone a sequence of ``channels`` x tokens."""
 
     kind: str = "conv_stem"
     channels: int = 16
     kernel: int = 3
     stride: int = 1
     pool: bool = False  # a 3x3/2 max-pool after the stem (ResNet layout)
+    patch: int = 4  # patch_embed: patch side
+    vocab: int = 0  # embedding: number of token ids
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,29 @@ class ModalitySpec:
 
     @property
     def dims(self) -> int:
-        """Spatial dimensions of the backbone this modality feeds (2 for images, 1 for signals)."""
-        return len(self.shape) - 1
+        """Spatial dimensions of the input (2 for images, 1 for signals and text)."""
+        return max(1, len(self.shape) - 1)
+
+    @property
+    def in_channels(self) -> int:
+        return 1 if self.kind == "text" else self.shape[0]
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return self.shape if self.kind == "text" else self.shape[1:]
+
+    @property
+    def tokens(self) -> int:
+        """Positions the adapter hands the backbone (flattened, for a ``tokens`` backbone)."""
+        a, count = self.adapter, 1
+        for d in self.spatial:
+            if a.kind == "conv_stem":
+                d = (d - 1) // a.stride + 1
+                d = (d - 1) // 2 + 1 if a.pool else d
+            elif a.kind == "patch_embed":
+                d = d // a.patch
+            count *= d
+        return count
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,10 @@ class ModelSpec:
     tasks: tuple[TaskSpec, ...]
     labels: tuple[str, ...] = ()
     exit_channels: int = 0  # hidden conv width in exit heads; 0 = pool + linear
+    # "native": the backbone has the inputs' rank (2-D for images); "tokens": every adapter
+    # hands a token sequence (channels x tokens) to a 1-D backbone: the shared space of
+    # multi-modal models
+    backbone: str = "native"
     version: int = SPEC_VERSION
 
     # ---- derived names -------------------------------------------------------------
@@ -111,7 +145,11 @@ class ModelSpec:
 
     @property
     def dims(self) -> int:
-        return self.modalities[0].dims
+        return 1 if self.backbone == "tokens" else self.modalities[0].dims
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [m.name for m in self.modalities]
 
     @property
     def exit_stages(self) -> list[int]:
@@ -219,6 +257,44 @@ def _name(value: Any, path: str) -> None:
              f"must be a lower-case identifier, got {value!r}")
 
 
+def _validate_adapter(m: ModalitySpec, p: str) -> None:
+    a = m.adapter
+    _require(a.kind in ADAPTER_KINDS, f"{p}.adapter.kind", f"must be one of {list(ADAPTER_KINDS)}, got {a.kind!r}")
+    for attr, limit in (("channels", MAX_WIDTH), ("kernel", 15), ("stride", 16), ("patch", 64)):
+        _positive_int(getattr(a, attr), f"{p}.adapter.{attr}")
+        _at_most(getattr(a, attr), limit, f"{p}.adapter.{attr}")
+    _require(a.kernel % 2 == 1, f"{p}.adapter.kernel", f"must be odd, got {a.kernel}")
+    _require((a.kind == "embedding") == (m.kind == "text"), f"{p}.adapter.kind",
+             "text enters through an 'embedding' adapter" if m.kind == "text"
+             else f"'embedding' is the text adapter; a {m.kind} takes conv_stem, patch_embed or projection")
+    if a.kind == "embedding":
+        _positive_int(a.vocab, f"{p}.adapter.vocab")
+        _at_most(a.vocab, 1 << 20, f"{p}.adapter.vocab")
+    if a.kind == "patch_embed":
+        _require(all(d % a.patch == 0 for d in m.spatial), f"{p}.adapter.patch",
+                 f"patch {a.patch} must divide the sample size {list(m.spatial)}")
+
+
+def _validate_shared_space(spec: ModelSpec) -> None:
+    """Every modality must land in the same space: same rank and width (native backbone), or
+    the same channels x tokens (tokens backbone)."""
+    _require(spec.backbone in BACKBONES, "spec.backbone", f"must be one of {list(BACKBONES)}, got {spec.backbone!r}")
+    widths = {m.adapter.channels for m in spec.modalities}
+    _require(len(widths) == 1, "spec.modalities", "all adapters must project to the same channel count "
+             f"(got {', '.join(f'{m.name}: {m.adapter.channels}' for m in spec.modalities)})")
+    if spec.backbone == "tokens":
+        tokens = {m.tokens for m in spec.modalities}
+        _require(len(tokens) == 1, "spec.modalities", "with a tokens backbone every adapter must hand the same "
+                 f"number of tokens (got {', '.join(f'{m.name}: {m.tokens}' for m in spec.modalities)}); "
+                 "change a stride or patch size")
+        return
+    text = [i for i, m in enumerate(spec.modalities) if m.kind == "text"]
+    _require(not text, f"spec.modalities[{text[0] if text else 0}].kind", 'text needs "backbone": "tokens"')
+    dims = {m.dims for m in spec.modalities}
+    _require(len(dims) == 1, "spec.modalities", 'modalities of different rank need "backbone": "tokens" '
+             "(a shared token sequence)")
+
+
 def validate(spec: ModelSpec) -> None:
     """Check every field; raise ``SpecError`` naming the first bad one."""
     _require(spec.version == SPEC_VERSION, "spec.version",
@@ -240,14 +316,9 @@ def validate(spec: ModelSpec) -> None:
         for d in m.shape:
             size *= d
         _at_most(size, MAX_INPUT, f"{p}.shape")
-        a = m.adapter
-        _require(a.kind in ADAPTER_KINDS, f"{p}.adapter.kind", f"must be one of {list(ADAPTER_KINDS)}, got {a.kind!r}")
-        for attr, limit in (("channels", MAX_WIDTH), ("kernel", 15), ("stride", 16)):
-            _positive_int(getattr(a, attr), f"{p}.adapter.{attr}")
-            _at_most(getattr(a, attr), limit, f"{p}.adapter.{attr}")
-        _require(a.kernel % 2 == 1, f"{p}.adapter.kernel", f"must be odd, got {a.kernel}")
+        _validate_adapter(m, p)
         pre = m.preprocessing
-        channels = m.shape[0]
+        channels = m.in_channels
         for attr in ("mean", "std"):
             vals = getattr(pre, attr)
             _require(isinstance(vals, tuple) and len(vals) in (1, channels)
@@ -255,12 +326,9 @@ def validate(spec: ModelSpec) -> None:
                      f"{p}.preprocessing.{attr}", f"must be 1 or {channels} numbers")
         _require(all(s > 0 for s in pre.std), f"{p}.preprocessing.std", "must be positive")
         if pre.resize is not None:
-            _require(len(pre.resize) == len(m.shape) - 1, f"{p}.preprocessing.resize",
-                     f"must have {len(m.shape) - 1} sizes")
-    dims = {m.dims for m in spec.modalities}
-    _require(len(dims) == 1, "spec.modalities", "all modalities must feed a backbone of the same rank")
-    widths = {m.adapter.channels for m in spec.modalities}
-    _require(len(widths) == 1, "spec.modalities", "all adapters must project to the same channel count")
+            _require(m.kind != "text" and len(pre.resize) == len(m.shape) - 1, f"{p}.preprocessing.resize",
+                     f"must have {len(m.shape) - 1} sizes" if m.kind != "text" else "text takes no resize")
+    _validate_shared_space(spec)
 
     for k, s in enumerate(spec.stages):
         p = f"spec.stages[{k}]"

@@ -10,11 +10,12 @@ from typing import Any, Callable
 import torch
 
 from . import __version__
-from .data import DIGITS_PREPROCESSING, MNIST1D_PREPROCESSING, builtin
+from .data import (DIGITS_PREPROCESSING, MNIST1D_PREPROCESSING, MULTIMODAL_IMAGE_PREPROCESSING,
+                   MULTIMODAL_SIGNAL_LENGTH, builtin)
 from .errors import UsageError
 from .model import CephalonNet
 from .spec import ModelSpec
-from .train import EpochCallback, TrainSpec, evaluate, train
+from .train import EpochCallback, TrainSpec, evaluate, evaluate_mixes, train
 
 DIGITS_LABELS = [str(i) for i in range(10)]
 
@@ -57,6 +58,31 @@ def mnist1d_moe_spec() -> ModelSpec:
     })
 
 
+def multimodal_digits_spec() -> ModelSpec:
+    """Digits images and mnist1d signals in one shared space of 48 channels x 16 tokens: the
+    image as 2x2 patches of its native 8x8, the signal through a stride-4 conv; a token
+    backbone with two early exits, a skip gate and a 2-expert MoE stage."""
+    return ModelSpec.from_dict({
+        "name": "multimodal-digits",
+        "backbone": "tokens",
+        "modalities": [
+            {"name": "image", "kind": "image", "shape": [1, 8, 8],
+             "adapter": {"kind": "conv_stem", "channels": 48, "kernel": 3, "stride": 2},
+             "preprocessing": MULTIMODAL_IMAGE_PREPROCESSING},
+            {"name": "signal", "kind": "signal", "shape": [1, MULTIMODAL_SIGNAL_LENGTH],
+             "adapter": {"kind": "conv_stem", "channels": 48, "kernel": 7, "stride": 4},
+             "preprocessing": MNIST1D_PREPROCESSING}],
+        "stages": [
+            {"channels": 48, "blocks": 1, "exit": True},
+            {"channels": 64, "blocks": 1, "skip_blocks": 1, "exit": True},
+            {"channels": 96, "blocks": 1, "stride": 2, "experts": 2},
+        ],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 10}],
+        "labels": DIGITS_LABELS,
+        "exit_channels": 32,
+    })
+
+
 def resnet50_exits_spec() -> ModelSpec:
     layout = [(256, 64, 3, 1), (512, 128, 4, 2), (1024, 256, 6, 2), (2048, 512, 3, 2)]
     return ModelSpec.from_dict({
@@ -86,6 +112,10 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
              "class + ink heads", digits_exits_spec, "digits", TrainSpec(epochs=30)),
     ZooEntry("mnist1d-moe", "mnist1d signals (generated); 1-D CNN with a 4-expert MoE stage and 2 early exits",
              mnist1d_moe_spec, "mnist1d", TrainSpec(epochs=40, shift=0, lr=5e-3)),
+    ZooEntry("multimodal-digits", "digits images paired by label with mnist1d signals; image and signal "
+             "adapters into one token space, 2 early exits, a skip gate, a 2-expert MoE; InfoNCE + modality dropout",
+             multimodal_digits_spec, "multimodal",
+             TrainSpec(epochs=40, shift=1, lr=3e-3, modality_dropout=0.67, contrastive=0.2)),
     ZooEntry("resnet50-exits", "ResNet-50 bottleneck layout (3-4-6-3) at 224x224, exits after stages 1-3; "
              "untrained, for latency and scale work", resnet50_exits_spec, None),
 ]}
@@ -113,7 +143,9 @@ def build(name: str, epochs: int | None = None, seed: int = 0,
         return net, provenance
     tspec = dataclasses.replace(entry.train, seed=seed, epochs=entry.train.epochs if epochs is None else epochs)
     train(net, builtin(entry.dataset, "train"), tspec, on_epoch=on_epoch)
-    test = evaluate(net, builtin(entry.dataset, "test"))
-    provenance.update({"dataset": entry.dataset, "epochs": tspec.epochs,
-                       "metrics": {"test": test, "val": evaluate(net, builtin(entry.dataset, "val"))}})
+    test_data = builtin(entry.dataset, "test")
+    metrics: dict[str, Any] = {"test": evaluate(net, test_data), "val": evaluate(net, builtin(entry.dataset, "val"))}
+    if len(net.spec.modalities) > 1:
+        metrics["test_by_modality"] = evaluate_mixes(net, test_data)
+    provenance.update({"dataset": entry.dataset, "epochs": tspec.epochs, "metrics": metrics})
     return net, provenance

@@ -105,7 +105,7 @@ def spec_of(pruned: CephalonNet) -> ModelSpec:
     """Read the widths back from the pruned modules and write them into a new spec."""
     spec = pruned.spec
     modalities = tuple(dataclasses.replace(m, adapter=dataclasses.replace(
-        m.adapter, channels=pruned.adapters[m.name].body[0].out_channels)) for m in spec.modalities)
+        m.adapter, channels=pruned.adapters[m.name].out_channels)) for m in spec.modalities)
     stages = []
     for k, (s, stage) in enumerate(zip(spec.stages, pruned.stages)):
         blocks = [*stage.plain, *stage.skip_blocks, *stage.experts]

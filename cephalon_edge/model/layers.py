@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..spec import AdapterSpec, StageSpec
+from ..spec import ModalitySpec, StageSpec
 
 
 def conv(dims: int, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Module:
@@ -62,21 +62,50 @@ def make_block(dims: int, stage: StageSpec, cin: int, stride: int) -> ResidualBl
 
 
 class Adapter(nn.Module):
-    """Modality adapter: a conv stem (raw input) or a 1x1 projection + norm (feature maps)."""
+    """Modality adapter into the shared representation.
 
-    def __init__(self, dims: int, in_channels: int, spec: AdapterSpec) -> None:
+    Native backbone: a conv stem / patch embedding (raw input) or a 1x1 projection + norm
+    (feature maps), keeping the input's rank. Tokens backbone: the same stem (or a token
+    embedding for text), flattened to a token sequence, then the light 1x1 projection + norm
+    into the shared space: (B, channels, tokens)."""
+
+    def __init__(self, modality: ModalitySpec, tokens: bool) -> None:
         super().__init__()
-        if spec.kind == "projection":
-            layers = [conv(dims, in_channels, spec.channels, 1), norm(dims, spec.channels)]
+        spec, dims, cin = modality.adapter, modality.dims, modality.in_channels
+        self.embed: nn.Module | None = None
+        self.tokens = tokens
+        if spec.kind == "embedding":
+            self.embed = nn.Embedding(spec.vocab, spec.channels)
+            layers: list[nn.Module] = []
+        elif spec.kind == "projection":
+            layers = [conv(dims, cin, spec.channels, 1), norm(dims, spec.channels)]
+        elif spec.kind == "patch_embed":
+            cls = nn.Conv2d if dims == 2 else nn.Conv1d
+            layers = [cls(cin, spec.channels, spec.patch, stride=spec.patch)]
         else:
-            layers = [conv(dims, in_channels, spec.channels, spec.kernel, spec.stride),
+            layers = [conv(dims, cin, spec.channels, spec.kernel, spec.stride),
                       norm(dims, spec.channels), nn.ReLU()]
             if spec.pool:
                 layers.append((nn.MaxPool2d if dims == 2 else nn.MaxPool1d)(3, 2, 1))
         self.body = nn.Sequential(*layers)
+        self.project: nn.Module = nn.Identity()
+        if tokens:
+            self.project = nn.Sequential(conv(1, spec.channels, spec.channels, 1), norm(1, spec.channels))
+
+    @property
+    def out_channels(self) -> int:
+        return self.embed.embedding_dim if self.embed is not None else next(
+            m for m in reversed(self.body) if isinstance(m, (nn.Conv1d, nn.Conv2d))).out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        if self.embed is not None:
+            # token ids travel as float32 like every other input; exact below 2**24
+            h = self.embed(x.to(torch.int64)).transpose(1, 2)
+        else:
+            h = self.body(x)
+        if self.tokens:
+            h = self.project(h.flatten(2))
+        return h
 
 
 class ExitHead(nn.Module):

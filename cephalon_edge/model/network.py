@@ -45,6 +45,7 @@ class TrainOutput:
     tasks: dict[str, torch.Tensor]
     gate_probs: list[torch.Tensor] = field(default_factory=list)  # (B,) per gate
     expert_probs: list[torch.Tensor] = field(default_factory=list)  # (B, E) per MoE layer
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, C) pooled adapter output per modality
 
 
 @dataclass
@@ -84,7 +85,7 @@ class CephalonNet(nn.Module):
         self.spec = spec
         dims = spec.dims
         self.adapters = nn.ModuleDict(
-            {m.name: Adapter(dims, m.shape[0], m.adapter) for m in spec.modalities})
+            {m.name: Adapter(m, tokens=spec.backbone == "tokens") for m in spec.modalities})
         cin = spec.modalities[0].adapter.channels
         self.stages = nn.ModuleList()
         for k, s in enumerate(spec.stages):
@@ -100,8 +101,7 @@ class CephalonNet(nn.Module):
         return self.heads[f"task_{task}"]
 
     # ---- shared pieces -------------------------------------------------------------
-    def encode(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Run the adapters of the modalities given and fuse them (mean) into one representation."""
+    def _named_inputs(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
         if isinstance(inputs, torch.Tensor):
             if len(self.spec.modalities) != 1:
                 raise UsageError("this model has several modalities: pass a dict keyed by modality name")
@@ -111,13 +111,36 @@ class CephalonNet(nn.Module):
             raise UsageError(f"unknown modality {unknown[0]!r}", hint=f"modalities: {', '.join(self.adapters)}")
         if not inputs:
             raise UsageError("no input modality given", hint=f"modalities: {', '.join(self.adapters)}")
-        encoded = [self.adapters[name](x) for name, x in inputs.items()]
-        return encoded[0] if len(encoded) == 1 else torch.stack(encoded).mean(0)
+        return inputs
+
+    def encode(self, inputs: torch.Tensor | Mapping[str, torch.Tensor],
+               present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Run the adapters of the modalities given and fuse them (mean) into one representation.
+
+        ``present`` (training): per-sample boolean masks; each sample's representation is the
+        mean over the modalities present for it (every sample needs at least one)."""
+        return self._fuse(self._adapt(self._named_inputs(inputs)), present)
+
+    def _adapt(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: self.adapters[name](x) for name, x in inputs.items()}
+
+    @staticmethod
+    def _fuse(encoded: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+        parts = list(encoded.values())
+        if present is None:
+            return parts[0] if len(parts) == 1 else torch.stack(parts).mean(0)
+        shape = (-1, *([1] * (parts[0].dim() - 1)))
+        weights = [present[name].to(parts[0].dtype).view(shape) for name in encoded]
+        total = sum(w * h for w, h in zip(weights, parts))
+        return total / sum(weights).clamp(min=1.0)
 
     # ---- training / static view ----------------------------------------------------
-    def forward(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> TrainOutput:
-        h = self.encode(inputs)
-        out = TrainOutput(exit_logits=[], tasks={})
+    def forward(self, inputs: torch.Tensor | Mapping[str, torch.Tensor],
+                present: Mapping[str, torch.Tensor] | None = None) -> TrainOutput:
+        encoded = self._adapt(self._named_inputs(inputs))
+        h = self._fuse(encoded, present)
+        out = TrainOutput(exit_logits=[], tasks={},
+                          embeddings={name: e.flatten(2).mean(-1) for name, e in encoded.items()})
         for k, stage in enumerate(self.stages):
             h = stage.plain(h)
             for gate, block in zip(stage.skip_gates, stage.skip_blocks):
