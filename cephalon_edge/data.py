@@ -14,13 +14,13 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from itertools import combinations
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .errors import DataError
 from .preprocess import IMAGE_SUFFIXES, load_image, normalize, resize_image
+from .spec import modality_mixes
 
 SPLITS = ("train", "val", "test")
 PRESENT_PREFIX = "present_"
@@ -55,9 +55,7 @@ class Dataset:
 
     def mixes(self) -> list[tuple[str, ...]]:
         """Every non-empty modality mix that some sample of this dataset can be given as."""
-        names = list(self.inputs)
-        return [mix for r in range(1, len(names) + 1) for mix in combinations(names, r)
-                if np.all([self.has(m) for m in mix], axis=0).any()]
+        return [mix for mix in modality_mixes(list(self.inputs)) if np.all([self.has(m) for m in mix], axis=0).any()]
 
     def with_mix(self, mix: Sequence[str]) -> "Dataset":
         """The samples that hold every modality of ``mix``, with only those inputs."""

@@ -99,7 +99,8 @@ def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: 
                         "thresholds": {name: spec.threshold for name in net_spec.exit_names[:-1]}},
         "exits": [{k: p[k] for k in ("name", "cumulative_flops", "params")} for p in seg_set.exit_paths()],
         "static": None if static is None else {
-            "file": static.file, "sha256": sha256_file(root / static.file), "outputs": static.outputs,
+            "file": static.file, "sha256": sha256_file(root / static.file), "inputs": static.inputs,
+            "outputs": static.outputs,
             "size_bytes": size_bytes(root / static.file), "signature": static.signature},
         "calibration": None,
     }

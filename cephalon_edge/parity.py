@@ -15,7 +15,8 @@ import torch
 
 from .model import CephalonNet
 from .router import Router
-from .segments import SegmentSet, StaticModel, segment_feeds
+from .segments import SegmentSet, StaticModel, example_input, segment_feeds
+from .spec import modality_mixes
 
 FP32_ATOL = 1e-4
 # quantized packages: minimum top-1 agreement with fp32 PyTorch on the validation split
@@ -33,6 +34,7 @@ class ParityResult:
     static_max_abs_err: float | None = None
     quantization: str = "none"
     val_top1_agreement: float | None = None  # quantized: on the validation samples, full depth
+    modality_mixes: dict[str, dict[str, float]] = field(default_factory=dict)  # multi-modal: routed parity per mix
 
     @property
     def worst_segment(self) -> tuple[str, float]:
@@ -58,7 +60,8 @@ class ParityResult:
         return {"max_abs_err": self.max_abs_err, "decision_agreement": self.decision_agreement,
                 "top1_agreement": self.top1_agreement, "samples": self.samples, "tolerance": self.tolerance,
                 "static_max_abs_err": self.static_max_abs_err, "quantization": self.quantization,
-                "val_top1_agreement": self.val_top1_agreement, "passed": self.passed}
+                "val_top1_agreement": self.val_top1_agreement, "modality_mixes": self.modality_mixes,
+                "passed": self.passed}
 
 
 def check_segments(segset: SegmentSet, router: Router, inputs: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -99,10 +102,10 @@ def check_routed(net: CephalonNet, router: Router, inputs: Mapping[str, torch.Te
 
 
 def check_static(net: CephalonNet, static_session: Any, inputs: Mapping[str, torch.Tensor]) -> float:
-    x = next(iter(inputs.values()))
+    xs = [inputs[m] for m in net.spec.modality_names]
     with torch.no_grad():
-        refs = StaticModel(net)(x)
-    got = static_session(x.numpy())
+        refs = StaticModel(net)(*xs)
+    got = static_session(*(x.numpy() for x in xs))
     return max(float(np.abs(np.asarray(g) - r.numpy()).max()) for g, r in zip(got, refs))
 
 
@@ -112,11 +115,19 @@ def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: 
     """fp32: every segment within ``FP32_ATOL`` and identical decisions. Quantized: errors and
     agreement are reported; top-1 agreement on the real (validation) samples is enforced."""
     seg_errors = check_segments(segset, router, inputs)
-    settings = [dict(manifest_thresholds), 1.01, 0.0, _median_setting(net, inputs)]
-    decisions, top1, routed_err, samples = check_routed(net, router, inputs, settings)
+    agree = top1 = samples = 0
+    routed_err = 0.0
+    by_mix = {}
+    for mix in modality_mixes(net.spec.modality_names):  # every modality subset routes like dynamic_forward
+        part = {m: inputs[m] for m in mix}
+        settings = [dict(manifest_thresholds), 1.01, 0.0, _median_setting(net, part)]
+        d, t, e, n = check_routed(net, router, part, settings)
+        by_mix["+".join(mix)] = {"decision_agreement": d, "top1_agreement": t, "max_abs_err": e, "samples": n}
+        agree, top1, samples, routed_err = agree + d * n, top1 + t * n, samples + n, max(routed_err, e)
     tolerance = FP32_ATOL if quantization == "none" else QUANTIZED_TOP1[quantization]
-    result = ParityResult(max(routed_err, max(seg_errors.values())), decisions, top1, samples, tolerance,
-                          seg_errors, quantization=quantization)
+    result = ParityResult(max(routed_err, max(seg_errors.values())), agree / samples, top1 / samples, samples,
+                          tolerance, seg_errors, quantization=quantization,
+                          modality_mixes=by_mix if len(by_mix) > 1 else {})
     if quantization != "none" and real_samples:
         real = {k: v[:real_samples] for k, v in inputs.items()}
         result.val_top1_agreement = check_routed(net, router, real, [1.01])[1]
@@ -154,5 +165,5 @@ def parity_inputs(net: CephalonNet, dataset: str | None, n_real: int = 64, n_ran
             for m in parts:
                 parts[m].append(torch.from_numpy(ds.inputs[m][:real]))
     for m in net.spec.modalities:
-        parts[m.name].append(torch.randn(n_random, *m.shape, generator=gen))
+        parts[m.name].append(example_input(m, n_random, gen))
     return {m: torch.cat(v) for m, v in parts.items()}, real

@@ -43,16 +43,29 @@ class ScoredHead(nn.Module):
 
 class StaticModel(nn.Module):
     """The monolithic full-depth model with every head: what one would export without
-    cephalon-edge. Gated blocks and experts are all computed and masked."""
+    cephalon-edge. Gated blocks and experts are all computed and masked. It takes every
+    modality, in spec order (a multi-modal static model needs all of them)."""
 
     def __init__(self, net: CephalonNet) -> None:
         super().__init__()
         self.net = net
+        self.input_names = net.spec.modality_names
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.net({self.net.spec.modalities[0].name: x})
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(dict(zip(self.input_names, xs)))
         extra = [out.tasks[t.name] for t in self.net.spec.tasks[1:]]
         return (*out.exit_logits, *extra)
+
+    def example_inputs(self, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        return tuple(example_input(m, batch, torch.Generator().manual_seed(seed + i))
+                     for i, m in enumerate(self.net.spec.modalities))
+
+
+def example_input(modality: Any, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """Random model input of one modality: normal values, or valid token ids for text."""
+    if modality.kind == "text":
+        return torch.randint(0, modality.adapter.vocab, (batch, *modality.shape), generator=gen).float()
+    return torch.randn(batch, *modality.shape, generator=gen)
 
 
 @dataclass
@@ -87,6 +100,9 @@ class SegmentSet:
 
     def example_input(self, name: str, batch: int = 2, seed: int = 0) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
+        for m in self.net.spec.modalities:
+            if name == f"adapter.{m.name}":
+                return example_input(m, batch, g)
         return torch.randn(batch, *self.segments[name].input_shape, generator=g)
 
     def exit_paths(self) -> list[dict[str, Any]]:

@@ -46,8 +46,8 @@ def function_name(segment: str) -> str:
     return segment.replace(".", "_")
 
 
-def _convert_one(module, example, outputs: list[str], spec: ExportSpec, conf: dict[str, str], path: Path,
-                 what: str) -> None:
+def _convert_one(module, examples: tuple, outputs: list[str], spec: ExportSpec, conf: dict[str, str], path: Path,
+                 what: str, input_names: list[str] | None = None) -> None:
     import coremltools as ct
     import torch
 
@@ -57,9 +57,10 @@ def _convert_one(module, example, outputs: list[str], spec: ExportSpec, conf: di
     try:
         with warnings.catch_warnings(), captured_output():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(module.eval(), (example,))
+            traced = torch.jit.trace(module.eval(), examples)
             model = ct.convert(
-                traced, inputs=[ct.TensorType(name="x", shape=tuple(example.shape))],
+                traced, inputs=[ct.TensorType(name=n, shape=tuple(x.shape))
+                                for n, x in zip(input_names or ["x"], examples)],
                 outputs=[ct.TensorType(name=o) for o in outputs], convert_to="mlprogram",
                 minimum_deployment_target=target,
                 compute_precision=ct.precision.FLOAT32 if spec.quantize == "none" else ct.precision.FLOAT16,
@@ -91,7 +92,7 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
     try:
         for seg in segments:
             where = (staging if multifunction else out_dir) / f"{seg.name}.mlpackage"
-            _convert_one(seg.module, segments.example_input(seg.name)[:1], seg.outputs, spec, conf, where,
+            _convert_one(seg.module, (segments.example_input(seg.name)[:1],), seg.outputs, spec, conf, where,
                          f"segment {seg.name}")
             artifacts.append(SegmentArtifact(seg.name, "segments.mlpackage" if multifunction else where.name, ["x"],
                                              list(seg.outputs), signature=function_name(seg.name) if multifunction else None,
@@ -111,9 +112,11 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
         if spec.with_static:
             net = segments.net
             names = net.spec.exit_names + [t.name for t in net.spec.tasks[1:]]
-            example = segments.example_input(artifacts[0].name)[:1]
-            _convert_one(StaticModel(net), example, names, spec, conf, out_dir / "static.mlpackage", "the static model")
-            artifacts.append(SegmentArtifact("static", "static.mlpackage", ["x"], names, extra=extra))
+            static = StaticModel(net)
+            inputs = ["x"] if len(static.input_names) == 1 else static.input_names
+            _convert_one(static, static.example_inputs(1), names, spec, conf, out_dir / "static.mlpackage",
+                         "the static model", inputs)
+            artifacts.append(SegmentArtifact("static", "static.mlpackage", inputs, names, extra=extra))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return artifacts

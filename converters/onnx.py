@@ -10,6 +10,7 @@ convolutions stay float).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Callable
 
 from ..artifacts import ExportSpec, SegmentArtifact
 from ..errors import ExportError
-from ..segments import SegmentSet, StaticModel, segment_feeds
+from ..segments import SegmentSet, StaticModel, example_input, segment_feeds
 from ._capture import captured_output
 
 DEFAULT_QUANTIZATION = "none"
@@ -26,15 +27,20 @@ CALIBRATION_SAMPLES = 64
 MIN_OPSET = 18
 
 
-def _export(module, example, path: Path, outputs: list[str], opset: int) -> None:
+def _export(module, examples: tuple, path: Path, outputs: list[str], opset: int,
+            input_names: list[str] | None = None) -> None:
     import onnx
     import torch
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    batch = torch.export.Dim("batch")
+    shapes = tuple({0: batch} for _ in examples)
+    if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values()):
+        shapes = (shapes,)  # forward(*xs): one argument holding every input
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (example,), str(path), dynamo=True, input_names=["x"],
-                          output_names=outputs, dynamic_shapes=({0: torch.export.Dim("batch")},),
+        torch.onnx.export(module.eval(), examples, str(path), dynamo=True, input_names=input_names or ["x"],
+                          output_names=outputs, dynamic_shapes=shapes,
                           opset_version=max(opset, MIN_OPSET), verbose=False, external_data=False)
     onnx.checker.check_model(str(path), full_check=True)
 
@@ -42,8 +48,9 @@ def _export(module, example, path: Path, outputs: list[str], opset: int) -> None
 class _Reader:
     """onnxruntime CalibrationDataReader over one input array, a few samples at a time."""
 
-    def __init__(self, x) -> None:
-        self.batches = iter([{"x": x[i:i + 8]} for i in range(0, len(x), 8)])
+    def __init__(self, inputs: dict) -> None:  # input name -> array
+        n = len(next(iter(inputs.values())))
+        self.batches = iter([{k: v[i:i + 8] for k, v in inputs.items()} for i in range(0, n, 8)])
 
     def get_next(self):
         return next(self.batches, None)
@@ -78,7 +85,7 @@ def _calibration(segments: SegmentSet):
     inputs = segments.calibration
     if inputs is None:
         gen = torch.Generator().manual_seed(0)
-        inputs = {m.name: torch.randn(CALIBRATION_SAMPLES, *m.shape, generator=gen) for m in segments.net.spec.modalities}
+        inputs = {m.name: example_input(m, CALIBRATION_SAMPLES, gen) for m in segments.net.spec.modalities}
     inputs = {k: v[:CALIBRATION_SAMPLES] for k, v in inputs.items()}
     return inputs, {name: x.numpy() for name, x in segment_feeds(segments, inputs).items()}
 
@@ -90,29 +97,28 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
     for seg in segments:
         path = out_dir / f"{seg.name}.onnx"
         try:
-            _export(seg.module, segments.example_input(seg.name), path, seg.outputs, spec.opset)
+            _export(seg.module, (segments.example_input(seg.name),), path, seg.outputs, spec.opset)
         except Exception as exc:
             raise ExportError(f"ONNX export of segment {seg.name} failed: {str(exc).splitlines()[0][:300]}") from exc
         if spec.quantize != "none":
-            _quantize(path, spec.quantize, feeds.get(seg.name), f"segment {seg.name}")
+            feed = feeds.get(seg.name)
+            _quantize(path, spec.quantize, None if feed is None else {"x": feed}, f"segment {seg.name}")
         artifacts.append(SegmentArtifact(seg.name, path.name, ["x"], list(seg.outputs)))
         if on_segment:
             on_segment(seg.name)
     if spec.with_static:
         net = segments.net
         outputs = net.spec.exit_names + [t.name for t in net.spec.tasks[1:]]
-        shape = net.spec.modalities[0].shape
-        import torch
-
-        example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+        static = StaticModel(net)
+        names = ["x"] if len(static.input_names) == 1 else static.input_names
         try:
-            _export(StaticModel(net), example, out_dir / "static.onnx", outputs, spec.opset)
+            _export(static, static.example_inputs(2), out_dir / "static.onnx", outputs, spec.opset, names)
         except Exception as exc:
             raise ExportError(f"ONNX export of the static model failed: {str(exc).splitlines()[0][:300]}") from exc
         if spec.quantize != "none":
-            x = next(iter(model_inputs.values())).numpy() if model_inputs else None
+            x = {n: model_inputs[m].numpy() for n, m in zip(names, static.input_names)} if model_inputs else None
             _quantize(out_dir / "static.onnx", spec.quantize, x, "the static model")
-        artifacts.append(SegmentArtifact("static", "static.onnx", ["x"], outputs))
+        artifacts.append(SegmentArtifact("static", "static.onnx", names, outputs))
         if on_segment:
             on_segment("static")
     return artifacts

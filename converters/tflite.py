@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..artifacts import ExportSpec, SegmentArtifact
 from ..errors import ExportError
-from ..segments import SegmentSet, StaticModel, segment_feeds
+from ..segments import SegmentSet, StaticModel, example_input, segment_feeds
 from ._capture import captured_output
 
 DEFAULT_QUANTIZATION = "none"
@@ -84,8 +84,7 @@ def _calibration_feeds(segments: SegmentSet) -> dict[str, list[dict]]:
     inputs = segments.calibration
     if inputs is None:
         gen = torch.Generator().manual_seed(0)
-        inputs = {m.name: torch.randn(CALIBRATION_SAMPLES, *m.shape, generator=gen)
-                  for m in segments.net.spec.modalities}
+        inputs = {m.name: example_input(m, CALIBRATION_SAMPLES, gen) for m in segments.net.spec.modalities}
     feeds = segment_feeds(segments, {k: v[:CALIBRATION_SAMPLES] for k, v in inputs.items()})
     return {name: [{"args_0": x[i:i + 1].numpy()} for i in range(len(x))] for name, x in feeds.items()}
 
@@ -166,26 +165,27 @@ def _convert_per_segment(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
 
 def _convert_static(segments: SegmentSet, spec: ExportSpec, out_dir: Path) -> SegmentArtifact:
     import litert_torch
-    import torch
 
     net = segments.net
-    shape = net.spec.modalities[0].shape
-    example = (torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)),)
+    static = StaticModel(net).eval()
+    example = static.example_inputs(1)
     path = out_dir / "static.tflite"
     log: list[str] = []
     try:
         with warnings.catch_warnings(), captured_output() as log:
             warnings.simplefilter("ignore")
-            litert_torch.convert(StaticModel(net).eval(), example).export(str(path))
+            litert_torch.convert(static, example).export(str(path))
     except Exception as exc:
         raise _fail("the static model", exc, log) from exc
     outputs = net.spec.exit_names + [t.name for t in net.spec.tasks[1:]]
     if spec.quantize != "none":
         calibration = None
         if spec.quantize == "int8":
-            inputs = segments.calibration or {net.spec.modalities[0].name: example[0].repeat(8, *([1] * len(shape)))}
-            x = next(iter(inputs.values()))[:CALIBRATION_SAMPLES]
-            calibration = {"serving_default": [{"args_0": x[i:i + 1].numpy()} for i in range(len(x))]}
+            inputs = segments.calibration or dict(zip(static.input_names, static.example_inputs(8)))
+            xs = [inputs[m][:CALIBRATION_SAMPLES].numpy() for m in static.input_names]
+            calibration = {"serving_default": [{f"args_{j}": x[i:i + 1] for j, x in enumerate(xs)}
+                                               for i in range(len(xs[0]))]}
         _quantize(path, spec.quantize, calibration, "the static model")
-    return SegmentArtifact("static", path.name, ["args_0"], [f"output_{i}" for i in range(len(outputs))],
+    return SegmentArtifact("static", path.name, [f"args_{j}" for j in range(len(static.input_names))],
+                           [f"output_{i}" for i in range(len(outputs))],
                            signature="serving_default", extra={"names": outputs})

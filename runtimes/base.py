@@ -21,8 +21,9 @@ class Runtime(Protocol):
     def run(self, segment: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run one segment on float32 arrays (batch first); returns its float32 outputs."""
 
-    def static_runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
-        """Run the package's static full-depth model (None if the package has none)."""
+    def static_runner(self) -> Callable[..., list[np.ndarray]] | None:
+        """Run the package's static full-depth model (None if the package has none): one
+        array per package input, in manifest order."""
 
     def input_specs(self, segment: str) -> list[TensorSpec]: ...
 

@@ -35,8 +35,8 @@ class CoreMLRuntime:
             self._models[name] = ct.models.MLModel(str(manifest.file_of(name)), compute_units=units, **kwargs)
             self._outputs[name] = seg["outputs"]
 
-    def _predict(self, model: Any, outputs: list[str], x: np.ndarray) -> list[np.ndarray]:
-        result = model.predict({"x": x})
+    def _predict(self, model: Any, outputs: list[str], x: np.ndarray, names: Sequence[str] = ("x",)) -> list[np.ndarray]:
+        result = model.predict(dict(zip(names, x if isinstance(x, tuple) else (x,))))
         return [np.asarray(result[o], dtype=np.float32) for o in outputs]
 
     def run(self, segment: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -44,14 +44,16 @@ class CoreMLRuntime:
         parts = [self._predict(model, outputs, x[i:i + 1]) for i in range(x.shape[0])]
         return [np.concatenate(p) for p in zip(*parts)]
 
-    def static_runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+    def static_runner(self) -> Callable[..., list[np.ndarray]] | None:
         import coremltools as ct
 
         static = self._manifest.data.get("static")
         if not static:
             return None
         model = ct.models.MLModel(str(self._manifest.static_file()))
-        return lambda x: self._predict(model, static["outputs"], x)
+        names = static.get("inputs") or ["x"]
+        return lambda *xs: [np.concatenate(p) for p in zip(*(
+            self._predict(model, static["outputs"], tuple(x[i:i + 1] for x in xs), names) for i in range(len(xs[0]))))]
 
     def input_specs(self, segment: str) -> list[TensorSpec]:
         seg = self._manifest.segments[segment]

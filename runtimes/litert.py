@@ -22,20 +22,23 @@ class _Signature:
     def __init__(self, runner: Any, outputs: Sequence[str]) -> None:
         self.runner = runner
         details = runner.get_input_details()
-        self.input_name = next(iter(details))
-        d = details[self.input_name]
-        self.input_dtype = d["dtype"]
-        self.input_quant = d["quantization"]
+        # args_0, args_1, ...: positional order (sorted by number, not as text)
+        self.input_names = sorted(details, key=lambda n: (len(n), n))
+        self.input_name = self.input_names[0]
+        self.input_quant = {n: (details[n]["dtype"], details[n]["quantization"]) for n in self.input_names}
         out = runner.get_output_details()
         self.outputs = list(outputs) or sorted(out)
         self.output_quant = [(out[o]["dtype"], out[o]["quantization"]) for o in self.outputs]
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        if self.input_dtype != np.float32:
-            scale, zero = self.input_quant
-            info = np.iinfo(self.input_dtype)
-            x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(self.input_dtype)
-        result = self.runner(**{self.input_name: x})
+    def __call__(self, *xs: np.ndarray) -> list[np.ndarray]:
+        feeds = {}
+        for name, x in zip(self.input_names, xs):
+            dtype, (scale, zero) = self.input_quant[name]
+            if dtype != np.float32:
+                info = np.iinfo(dtype)
+                x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+            feeds[name] = x
+        result = self.runner(**feeds)
         outs = []
         for name, (dtype, (scale, zero)) in zip(self.outputs, self.output_quant):
             y = result[name]
@@ -90,7 +93,8 @@ class LiteRTRuntime:
             return None
         interp = self._interpreter_cls(model_path=str(self._manifest.static_file()), num_threads=self._threads)
         sig = _Signature(interp.get_signature_runner(static.get("signature") or None), static["outputs"])
-        return lambda x: sig(x) if x.shape[0] == 1 else [np.concatenate(p) for p in zip(*(sig(x[i:i + 1]) for i in range(len(x))))]
+        return lambda *xs: sig(*xs) if xs[0].shape[0] == 1 else \
+            [np.concatenate(p) for p in zip(*(sig(*(x[i:i + 1] for x in xs)) for i in range(len(xs[0]))))]
 
     def input_specs(self, segment: str) -> list[TensorSpec]:
         sig = self._signatures[segment]

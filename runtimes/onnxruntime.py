@@ -50,14 +50,15 @@ class OnnxRuntime:
         except Exception as exc:
             raise RuntimeFailure(f"onnxruntime failed on segment {segment}: {exc}") from None
 
-    def static_runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
-        """The package's monolithic static model with the same session options, if it has one."""
+    def static_runner(self) -> Callable[..., list[np.ndarray]] | None:
+        """The package's monolithic static model with the same session options, if it has one;
+        called with one array per package input, in manifest order."""
         path = self._manifest.static_file()
         if path is None:
             return None
         sess = self._ort.InferenceSession(str(path), self._opts, providers=self._providers)
-        name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: x})
+        names = [i.name for i in sess.get_inputs()]
+        return lambda *xs: sess.run(None, dict(zip(names, xs)))
 
     def input_specs(self, segment: str) -> list[TensorSpec]:
         return [TensorSpec(i.name, tuple(i.shape), i.type) for i in self._sessions[segment].get_inputs()]
