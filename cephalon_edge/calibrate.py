@@ -8,6 +8,11 @@ that will ship (its runtime, its numerics) and reported on a held-out split.
 3. The search enumerates per-exit thresholds over the distinct scores (quantiles when there
    are too many), vectorised over the last exit, and keeps the Pareto front.
 4. The chosen thresholds are measured on the held-out split against the static model.
+
+Multi-modal packages get one set of thresholds for every modality mix: the validation table
+holds each sample once per mix the data allows (or only the ``--modality`` mix); costs are
+pooled, and in accuracy mode the allowed drop must hold for every mix on its own. The
+held-out report is given per mix.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .data import Dataset, load_dataset
+from .data import BUILTIN, Dataset, load_dataset
 from .errors import DataError, UsageError
 from .fsutil import atomic_path, write_json_atomic
 from .manifest import MANIFEST, Manifest
+from .mixes import mix_name, parse_mix
 from .router import Prediction, Router
 from .scores import SCORES, exit_scores
 
@@ -45,6 +51,7 @@ class CalibrateSpec:
     latency_runs: int = 30
     rounds: int = 3  # timed passes over the test split
     remeasure: bool = False  # ignore segment latencies cached in the manifest for this host
+    modality: str | None = None  # calibrate for this mix only (default: every mix the data allows)
 
     @property
     def mode(self) -> str:
@@ -137,7 +144,8 @@ class ExitTable:
 
 def collect(router: Router, data: Dataset, score: str, seg_ms: dict[str, float],
             batch_size: int = 64) -> ExitTable:
-    """Run ``data`` through the router at full depth, every exit evaluated."""
+    """Run ``data`` through the router at full depth, every exit evaluated (with the
+    modalities it holds: one mix)."""
     flops = {n: float(s["flops"]) for n, s in router.manifest.segments.items()}
     scores, correct, cost_ms, cost_fl = [], [], [], []
     for start in range(0, len(data), batch_size):
@@ -150,6 +158,12 @@ def collect(router: Router, data: Dataset, score: str, seg_ms: dict[str, float],
         cost_fl.append(path_costs(router.program, pred, flops, list(data.inputs)))
     return ExitTable(router.exit_names, np.concatenate(scores), np.concatenate(correct),
                      np.concatenate(cost_ms), np.concatenate(cost_fl))
+
+
+def stack_tables(tables: list[ExitTable]) -> ExitTable:
+    """One table of several modality mixes: each sample counts once per mix."""
+    return ExitTable(tables[0].exit_names, *(np.concatenate([getattr(t, f) for t in tables])
+                                             for f in ("scores", "correct", "cost_ms", "flops")))
 
 
 def _never(score: str, router: Router) -> float:
@@ -166,6 +180,10 @@ class SearchResult:
     flops: np.ndarray  # (M,) mean per sample
     seconds: float = 0.0
     pareto: list[int] = field(default_factory=list)
+    # multi-modal: (mixes, M) accuracy of every combination on each mix alone, and each
+    # mix's full-depth accuracy
+    mix_accuracy: np.ndarray | None = None
+    mix_full_depth: np.ndarray | None = None
 
     def thresholds(self, i: int, names: list[str]) -> dict[str, float]:
         return {name: float(self.candidates[k][self.index[i, k]]) for k, name in enumerate(names)}
@@ -178,8 +196,9 @@ def _candidates(scores: np.ndarray, limit: int, never: float) -> np.ndarray:
     return np.append(values, never).astype(np.float64)
 
 
-def search(table: ExitTable, never: float) -> SearchResult:
-    """Evaluate every combination of per-exit candidate thresholds (exact on the candidate grid)."""
+def search(table: ExitTable, never: float, candidates: list[np.ndarray] | None = None) -> SearchResult:
+    """Evaluate every combination of per-exit candidate thresholds (exact on the candidate grid;
+    ``candidates`` reuses another search's grid, so combinations line up index by index)."""
     started = time.perf_counter()
     n, k_total = table.correct.shape
     k = k_total - 1
@@ -189,7 +208,7 @@ def search(table: ExitTable, never: float) -> SearchResult:
         return SearchResult([], np.zeros((1, 0), int), totals[:, 0], totals[:, 1], totals[:, 2],
                             time.perf_counter() - started, [0])
     limit = max(2, int(MAX_COMBINATIONS ** (1 / k)))
-    cands = [_candidates(table.scores[:, j], limit, never) for j in range(k)]
+    cands = candidates or [_candidates(table.scores[:, j], limit, never) for j in range(k)]
     masks = [table.scores[None, :, j] >= c[:, None] for j, c in enumerate(cands)]  # (C_j, N)
     rows, totals = [], []
     last = k - 1
@@ -231,6 +250,8 @@ def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
     if spec.mode == "accuracy":
         drop = 0.01 if spec.max_drop is None else spec.max_drop
         ok = acc >= table.full_depth_accuracy - drop - 1e-9
+        if result.mix_accuracy is not None:  # the drop holds for every modality mix on its own
+            ok &= (result.mix_accuracy >= result.mix_full_depth[:, None] - drop - 1e-9).all(0)
         key = np.lexsort((flops, -acc, cost))  # cheapest, then most accurate
     else:
         if spec.mode == "latency":
@@ -251,16 +272,20 @@ def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
 # ---- measuring on the held-out split ---------------------------------------------------------
 
 def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], seg_flops: dict[str, float],
-                 static: Callable[[np.ndarray], Any] | None, rounds: int) -> dict[str, Any]:
-    """Accuracy, exit mix, FLOPs and batch-1 latency of the routed package vs the static model,
-    interleaved sample by sample so machine noise hits both alike."""
+                 static: Callable[..., Any] | None, rounds: int) -> dict[str, Any]:
+    """Accuracy, exit mix, FLOPs and batch-1 latency of the routed package vs the static model
+    (which takes every package input; without one, or for a partial modality mix, the routed
+    package at full depth), interleaved sample by sample so machine noise hits both alike."""
     pred = router.predict(data.inputs, thresholds=thresholds)
-    full = router.predict(data.inputs, thresholds=_never(router.score, router))
-    modality = next(iter(data.inputs))
-    x = data.inputs[modality]
-    if static is None:
-        never = _never(router.score, router)
-        static = lambda s: router.predict({modality: s}, thresholds=never)  # noqa: E731
+    never = _never(router.score, router)
+    full = router.predict(data.inputs, thresholds=never)
+    order = list(router.inputs)
+    if static is not None and set(data.inputs) == set(order):
+        reference, source = (lambda s: static(*(s[m] for m in order))), "static model"
+    else:
+        reference = lambda s: router.predict(s, thresholds=never)  # noqa: E731
+        source = "routed at full depth (" + ("no static model in the package)" if static is None
+                                             else "the static model takes every modality)")
     routed_ms, static_ms = [], []
     for _ in range(rounds):
         for i in range(len(data)):
@@ -268,7 +293,7 @@ def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], se
             t0 = time.perf_counter_ns()
             router.predict(sample, thresholds=thresholds)
             t1 = time.perf_counter_ns()
-            static(x[i:i + 1])
+            reference(sample)
             t2 = time.perf_counter_ns()
             routed_ms.append((t1 - t0) / 1e6)
             static_ms.append((t2 - t1) / 1e6)
@@ -289,7 +314,7 @@ def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], se
         "static_p50_ms": float(np.percentile(s, 50)), "static_p90_ms": float(np.percentile(s, 90)),
         "static_p99_ms": float(np.percentile(s, 99)), "speedup": speedup, "flops_speedup": 1 / flops_ratio,
         "speedup_vs_flops": speedup * flops_ratio,
-        "static_source": "static model" if router.manifest.static_file() else "routed at full depth (no static model in the package)",
+        "static_source": source,
     }
 
 
@@ -300,7 +325,7 @@ def held_out(ref: str, explicit: str | None, data: Dataset) -> tuple[Dataset | N
     if explicit:
         return None, explicit
     name, sep, split = ref.partition(":")
-    if not Path(ref).exists() and name in ("digits", "mnist1d"):
+    if not Path(ref).exists() and name in BUILTIN:
         if (split or "val") == "test":
             raise UsageError("calibrating on the test split leaves nothing held out to report on",
                              hint=f"calibrate on {name}:val; the report uses {name}:test")
@@ -319,6 +344,8 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
     package = Path(package)
     with Router.open(package, threads=threads) as router:
         modalities = list(router.inputs.values())
+        if spec.modality is not None:
+            parse_mix(spec.modality, list(router.inputs))  # before any data is loaded
         ref = spec.data if ":" in spec.data or Path(spec.data).exists() else f"{spec.data}:val"
         val = load_dataset(ref, modalities=modalities, label_names=router.manifest.labels)
         whole, test_ref = held_out(ref, spec.test_data, val)
@@ -333,6 +360,10 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
             test = load_dataset(test_ref, modalities=modalities, label_names=router.manifest.labels)
         if len(val) == 0 or len(test) == 0:
             raise DataError("calibration needs at least one validation and one test sample")
+        mixes = val.select_mixes(spec.modality, list(router.inputs))
+        test_mixes = [m for m in mixes if m in test.mixes()]
+        if not test_mixes:
+            raise DataError(f"the held-out data {test.name} holds none of the mixes calibrated for")
         # the package's own score function for routing from here on
         router.score = spec.score
         step("measuring segments")
@@ -345,16 +376,26 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
         else:
             seg_ms, measured = measure_segments(router, spec.latency_runs), True
         step("scoring exits")
-        table = collect(router, val, spec.score, seg_ms)
+        tables = [collect(router, val.with_mix(mix), spec.score, seg_ms) for mix in mixes]
+        table = stack_tables(tables)
         step("searching")
-        result = search(table, _never(spec.score, router))
+        never = _never(spec.score, router)
+        result = search(table, never)
+        if len(tables) > 1:
+            result.mix_accuracy = np.stack([search(t, never, result.candidates).accuracy for t in tables])
+            result.mix_full_depth = np.asarray([t.full_depth_accuracy for t in tables])
         chosen = choose(result, table, spec)
         early = router.exit_names[:-1]
         thresholds = result.thresholds(chosen, early)
         step("measuring on the held-out split")
         seg_flops = {n: float(s["flops"]) for n, s in router.manifest.segments.items()}
-        test_report = measure_test(router, test, thresholds, seg_flops, router.runtime.static_runner(), spec.rounds)
+        static = router.runtime.static_runner()
+        by_mix = {mix_name(mix): measure_test(router, test.with_mix(mix), thresholds, seg_flops, static, spec.rounds)
+                  for mix in test_mixes}
+    test_report = {**by_mix[mix_name(test_mixes[-1])],
+                   "modality_mixes": by_mix if len(router.inputs) > 1 else None}
     val_report = _val_point(result, chosen, table, thresholds, val.name)
+    val_report["modality_mixes"] = [mix_name(m) for m in mixes]
     report = {
         "schema": "cephalon-edge/calibrate/1", "package": str(package), "score": spec.score,
         "segment_latency": {"key": latency_key, "measured_now": measured},

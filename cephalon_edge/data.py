@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import DataError
 from .preprocess import IMAGE_SUFFIXES, load_image, normalize, resize_image
-from .spec import modality_mixes
+from .mixes import mix_name, modality_mixes, parse_mix
 
 SPLITS = ("train", "val", "test")
 PRESENT_PREFIX = "present_"
@@ -57,13 +57,27 @@ class Dataset:
         """Every non-empty modality mix that some sample of this dataset can be given as."""
         return [mix for mix in modality_mixes(list(self.inputs)) if np.all([self.has(m) for m in mix], axis=0).any()]
 
+    def select_mixes(self, modality: str | None, available: Sequence[str]) -> list[tuple[str, ...]]:
+        """The mixes a command works on: ``--modality`` (checked against the model's inputs
+        and this data), or every mix the data allows."""
+        if modality is None:
+            return self.mixes()
+        mix = parse_mix(modality, available)
+        if mix not in self.mixes():
+            raise DataError(f"dataset {self.name} has no sample holding {mix_name(mix)}",
+                            hint=f"it allows: {', '.join(mix_name(m) for m in self.mixes())}")
+        return [mix]
+
     def with_mix(self, mix: Sequence[str]) -> "Dataset":
-        """The samples that hold every modality of ``mix``, with only those inputs."""
+        """The samples that hold every modality of ``mix``, with only those inputs (the
+        dataset itself when that is all of it)."""
+        if tuple(mix) == tuple(self.inputs) and not self.present:
+            return self
         keep = np.all([self.has(m) for m in mix], axis=0) if mix else np.zeros(len(self), bool)
         part = self.subset(np.flatnonzero(keep))
         part.inputs = {m: part.inputs[m] for m in mix}
         part.present = {}
-        part.name = f"{self.name} [{'+'.join(mix)}]"
+        part.name = f"{self.name} [{mix_name(mix)}]"
         return part
 
     def check_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import DataError, UsageError
+from .mixes import parse_mix
 from .preprocess import IMAGE_SUFFIXES, load_image
 from .router import Router
 
@@ -45,20 +46,35 @@ def load_input(path: Path, modality: Mapping[str, Any]) -> np.ndarray:
 def run_package(package: Path, inputs: Sequence[Path], modality: str | None = None,
                 thresholds: float | None = None, tasks: Sequence[str] = (), runtime: str = "auto",
                 threads: int | None = None) -> dict[str, Any]:
-    """Route ``inputs`` through ``package``; returns the ``run`` report."""
+    """Route ``inputs`` through ``package``; returns the ``run`` report.
+
+    ``modality`` is the mix the inputs are (``image`` or ``image,signal``). With one modality
+    every INPUT is a sample or a batch of it; with several, one INPUT per modality in the
+    order given, each a sample or a batch of the same size."""
     if not inputs:
         raise UsageError("no INPUT given", hint="pass .npy files or images")
     with Router.open(package, runtime=runtime, threads=threads) as router:
         names = list(router.inputs)
-        if modality is None:
-            if len(names) != 1:
-                raise UsageError("this package has several inputs; say which with --modality", hint=f"inputs: {', '.join(names)}")
-            modality = names[0]
-        if modality not in router.inputs:
-            raise UsageError(f"unknown modality {modality!r}", hint=f"this package takes: {', '.join(names)}")
-        arrays = [load_input(p, router.inputs[modality]) for p in inputs]
-        sources = [f"{p}" if len(a) == 1 else f"{p}[{i}]" for p, a in zip(inputs, arrays) for i in range(len(a))]
-        pred = router.predict({modality: np.concatenate(arrays)}, tasks=list(tasks), thresholds=thresholds)
+        if modality is None and len(names) != 1:
+            raise UsageError("this package has several inputs; say which the INPUTs are with --modality",
+                             hint=f"e.g. --modality {names[0]} or --modality {','.join(names)}")
+        given = [m.strip() for m in (modality or names[0]).split(",")]
+        mix = parse_mix(modality or names[0], names)
+        if len(mix) == 1:
+            arrays = [load_input(p, router.inputs[mix[0]]) for p in inputs]
+            sources = [f"{p}" if len(a) == 1 else f"{p}[{i}]" for p, a in zip(inputs, arrays) for i in range(len(a))]
+            feed = {mix[0]: np.concatenate(arrays)}
+        else:
+            if len(inputs) != len(mix):
+                raise UsageError(f"--modality {modality} takes one INPUT per modality ({len(mix)}), got {len(inputs)}",
+                                 hint=f"e.g. run PKG {' '.join(f'<{m} file>' for m in given)} --modality {modality}")
+            feed = {m: load_input(p, router.inputs[m]) for m, p in zip(given, inputs)}
+            sizes = {len(a) for a in feed.values()}
+            if len(sizes) != 1:
+                raise DataError(f"the INPUTs hold different numbers of samples ({', '.join(f'{m}: {len(a)}' for m, a in feed.items())})")
+            label = " + ".join(str(p) for p in inputs)
+            sources = [label if len(a) == 1 else f"{label} [{i}]" for a in [next(iter(feed.values()))] for i in range(len(a))]
+        pred = router.predict(feed, tasks=list(tasks), thresholds=thresholds)
     rows = []
     for i, source in enumerate(sources):
         rows.append({
@@ -68,6 +84,6 @@ def run_package(package: Path, inputs: Sequence[Path], modality: str | None = No
             "tasks": {t: v[i].tolist() for t, v in pred.tasks.items()},
             "latency_us": float(pred.latency_us[i]),
         })
-    return {"schema": "cephalon-edge/run/1", "package": str(package), "modality": modality,
+    return {"schema": "cephalon-edge/run/1", "package": str(package), "modality": ",".join(mix),
             "runtime": router.runtime.name, "predictions": rows,
             "batch_latency_us": float(sum(pred.segment_us.values())), "segment_us": pred.segment_us}

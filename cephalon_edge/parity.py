@@ -13,10 +13,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .mixes import mix_name, modality_mixes
 from .model import CephalonNet
 from .router import Router
 from .segments import SegmentSet, StaticModel, example_input, segment_feeds
-from .spec import modality_mixes
 
 FP32_ATOL = 1e-4
 # quantized packages: minimum top-1 agreement with fp32 PyTorch on the validation split
@@ -122,7 +122,7 @@ def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: 
         part = {m: inputs[m] for m in mix}
         settings = [dict(manifest_thresholds), 1.01, 0.0, _median_setting(net, part)]
         d, t, e, n = check_routed(net, router, part, settings)
-        by_mix["+".join(mix)] = {"decision_agreement": d, "top1_agreement": t, "max_abs_err": e, "samples": n}
+        by_mix[mix_name(mix)] = {"decision_agreement": d, "top1_agreement": t, "max_abs_err": e, "samples": n}
         agree, top1, samples, routed_err = agree + d * n, top1 + t * n, samples + n, max(routed_err, e)
     tolerance = FP32_ATOL if quantization == "none" else QUANTIZED_TOP1[quantization]
     result = ParityResult(max(routed_err, max(seg_errors.values())), agree / samples, top1 / samples, samples,

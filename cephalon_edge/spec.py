@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from itertools import combinations
 from typing import Any
 
 from .errors import SpecError
@@ -191,11 +190,6 @@ class ModelSpec:
         except json.JSONDecodeError as exc:
             raise SpecError(f"spec is not valid JSON: {exc}") from None
         return cls.from_dict(data)
-
-
-def modality_mixes(names: list[str]) -> list[tuple[str, ...]]:
-    """Every non-empty subset of modality ``names`` (in their order), singles first."""
-    return [mix for r in range(1, len(names) + 1) for mix in combinations(names, r)]
 
 
 # ---- parsing with field paths -----------------------------------------------------------

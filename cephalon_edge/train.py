@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .data import Dataset
+from .mixes import mix_name
 from .model import CephalonNet
 
 
@@ -175,4 +176,4 @@ def evaluate(net: CephalonNet, data: Dataset, batch_size: int = 256) -> dict[str
 
 def evaluate_mixes(net: CephalonNet, data: Dataset) -> dict[str, dict[str, object]]:
     """``evaluate`` once per modality mix the data allows, keyed ``image``, ``image+signal``..."""
-    return {"+".join(mix): evaluate(net, data.with_mix(mix)) for mix in data.mixes()}
+    return {mix_name(mix): evaluate(net, data.with_mix(mix)) for mix in data.mixes()}

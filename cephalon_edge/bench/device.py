@@ -19,6 +19,7 @@ from ..router import Router
 from ..runtimes import open_runtime
 from ..runtimes.adb import Adb, Device
 from . import benchmark_model
+from ..mixes import mix_name
 from .host import BenchSpec, bench_data, validate
 
 DELEGATE_FLAGS = {"gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"], "xnnpack": ["--use_xnnpack=true"],
@@ -141,6 +142,8 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     data = bench_data(manifest, spec.data)
     if spec.samples:
         data = data.subset(np.arange(min(spec.samples, len(data))))
+    mix = data.select_mixes(spec.modality, list(manifest.inputs))[-1]  # one mix: --modality, else the fullest
+    data = data.with_mix(mix)
     with Router(manifest, open_runtime("auto", manifest)) as router:
         pred = router.predict(data.inputs)
     exit_rates = {n: float((pred.exit_index == k).mean()) for k, n in enumerate(router.exit_names)}
@@ -180,6 +183,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
                 entry["speedup"] = run.static["mean_ms"] / entry["end_to_end"]["mean_ms"]
         devices.append(entry)
     return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": "litert (benchmark_model)",
+            "modality": mix_name(mix),
             "profile": spec.profile, "devices": devices, "not_ready": not_ready,
             "failed": [d for d in devices if d["status"] == "failed"] + not_ready}
 

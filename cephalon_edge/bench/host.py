@@ -15,6 +15,7 @@ from ..data import Dataset, load_dataset
 from ..device_profiles import load_profile
 from ..errors import DataError, UsageError
 from ..manifest import Manifest
+from ..mixes import mix_name, parse_mix
 from ..router import Router
 from ..runtimes import open_runtime
 
@@ -30,6 +31,7 @@ class BenchSpec:
     device: str | None = None  # SERIAL or "all": bench on Android devices over adb
     benchmark_binary: Path | None = None
     keep: bool = False
+    modality: str | None = None  # a mix like "image,signal"; default: every mix the data allows
 
 
 def validate(spec: BenchSpec) -> None:
@@ -82,14 +84,15 @@ def bench_segments(manifest: Manifest, runtime_name: str, threads: int | None, r
     return rows
 
 
-def bench_end_to_end(router: Router, data: Dataset, static: Callable[[np.ndarray], Any] | None,
+def bench_end_to_end(router: Router, data: Dataset, static: Callable[..., Any] | None,
                      warmup: int) -> tuple[dict[str, Any], dict[str, Any] | None, np.ndarray, np.ndarray]:
-    """Every sample at batch 1 through the router, then through the static model, interleaved."""
-    modality = next(iter(data.inputs))
+    """Every sample at batch 1 through the router, then through the static model (which takes
+    every package input), interleaved."""
+    order = list(router.inputs)
     for i in range(min(warmup, len(data))):
         router.predict({k: v[i:i + 1] for k, v in data.inputs.items()})
         if static is not None:
-            static(data.inputs[modality][i:i + 1])
+            static(*(data.inputs[m][i:i + 1] for m in order))
     routed, fixed, exits, correct = [], [], [], []
     for i in range(len(data)):
         sample = {k: v[i:i + 1] for k, v in data.inputs.items()}
@@ -97,7 +100,7 @@ def bench_end_to_end(router: Router, data: Dataset, static: Callable[[np.ndarray
         pred = router.predict(sample)
         t1 = time.perf_counter_ns()
         if static is not None:
-            static(data.inputs[modality][i:i + 1])
+            static(*(sample[m] for m in order))
         t2 = time.perf_counter_ns()
         routed.append((t1 - t0) / 1e6)
         fixed.append((t2 - t1) / 1e6)
@@ -116,19 +119,31 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
     profile = load_profile(spec.profile)
     threads = spec.threads or profile["runtime"].get("threads")
     manifest = Manifest.open(Path(package))
+    if spec.modality is not None:
+        parse_mix(spec.modality, list(manifest.inputs))  # before loading data and timing anything
     if profile["os"] in ("android", "ios") or (profile["target"] == "coreml" and manifest.target != "coreml"):
         step(f"note: {spec.profile} describes a device; measuring on this host with its threads")
     data = bench_data(manifest, spec.data)
     if spec.samples:
         data = data.subset(np.arange(min(spec.samples, len(data))))
+    mixes = data.select_mixes(spec.modality, list(manifest.inputs))
+    by_mix: dict[str, dict[str, Any]] = {}
     with Router(manifest, open_runtime("auto", manifest, threads=threads)) as router:
         segments = bench_segments(manifest, router.runtime.name, threads, spec.runs, spec.warmup, step)
-        step("end to end")
-        end_to_end, static, routed_ms, static_ms = bench_end_to_end(router, data, router.runtime.static_runner(),
-                                                                     spec.warmup)
+        static_runner = router.runtime.static_runner()
+        for mix in mixes:
+            step(f"end to end: {mix_name(mix)}")
+            # the static model needs every input: it is timed only for the full mix
+            static_fn = static_runner if len(mix) == len(manifest.inputs) else None
+            end_to_end, static, routed_ms, static_ms = bench_end_to_end(
+                router, data.with_mix(mix), static_fn, spec.warmup)
+            by_mix[mix_name(mix)] = {"end_to_end": end_to_end, "static": static,
+                                     "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"]}
         runtime_name = router.runtime.name
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     return {
+        "modality": mix_name(mixes[-1]),
+        "modality_mixes": by_mix if len(manifest.inputs) > 1 else None,
         "schema": "cephalon-edge/bench/1", "package": str(package), "profile": spec.profile,
         "runtime": runtime_name, "threads": threads, "device": "host",
         "thresholds": manifest.thresholds, "calibrated": manifest.data["exit_policy"].get("calibrated", False),

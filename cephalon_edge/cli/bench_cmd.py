@@ -46,6 +46,17 @@ def render_bench(report: dict[str, Any]) -> None:
             console.print(f"[yellow]note:[/] {device['note']}")
         if device.get("status") == "failed":
             console.print(f"[red]{device['error']}[/] (results so far kept)")
+    mixes = report.get("modality_mixes")
+    if mixes:
+        t = Table(title="end to end per modality mix (ms at batch 1)")
+        for col in ("modality", "samples", "accuracy", "mean", "p50", "p90", "static mean", "speedup"):
+            t.add_column(col, justify="left" if col == "modality" else "right", no_wrap=col == "modality")
+        for name, m in mixes.items():
+            e, s = m["end_to_end"], m["static"]
+            t.add_row(name, str(e["samples"]), fmt_pct(e["accuracy"]), _ms(e["mean_ms"]), _ms(e["p50_ms"]), _ms(e["p90_ms"]),
+                      _ms(s["mean_ms"]) if s else "-", f"{m['speedup']:.2f}x" if m["speedup"] else "-")
+        console.print(t)
+        console.print("[dim]the static model takes every modality, so it is timed for the full mix only[/]")
     if "peak_rss_bytes" in report:
         console.print(f"peak RSS {fmt_count(report['peak_rss_bytes'])}B")
 
@@ -61,6 +72,8 @@ def bench_cmd(
     samples: Optional[int] = typer.Option(None, "--samples", help="Use at most this many data samples."),
     benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary", help="LiteRT benchmark_model for the device's ABI."),
     keep: bool = typer.Option(False, "--keep", help="Leave the pushed files on the device."),
+    modality: Optional[str] = typer.Option(
+        None, "--modality", help="Modality mix to time, e.g. image or image,signal (default: every mix the data allows)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-segment bars and the latency histogram as PNG."),
 ) -> None:
@@ -69,7 +82,7 @@ def bench_cmd(
     from ..errors import DeviceError
 
     spec = BenchSpec(profile=profile, data=data, runs=runs, warmup=warmup, threads=threads, samples=samples,
-                     device=device, benchmark_binary=benchmark_binary, keep=keep)
+                     device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality)
     validate(spec)
     with progress("benchmarking", None) as advance:
         if device:

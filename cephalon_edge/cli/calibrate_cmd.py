@@ -33,6 +33,16 @@ def render_calibrate(report: dict[str, Any]) -> None:
     console.print(result)
     rates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in test["exit_rates"].items())
     console.print(f"exit rates: {rates}")
+    if test.get("modality_mixes"):
+        mixes = Table(title="held-out, per modality mix (one set of thresholds for all)")
+        for col in ("mix", "n", "acc", "full", "drop", "ms", "speedup"):
+            mixes.add_column(col, justify="left" if col == "mix" else "right", no_wrap=True)
+        for name, m in test["modality_mixes"].items():
+            mixes.add_row(name, str(m["samples"]), fmt_pct(m["accuracy"]), fmt_pct(m["full_depth_accuracy"]),
+                          f"{100 * m['accuracy_drop']:.2f}", f"{m['mean_ms']:.3f}",
+                          f"{m['speedup']:.2f}x" + ("" if m["static_source"] == "static model" else "*"))
+        console.print(mixes)
+        console.print("[dim]* against the package at full depth: the static model takes every modality[/]")
     console.print(f"[bold]speedup {test['speedup']:.2f}x[/] at an accuracy drop of {100 * test['accuracy_drop']:.2f} points "
                   f"(FLOPs speedup {test['flops_speedup']:.2f}x; measured/FLOPs {test['speedup_vs_flops']:.2f}); "
                   f"validation drop {100 * val['accuracy_drop']:.2f} points")
@@ -49,6 +59,9 @@ def calibrate_cmd(
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile whose runtime settings to measure with."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (overrides the profile)."),
     remeasure: bool = typer.Option(False, "--remeasure", help="Measure segment latency again instead of reusing this host's cached figures."),
+    modality: Optional[str] = typer.Option(
+        None, "--modality", help="Multi-modal packages: calibrate for this mix only, e.g. image "
+                                 "(default: one set of thresholds for every mix the data allows)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Pareto curve as a PNG."),
 ) -> None:
@@ -57,7 +70,7 @@ def calibrate_cmd(
 
     spec = CalibrateSpec(data=data, max_drop=max_drop, latency_budget_ms=latency_budget_ms, flops_budget=flops_budget,
                          score=score, test_data=test_data, profile=profile, threads=threads,
-                         remeasure=remeasure)
+                         remeasure=remeasure, modality=modality)
     validate_spec(spec)
     with progress("calibrating", 4) as advance:
         report = calibrate_package(package, spec, on_progress=lambda what: advance(f"calibrating: {what}"))

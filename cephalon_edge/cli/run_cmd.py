@@ -20,7 +20,7 @@ def render_run(report: dict[str, Any]) -> None:
         table.add_column(t, justify="right")
     for r in report["predictions"]:
         tasks = [", ".join(f"{v:.3g}" for v in r["tasks"][t]) for t in extra]
-        table.add_row(Path(r["input"]).name, str(r["prediction"]), r["label"], f"{r['score']:.3f}", r["exit"],
+        table.add_row(" + ".join(Path(p).name for p in r["input"].split(" + ")), str(r["prediction"]), r["label"], f"{r['score']:.3f}", r["exit"],
                       f"{r['latency_us'] / 1000:.3f} ms", *tasks)
     console.print(table)
 
@@ -28,7 +28,9 @@ def render_run(report: dict[str, Any]) -> None:
 def run_cmd(
     package: Path = typer.Argument(..., help="An edge package directory."),
     inputs: List[Path] = typer.Argument(..., help=".npy arrays (model-ready; a sample or a batch) or images."),
-    modality: Optional[str] = typer.Option(None, "--modality", help="Which input the files are (default: the only one)."),
+    modality: Optional[str] = typer.Option(
+        None, "--modality", help="Which input(s) the files are: one modality, or a mix like image,signal "
+                                 "with one INPUT per modality in that order (default: the only input)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Override every exit threshold."),
     task: List[str] = typer.Option([], "--task", help="Also run this task head (repeatable)."),
     runtime: str = typer.Option("auto", "--runtime", help="Runtime (auto: the package target's default)."),
