@@ -58,8 +58,10 @@ def run_package(package: Path, inputs: Sequence[Path], modality: str | None = No
         if modality is None and len(names) != 1:
             raise UsageError("this package has several inputs; say which the INPUTs are with --modality",
                              hint=f"e.g. --modality {names[0]} or --modality {','.join(names)}")
-        given = [m.strip() for m in (modality or names[0]).split(",")]
-        mix = parse_mix(modality or names[0], names)
+        if modality is None:
+            modality = names[0]
+        given = [m.strip() for m in modality.split(",")]
+        mix = parse_mix(modality, names)
         if len(mix) == 1:
             arrays = [load_input(p, router.inputs[mix[0]]) for p in inputs]
             sources = [f"{p}" if len(a) == 1 else f"{p}[{i}]" for p, a in zip(inputs, arrays) for i in range(len(a))]

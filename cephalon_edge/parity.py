@@ -120,7 +120,7 @@ def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: 
     by_mix = {}
     for mix in modality_mixes(net.spec.modality_names):  # every modality subset routes like dynamic_forward
         part = {m: inputs[m] for m in mix}
-        settings = [dict(manifest_thresholds), 1.01, 0.0, _median_setting(net, part)]
+        settings = [dict(manifest_thresholds), 1.01, 0.0, median_thresholds(net, part)]
         d, t, e, n = check_routed(net, router, part, settings)
         by_mix[mix_name(mix)] = {"decision_agreement": d, "top1_agreement": t, "max_abs_err": e, "samples": n}
         agree, top1, samples, routed_err = agree + d * n, top1 + t * n, samples + n, max(routed_err, e)
@@ -136,7 +136,7 @@ def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: 
     return result
 
 
-def _median_setting(net: CephalonNet, inputs: Mapping[str, torch.Tensor]) -> dict[str, float]:
+def median_thresholds(net: CephalonNet, inputs: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Thresholds halfway between the two middle confidences of each exit, so about half the
     samples leave at every exit and no sample sits exactly on a threshold."""
     with torch.no_grad():
