@@ -145,6 +145,8 @@ class Manifest:
             _dims(m.get("shape"), f"inputs[{i}].shape", bad, positive=True)
             if m.get("dtype") != "float32":
                 raise bad(f"inputs[{i}].dtype", "only float32 inputs are supported")
+            if "vocab" in m and (not isinstance(m["vocab"], int) or isinstance(m["vocab"], bool) or m["vocab"] < 1):
+                raise bad(f"inputs[{i}].vocab", "must be a positive integer")
         tasks = _list_of(d["tasks"], dict, "tasks", bad)
         if not tasks or not isinstance(tasks[0].get("name"), str):
             raise bad("tasks", "needs at least the classification task, with a name")

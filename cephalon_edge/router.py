@@ -118,6 +118,9 @@ class Router:
             if x.shape[1:] != shape or x.shape[0] == 0:
                 raise DataError(f"{name} input has shape {list(x.shape)}; expected {list(shape)} "
                                 f"or [batch, {', '.join(map(str, shape))}]")
+            vocab = self.inputs[name].get("vocab")
+            if vocab is not None and not (np.all(x == np.round(x)) and x.min() >= 0 and x.max() < vocab):
+                raise DataError(f"{name} input must hold token ids: whole numbers in [0, {vocab})")
             if batch is not None and x.shape[0] != batch:
                 raise DataError(f"modalities disagree on batch size ({batch} vs {x.shape[0]})")
             batch = x.shape[0]

@@ -289,6 +289,9 @@ def test_run_routes_the_mix_given(mm_package, tmp_path):
     assert [r["prediction"] for r in report["predictions"]] == ref.predicted.tolist()
     assert [r["exit"] for r in report["predictions"]] == ref.exits
 
+    np.save(tmp_path / "bad_text.npy", x["text"].numpy() + 0.5)
+    out = run_cli("run", str(mm_package), str(tmp_path / "bad_text.npy"), "--modality", "text")
+    assert out.returncode == 2 and f"whole numbers in [0, {VOCAB})" in out.stderr
     for args, message in (
             (["--modality", "audio"], "unknown modality 'audio'"),
             (["--modality", ""], "names no modality"),

@@ -40,3 +40,18 @@ def test_demo_runs_end_to_end(tmp_path):
     manifest = json.loads((out / "digits-exits-onnx" / "manifest.json").read_text())
     assert manifest["static"]["file"] == "static.onnx"
     assert len(list((out / "inputs").glob("*.npy"))) == 6
+
+
+@pytest.mark.slow
+def test_multimodal_digits_works_with_either_modality(tmp_path):
+    out = tmp_path / "mm.cephalon"
+    res = run_cli("zoo", "build", "multimodal-digits", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "image only" in res.stdout and "signal only" in res.stdout and "image+signal" in res.stdout
+    by_mix = checkpoint.read_metadata(out)["provenance"]["metrics"]["test_by_modality"]
+    assert set(by_mix) == {"image", "signal", "image+signal"}
+    both = by_mix["image+signal"]["exit_accuracy"]
+    assert both["final"] >= 0.97
+    for single in ("image", "signal"):  # a missing modality is not catastrophic, at any exit
+        for exit_name, acc in by_mix[single]["exit_accuracy"].items():
+            assert acc >= 0.85 * both[exit_name], (single, exit_name, acc, both[exit_name])

@@ -50,12 +50,14 @@ def build_cmd(
     """Build (and train) a zoo model into a .cephalon checkpoint."""
     provenance = build_model(name, output, epochs, seed)
     metrics = provenance.get("metrics", {}).get("test")
+    by_mix = provenance.get("metrics", {}).get("test_by_modality") or {"": metrics}
     if metrics:
         table = Table(title=f"{name}: accuracy per exit on {metrics['dataset']} ({metrics['samples']} samples)")
         table.add_column("exit")
-        table.add_column("accuracy", justify="right")
-        for exit_name, acc in metrics["exit_accuracy"].items():
-            table.add_row(exit_name, fmt_pct(acc))
+        for mix in by_mix:
+            table.add_column(f"{mix} only" if mix and "+" not in mix else mix or "accuracy", justify="right")
+        for exit_name in metrics["exit_accuracy"]:
+            table.add_row(exit_name, *(fmt_pct(m["exit_accuracy"][exit_name]) for m in by_mix.values()))
         console.print(table)
     else:
         err_console.print(f"{name}: {provenance.get('note', '')}")
