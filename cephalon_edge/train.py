@@ -36,6 +36,8 @@ class TrainSpec:
 
 
 EpochCallback = Callable[[int, float], None]
+# with two modalities: image only, signal only and both, each about a third of the time
+MODALITY_DROPOUT = 2 / 3
 
 
 def _inputs(ds: Dataset, index: np.ndarray) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from .data import (DIGITS_PREPROCESSING, MNIST1D_PREPROCESSING, MULTIMODAL_IMAGE
 from .errors import UsageError
 from .model import CephalonNet
 from .spec import ModelSpec
-from .train import EpochCallback, TrainSpec, evaluate, evaluate_mixes, train
+from .train import MODALITY_DROPOUT, EpochCallback, TrainSpec, evaluate, evaluate_mixes, train
 
 DIGITS_LABELS = [str(i) for i in range(10)]
 
@@ -115,7 +115,7 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
     ZooEntry("multimodal-digits", "digits images paired by label with mnist1d signals; image and signal "
              "adapters into one token space, 2 early exits, a skip gate, a 2-expert MoE; InfoNCE + modality dropout",
              multimodal_digits_spec, "multimodal",
-             TrainSpec(epochs=40, shift=1, lr=3e-3, modality_dropout=0.67, contrastive=0.2)),
+             TrainSpec(epochs=40, shift=1, lr=3e-3, modality_dropout=MODALITY_DROPOUT, contrastive=0.2)),
     ZooEntry("resnet50-exits", "ResNet-50 bottleneck layout (3-4-6-3) at 224x224, exits after stages 1-3; "
              "untrained, for latency and scale work", resnet50_exits_spec, None),
 ]}

@@ -17,7 +17,7 @@ from ..data import Dataset, load_dataset
 from ..errors import DataError, UsageError
 from ..model import CephalonNet
 from ..segments import build_segments
-from ..train import TrainSpec, evaluate, train
+from ..train import MODALITY_DROPOUT, TrainSpec, evaluate, train
 from .prune import CRITERIA, plan
 from .quantize import MODES, recipe, simulate
 
@@ -101,7 +101,9 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
         if on_plan:
             on_plan(report["plan"])
     if spec.finetune_epochs:
-        history = train(model, train_data, TrainSpec(epochs=spec.finetune_epochs, lr=1e-3, seed=spec.seed),
+        dropout = MODALITY_DROPOUT if len(net.spec.modalities) > 1 else 0.0  # keep every mix working
+        history = train(model, train_data, TrainSpec(epochs=spec.finetune_epochs, lr=1e-3, seed=spec.seed,
+                                                     modality_dropout=dropout),
                         teacher=net if model is not net else None, on_epoch=on_epoch)
         report["finetune"] = {"epochs": spec.finetune_epochs, "final_loss": history[-1], "distilled": model is not net}
     calibration = None

@@ -5,7 +5,8 @@ latency really drop, and the new widths are written into the spec.
 The same channel ratio is applied to every group, so blocks of one stage keep equal widths
 (what the spec can express); the ratio is searched so the full-depth path loses the asked
 fraction of its FLOPs. Exit-head hidden convs, squeeze-excitation hidden layers and all
-output layers (classifiers, gates, expert gates, task heads) keep their widths.
+output layers (classifiers, gates, expert gates, task heads) keep their widths, and so do
+the adapters of a tokens backbone (the shared space every modality projects into).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..model import CephalonNet
-from ..model.layers import ExitHead, ExpertGate, SkipGate, SqueezeExcite, TaskHead
+from ..model.layers import Adapter, ExitHead, ExpertGate, SkipGate, SqueezeExcite, TaskHead
 from ..segments import StaticModel, build_segments
 from ..spec import ModelSpec
 
@@ -69,6 +70,8 @@ def _ignored(net: CephalonNet) -> list[nn.Module]:
             ignored.extend(x for x in m.features.modules() if isinstance(x, (nn.Conv1d, nn.Conv2d)))
         elif isinstance(m, SqueezeExcite):
             ignored.append(m.fc1)
+        elif isinstance(m, Adapter) and m.tokens:
+            ignored.extend(x for x in m.modules() if isinstance(x, (nn.Conv1d, nn.Conv2d, nn.Embedding)))
     return ignored
 
 
@@ -87,9 +90,8 @@ def apply_ratio(net: CephalonNet, ratio: float, criterion: str,
     import torch_pruning as tp
 
     pruned = copy.deepcopy(net).eval()
-    example = torch.zeros(2, *net.spec.modalities[0].shape)
     view = StaticModel(pruned)
-    pruner = tp.pruner.MagnitudePruner(view, example, importance=_importance(criterion), pruning_ratio=ratio,
+    pruner = tp.pruner.MagnitudePruner(view, view.example_inputs(2), importance=_importance(criterion), pruning_ratio=ratio,
                                        ignored_layers=_ignored(pruned), global_pruning=False, round_to=round_to)
     if criterion == "taylor":
         if taylor_batch is None:
