@@ -39,7 +39,11 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (out / "digits-exits.cephalon").is_file()
     manifest = json.loads((out / "digits-exits-onnx" / "manifest.json").read_text())
     assert manifest["static"]["file"] == "static.onnx"
-    assert len(list((out / "inputs").glob("*.npy"))) == 6
+    assert len(list((out / "inputs").glob("test*.npy"))) == 6
+    for mix in ("image", "signal", "image+signal"):  # one prediction per modality mix
+        assert f"multimodal {mix}: test accuracy" in res.stdout
+    manifest = json.loads((out / "multimodal-digits-onnx" / "manifest.json").read_text())
+    assert [i["name"] for i in manifest["inputs"]] == ["image", "signal"]
 
 
 @pytest.mark.slow

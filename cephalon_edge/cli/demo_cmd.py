@@ -1,4 +1,5 @@
-"""`demo`: the whole workflow on the digits-exits zoo model, ending with a summary table."""
+"""`demo`: the whole workflow on the digits-exits zoo model, then the multimodal-digits model
+routed with each modality mix, ending with a summary table."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from .zoo_cmd import build_model
 
 def demo_cmd(
     output: Path = typer.Option(Path("cephalon-demo"), "-o", "--output", help="Directory for the demo's files."),
-    epochs: int = typer.Option(30, "--epochs", help="Training epochs for digits-exits."),
+    epochs: int = typer.Option(30, "--epochs", help="Training epochs for digits-exits (and at most this many for multimodal-digits)."),
 ) -> None:
-    """Build digits-exits and take it through every step that exists, ending with a summary."""
+    """Build digits-exits and take it through every step that exists, then route one
+    multimodal-digits sample per modality mix, ending with a summary."""
     import numpy as np
 
     from ..artifacts import ExportSpec
@@ -119,6 +121,9 @@ def demo_cmd(
     summary.append(("bench host-cpu: routed / static mean",
                     f"{bench['end_to_end']['mean_ms']:.3f} / {bench['static']['mean_ms']:.3f} ms ({bench['speedup']:.2f}x)"))
 
+    console.print(Rule("10. multimodal-digits: one test sample, routed with each modality mix"))
+    summary.extend(_multimodal(output, epochs))
+
     table = Table(title="demo summary")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -126,6 +131,40 @@ def demo_cmd(
         table.add_row(*row)
     console.print(table)
     console.print(f"files in [bold]{output}[/]")
+
+
+def _multimodal(output: Path, epochs: int) -> list[tuple[str, str]]:
+    """Build and export multimodal-digits, then run one test sample as image, signal and both."""
+    import numpy as np
+
+    from ..artifacts import ExportSpec
+    from ..data import builtin
+    from ..export import export_package
+    from ..inference import run_package
+    from ..mixes import modality_mixes
+    from ..zoo import get
+
+    ckpt = output / "multimodal-digits.cephalon"
+    provenance = build_model("multimodal-digits", ckpt, min(epochs, get("multimodal-digits").train.epochs), seed=0)
+    pkg = output / "multimodal-digits-onnx"
+    with progress("exporting multimodal-digits to onnx", None) as advance:
+        exported = export_package(ckpt, pkg, ExportSpec("onnx", with_static=True, force=True),
+                                  on_progress=lambda name: advance(f"onnx: {name}"))
+    sample = builtin("multimodal", "test").subset(np.arange(1))
+    files = {}
+    for name, x in sample.inputs.items():
+        files[name] = output / "inputs" / f"multimodal_{name}_label{sample.labels[0]}.npy"
+        files[name].parent.mkdir(exist_ok=True)
+        np.save(files[name], x[0])
+    rows = [("multimodal-digits ONNX parity (every mix)", f"{exported['parity']['max_abs_err']:.1e}")]
+    by_mix = provenance["metrics"]["test_by_modality"]
+    for mix in modality_mixes(list(sample.inputs)):
+        report = run_package(pkg, [files[m] for m in mix], modality=",".join(mix))
+        render_run(report)
+        p = report["predictions"][0]
+        rows.append((f"multimodal {'+'.join(mix)}: test accuracy / one sample (label {sample.labels[0]})",
+                     f"{fmt_pct(by_mix['+'.join(mix)]['final_accuracy'])} / {p['label']} at {p['exit']}"))
+    return rows
 
 
 def register(app: typer.Typer) -> None:
