@@ -68,6 +68,20 @@ class Dataset:
                             hint=f"it allows: {', '.join(mix_name(m) for m in self.mixes())}")
         return [mix]
 
+    def by_own_mix(self) -> list["Dataset"]:
+        """The samples grouped by exactly the modalities each holds, each group with only those."""
+        if not self.present:
+            return [self]
+        names = list(self.inputs)
+        held = np.stack([self.has(m) for m in names], 1)
+        groups = []
+        for mix in self.mixes():
+            own = np.flatnonzero((held == np.asarray([m in mix for m in names])).all(1))
+            if len(own):
+                part = self.subset(own).with_mix(mix)
+                groups.append(part)
+        return groups
+
     def with_mix(self, mix: Sequence[str]) -> "Dataset":
         """The samples that hold every modality of ``mix``, with only those inputs (the
         dataset itself when that is all of it)."""

@@ -13,14 +13,16 @@ from .router import Router
 
 def evaluate_router(router: Router, data: Dataset, thresholds: float | Mapping[str, float] | None = None,
                     batch_size: int = 1) -> dict[str, Any]:
-    """Route every sample (batch 1 by default: per-sample latency as a device sees it)."""
+    """Route every sample with the modalities it holds (batch 1 by default: per-sample latency
+    as a device sees it)."""
     correct, exits, latency = 0, np.zeros(len(router.exit_names)), []
-    for start in range(0, len(data), batch_size):
-        sl = slice(start, start + batch_size)
-        pred = router.predict({k: v[sl] for k, v in data.inputs.items()}, thresholds=thresholds)
-        correct += int((pred.predicted == data.labels[sl]).sum())
-        np.add.at(exits, pred.exit_index, 1)
-        latency.extend((pred.latency_us / 1000).tolist())
+    for part in data.by_own_mix():
+        for start in range(0, len(part), batch_size):
+            sl = slice(start, start + batch_size)
+            pred = router.predict({k: v[sl] for k, v in part.inputs.items()}, thresholds=thresholds)
+            correct += int((pred.predicted == part.labels[sl]).sum())
+            np.add.at(exits, pred.exit_index, 1)
+            latency.extend((pred.latency_us / 1000).tolist())
     lat = np.asarray(latency)
     return {
         "dataset": data.name, "samples": len(data), "accuracy": correct / max(1, len(data)),

@@ -332,3 +332,41 @@ def test_bench_and_calibrate_per_mix(mm_package, mm_npz, tmp_path):
     assert per_mix["image"]["static_source"].startswith("routed at full depth")
     manifest = json.loads((mm_package / "manifest.json").read_text())
     assert manifest["exit_policy"]["thresholds"] == cal["thresholds"]
+
+
+def test_evaluate_routes_each_sample_with_what_it_holds(mm_package, mm_npz):
+    from cephalon_edge.data import load_dataset
+    from cephalon_edge.evaluate import evaluate_router
+    from cephalon_edge.router import Router
+
+    data = load_dataset(str(mm_npz))
+    groups = data.by_own_mix()
+    assert sorted(len(g) for g in groups) == [30, 60] and sum(len(g) for g in groups) == len(data)
+    assert {tuple(g.inputs) for g in groups} == {("image", "signal"), ("image", "signal", "text")}
+    with Router.open(mm_package) as router:
+        report = evaluate_router(router, data, thresholds=1.01, batch_size=16)
+        # the labels are the net's own full-depth predictions given every modality: the 30
+        # samples without text are routed without it, the other 60 reproduce their labels
+        full = router.predict({k: v for k, v in groups[-1].inputs.items()}, thresholds=1.01)
+        assert (full.predicted == groups[-1].labels).all()
+    assert report["samples"] == 90 and report["exit_rates"]["final"] == 1.0
+
+
+@pytest.mark.slow
+def test_compress_keeps_the_shared_space(mm_checkpoint, tmp_path):
+    from cephalon_edge import checkpoint
+    from cephalon_edge.compress import CompressSpec, compress_checkpoint
+    from cephalon_edge.spec import ModelSpec
+
+    np.savez(tmp_path / "d.npz", **{k: v.numpy() for k, v in mm_inputs(64, seed=3).items()},
+             labels=np.arange(64) % 4)
+    report = compress_checkpoint(mm_checkpoint, tmp_path / "p.cephalon",
+                                 CompressSpec(prune=0.4, data=str(tmp_path / "d.npz")))
+    assert report["after"]["flops"] < 0.75 * report["before"]["flops"]
+    pruned = checkpoint.load(tmp_path / "p.cephalon")
+    before = ModelSpec.from_dict(mm_spec_dict())
+    assert [m.adapter.channels for m in pruned.spec.modalities] == [m.adapter.channels for m in before.modalities]
+    with torch.no_grad():  # every subset still runs through the pruned model
+        for mix in modality_mixes(["image", "signal", "text"]):
+            out = pruned.dynamic_forward({m: v for m, v in mm_inputs(4, seed=4).items() if m in mix})
+            assert out.logits.shape == (4, 4) and torch.isfinite(out.logits).all()
