@@ -23,7 +23,9 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         "size_bytes": path.stat().st_size,
         "name": spec.name,
         "params": sum(p.numel() for p in net.parameters()),
-        "modalities": [{"name": m.name, "kind": m.kind, "shape": list(m.shape)} for m in spec.modalities],
+        "backbone": spec.backbone,
+        "modalities": [{"name": m.name, "kind": m.kind, "shape": list(m.shape), "adapter": m.adapter.kind,
+                        "encoded_shape": list(segset[f"adapter.{m.name}"].output_shapes[0])} for m in spec.modalities],
         "tasks": [{"name": t.name, "kind": t.kind, "outputs": t.outputs} for t in spec.tasks],
         "labels": list(spec.labels),
         "exits": [{k: p[k] for k in ("name", "cumulative_flops", "cumulative_macs", "params")}

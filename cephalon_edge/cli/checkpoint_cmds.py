@@ -21,7 +21,9 @@ def render_inspect(report: dict[str, Any]) -> None:
 
     tree = Tree(f"[bold]{report['name']}[/]  params {fmt_count(report['params'])}  "
                 f"[dim]{report['checkpoint']}[/]")
-    mods = tree.add("modalities")
+    shared = report["modalities"][0]["encoded_shape"]
+    mods = tree.add("modalities" + (f" -> shared space {shared[0]} channels x {shared[1]} tokens (mean fusion)"
+                                    if report["backbone"] == "tokens" else ""))
     for m in report["modalities"]:
         mods.add(f"{m['name']} ({m['kind']}, {'x'.join(map(str, m['shape']))}) -> " + label(f"adapter.{m['name']}"))
     body = tree.add("program")
