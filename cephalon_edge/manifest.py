@@ -187,6 +187,9 @@ class Manifest:
             safe_member(self.root, static.get("file"))
             _typed(static.get("sha256"), str, "static.sha256", bad)
             _list_of(static.get("outputs"), str, "static.outputs", bad)
+            if "inputs" in static:  # one per package input, in order
+                if len(_list_of(static["inputs"], str, "static.inputs", bad)) != len(inputs):
+                    raise bad("static.inputs", f"must name {len(inputs)} inputs, one per package input")
 
     def _validate_program(self, segments: dict[str, dict[str, Any]], bad: Any) -> None:
         program = _list_of(self.data["program"], dict, "program", bad)
