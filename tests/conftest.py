@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,6 +104,32 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     full_env.pop("CEPHALON_DEBUG", None)
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
+
+
+PIXEL = {"ro.product.model": "Pixel 8", "ro.product.manufacturer": "Google", "ro.soc.model": "Tensor G3",
+         "ro.build.version.release": "15", "ro.build.version.sdk": "35", "ro.product.cpu.abi": "arm64-v8a"}
+GALAXY = {"ro.product.model": "SM-S911B", "ro.product.manufacturer": "samsung", "ro.soc.model": "SM8550",
+          "ro.build.version.release": "14", "ro.build.version.sdk": "34", "ro.product.cpu.abi": "arm64-v8a"}
+
+
+@pytest.fixture
+def fake_adb(tmp_path):
+    """A fake `adb` first on PATH; returns (env, write_devices, state_dir)."""
+    bindir, state = tmp_path / "bin", tmp_path / "adb-state"
+    bindir.mkdir()
+    state.mkdir()
+    adb = bindir / "adb"
+    adb.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_adb.py'} \"$@\"\n")
+    adb.chmod(0o755)
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\x7fELF fake benchmark_model")
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_ADB_DIR": str(state),
+           "CEPHALON_EDGE_CACHE": str(tmp_path / "cache")}
+
+    def devices(entries):
+        (state / "devices.json").write_text(json.dumps(entries))
+
+    return env, devices, state, binary
 
 
 def small_digits_checkpoint(path: Path) -> Path:

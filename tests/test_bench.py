@@ -1,9 +1,7 @@
 """Host bench, device profiles, and Android bench through a fake adb on PATH."""
 
 import json
-import os
 import shutil
-import sys
 
 import pytest
 
@@ -12,12 +10,7 @@ from cephalon_edge.bench import benchmark_model
 from cephalon_edge.device_profiles import ProfileError, load_profile, profile_names, validate_profile
 from cephalon_edge.errors import DeviceError
 from cephalon_edge.export import export_package
-from conftest import REPO, run_cli, small_digits_checkpoint
-
-PIXEL = {"ro.product.model": "Pixel 8", "ro.product.manufacturer": "Google", "ro.soc.model": "Tensor G3",
-         "ro.build.version.release": "15", "ro.build.version.sdk": "35", "ro.product.cpu.abi": "arm64-v8a"}
-GALAXY = {"ro.product.model": "SM-S911B", "ro.product.manufacturer": "samsung", "ro.soc.model": "SM8550",
-          "ro.build.version.release": "14", "ro.build.version.sdk": "34", "ro.product.cpu.abi": "arm64-v8a"}
+from conftest import GALAXY, PIXEL, run_cli, small_digits_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -86,26 +79,6 @@ def test_host_bench_report(packages, tmp_path):
     assert report["speedup"] == pytest.approx(report["static"]["mean_ms"] / e2e["mean_ms"])
     assert report["peak_rss_bytes"] > 50e6
     assert plot.read_bytes()[:4] == b"\x89PNG"
-
-
-@pytest.fixture
-def fake_adb(tmp_path):
-    """A fake `adb` first on PATH; returns (env, write_devices, state_dir)."""
-    bindir, state = tmp_path / "bin", tmp_path / "adb-state"
-    bindir.mkdir()
-    state.mkdir()
-    adb = bindir / "adb"
-    adb.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_adb.py'} \"$@\"\n")
-    adb.chmod(0o755)
-    binary = tmp_path / "benchmark_model"
-    binary.write_bytes(b"\x7fELF fake benchmark_model")
-    env = {"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_ADB_DIR": str(state),
-           "CEPHALON_EDGE_CACHE": str(tmp_path / "cache")}
-
-    def devices(entries):
-        (state / "devices.json").write_text(json.dumps(entries))
-
-    return env, devices, state, binary
 
 
 def test_devices_listing_and_matching(fake_adb, tmp_path):

@@ -13,7 +13,7 @@ import torch
 from cephalon_edge.errors import DataError, SpecError, UsageError
 from cephalon_edge.mixes import modality_mixes, parse_mix
 
-from conftest import balance_gates, run_cli
+from conftest import PIXEL, balance_gates, run_cli
 
 VOCAB = 30
 
@@ -189,16 +189,31 @@ def test_multimodal_pairing_is_by_label_and_fixed():
 
 # ---- export: every subset, each target ----------------------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.parametrize("target", ["onnx", "tflite"])
-def test_adapter_and_routed_parity_for_every_subset(mm_checkpoint, tmp_path, target):
-    from cephalon_edge import checkpoint
+@pytest.fixture(scope="module")
+def mm_exports(mm_checkpoint, tmp_path_factory) -> dict:
+    """target -> (export report, package dir), exported once for the module."""
     from cephalon_edge.artifacts import ExportSpec
     from cephalon_edge.export import export_package
+
+    done = {}
+
+    def get(target: str):
+        if target not in done:
+            pkg = tmp_path_factory.mktemp(f"mm-{target}") / "pkg"
+            done[target] = (export_package(mm_checkpoint, pkg, ExportSpec(target, with_static=True)), pkg)
+        return done[target]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_adapter_and_routed_parity_for_every_subset(mm_checkpoint, mm_exports, target):
+    from cephalon_edge import checkpoint
     from cephalon_edge.parity import median_thresholds
     from cephalon_edge.router import Router
 
-    report = export_package(mm_checkpoint, tmp_path / "pkg", ExportSpec(target, with_static=True))
+    report, pkg = mm_exports(target)
     parity = report["parity"]
     assert parity["passed"] and set(parity["modality_mixes"]) == {
         "image", "signal", "text", "image+signal", "image+text", "signal+text", "image+signal+text"}
@@ -212,7 +227,7 @@ def test_adapter_and_routed_parity_for_every_subset(mm_checkpoint, tmp_path, tar
     # against dynamic_forward for every subset, at thresholds where some samples exit early
     net = checkpoint.load(mm_checkpoint)
     x = mm_inputs(24, seed=5)
-    with Router.open(tmp_path / "pkg") as router:
+    with Router.open(pkg) as router:
         for m, xs in x.items():
             with torch.no_grad():
                 ref = net.adapters[m](xs).numpy()
@@ -247,13 +262,8 @@ def test_coreml_multimodal_spec(mm_checkpoint, tmp_path):
 # ---- CLI ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def mm_package(mm_checkpoint, tmp_path_factory) -> Path:
-    from cephalon_edge.artifacts import ExportSpec
-    from cephalon_edge.export import export_package
-
-    pkg = tmp_path_factory.mktemp("mmpkg") / "pkg"
-    export_package(mm_checkpoint, pkg, ExportSpec("onnx", with_static=True))
-    return pkg
+def mm_package(mm_exports) -> Path:
+    return mm_exports("onnx")[1]
 
 
 @pytest.fixture(scope="module")
@@ -370,3 +380,26 @@ def test_compress_keeps_the_shared_space(mm_checkpoint, tmp_path):
         for mix in modality_mixes(["image", "signal", "text"]):
             out = pruned.dynamic_forward({m: v for m, v in mm_inputs(4, seed=4).items() if m in mix})
             assert out.logits.shape == (4, 4) and torch.isfinite(out.logits).all()
+
+
+@pytest.mark.slow
+def test_device_bench_of_one_mix(mm_exports, mm_npz, fake_adb, tmp_path):
+    env, devices, _, binary = fake_adb
+    devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
+    out = tmp_path / "bench.json"
+    res = run_cli("bench", str(mm_exports("tflite")[1]), "--device", "PX8", "--benchmark-binary", str(binary),
+                  "--data", str(mm_npz), "--modality", "text,image", "--runs", "3", "--warmup", "1",
+                  "--json", str(out), env=env)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    assert report["modality"] == "image+text"
+    device = report["devices"][0]
+    seg = {s["name"]: s["mean_ms"] for s in device["segments"]}
+    assert {"adapter.image", "adapter.signal", "adapter.text"} <= set(seg)
+    # the expected latency follows each sample's path given image and text: never the signal
+    # adapter, at least up to the first exit, at most every segment but that adapter
+    floor = seg["adapter.image"] + seg["adapter.text"] + seg["stage0"] + seg["exit0"]
+    e2e = device["end_to_end"]
+    assert e2e["samples"] == 60
+    assert floor * 0.999 <= e2e["mean_ms"] <= (sum(seg.values()) - seg["adapter.signal"]) * 1.001
+    assert device["static"]["mean_ms"] > 0  # the static graph takes all three inputs
