@@ -43,39 +43,43 @@ def load_input(path: Path, modality: Mapping[str, Any]) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+def load_inputs(router: Router, inputs: Sequence[Path], modality: str | None
+                ) -> tuple[dict[str, np.ndarray], list[str], tuple[str, ...]]:
+    """The INPUT files as the router's feed, one source name per sample, and the mix. With one
+    modality every INPUT is a sample or a batch of it; with several, one INPUT per modality
+    in the order named, each holding the same number of samples."""
+    names = list(router.inputs)
+    if modality is None and len(names) != 1:
+        raise UsageError("this package has several inputs; say which the INPUTs are with --modality",
+                         hint=f"e.g. --modality {names[0]} or --modality {','.join(names)}")
+    modality = names[0] if modality is None else modality
+    mix = parse_mix(modality, names)
+    if len(mix) == 1:
+        arrays = [load_input(p, router.inputs[mix[0]]) for p in inputs]
+        sources = [f"{p}" if len(a) == 1 else f"{p}[{i}]" for p, a in zip(inputs, arrays) for i in range(len(a))]
+        return {mix[0]: np.concatenate(arrays)}, sources, mix
+    given = [m.strip() for m in modality.split(",")]
+    if len(inputs) != len(mix):
+        raise UsageError(f"--modality {modality} takes one INPUT per modality ({len(mix)}), got {len(inputs)}",
+                         hint=f"e.g. run PKG {' '.join(f'<{m} file>' for m in given)} --modality {modality}")
+    feed = {m: load_input(p, router.inputs[m]) for m, p in zip(given, inputs)}
+    sizes = {len(a) for a in feed.values()}
+    if len(sizes) != 1:
+        raise DataError("the INPUTs hold different numbers of samples "
+                        f"({', '.join(f'{m}: {len(a)}' for m, a in feed.items())})")
+    label, n = " + ".join(str(p) for p in inputs), sizes.pop()
+    return feed, [label] if n == 1 else [f"{label} [{i}]" for i in range(n)], mix
+
+
 def run_package(package: Path, inputs: Sequence[Path], modality: str | None = None,
                 thresholds: float | None = None, tasks: Sequence[str] = (), runtime: str = "auto",
                 threads: int | None = None) -> dict[str, Any]:
-    """Route ``inputs`` through ``package``; returns the ``run`` report.
-
-    ``modality`` is the mix the inputs are (``image`` or ``image,signal``). With one modality
-    every INPUT is a sample or a batch of it; with several, one INPUT per modality in the
-    order given, each a sample or a batch of the same size."""
+    """Route ``inputs`` through ``package``; returns the ``run`` report. ``modality`` is the
+    mix the inputs are (``image`` or ``image,signal``), see ``load_inputs``."""
     if not inputs:
         raise UsageError("no INPUT given", hint="pass .npy files or images")
     with Router.open(package, runtime=runtime, threads=threads) as router:
-        names = list(router.inputs)
-        if modality is None and len(names) != 1:
-            raise UsageError("this package has several inputs; say which the INPUTs are with --modality",
-                             hint=f"e.g. --modality {names[0]} or --modality {','.join(names)}")
-        if modality is None:
-            modality = names[0]
-        given = [m.strip() for m in modality.split(",")]
-        mix = parse_mix(modality, names)
-        if len(mix) == 1:
-            arrays = [load_input(p, router.inputs[mix[0]]) for p in inputs]
-            sources = [f"{p}" if len(a) == 1 else f"{p}[{i}]" for p, a in zip(inputs, arrays) for i in range(len(a))]
-            feed = {mix[0]: np.concatenate(arrays)}
-        else:
-            if len(inputs) != len(mix):
-                raise UsageError(f"--modality {modality} takes one INPUT per modality ({len(mix)}), got {len(inputs)}",
-                                 hint=f"e.g. run PKG {' '.join(f'<{m} file>' for m in given)} --modality {modality}")
-            feed = {m: load_input(p, router.inputs[m]) for m, p in zip(given, inputs)}
-            sizes = {len(a) for a in feed.values()}
-            if len(sizes) != 1:
-                raise DataError(f"the INPUTs hold different numbers of samples ({', '.join(f'{m}: {len(a)}' for m, a in feed.items())})")
-            label = " + ".join(str(p) for p in inputs)
-            sources = [label if len(a) == 1 else f"{label} [{i}]" for a in [next(iter(feed.values()))] for i in range(len(a))]
+        feed, sources, mix = load_inputs(router, inputs, modality)
         pred = router.predict(feed, tasks=list(tasks), thresholds=thresholds)
     rows = []
     for i, source in enumerate(sources):
