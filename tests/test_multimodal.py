@@ -403,3 +403,33 @@ def test_device_bench_of_one_mix(mm_exports, mm_npz, fake_adb, tmp_path):
     assert e2e["samples"] == 60
     assert floor * 0.999 <= e2e["mean_ms"] <= (sum(seg.values()) - seg["adapter.signal"]) * 1.001
     assert device["static"]["mean_ms"] > 0  # the static graph takes all three inputs
+
+
+def test_one_threshold_set_keeps_the_drop_for_every_mix():
+    """Pooled, a cheap operating point looks fine; per mix, one mix would lose too much."""
+    from cephalon_edge.calibrate import CalibrateSpec, ExitTable, choose, search, stack_tables
+
+    rng = np.random.default_rng(0)
+    n = 200
+
+    def table(early_correct: float) -> ExitTable:
+        # exit0 is right on a fraction of samples; the final exit always is
+        scores = np.column_stack([rng.uniform(0.5, 1.0, n), np.zeros(n)])
+        correct = np.column_stack([rng.random(n) < early_correct, np.ones(n, bool)])
+        cost = np.tile([1.0, 3.0], (n, 1))
+        return ExitTable(["exit0", "final"], scores, correct, cost, cost * 1e3)
+
+    strong, weak = table(0.995), table(0.9)
+    pooled = stack_tables([strong, weak])
+    spec = CalibrateSpec(data="x", max_drop=0.03)
+    alone = search(pooled, 1.01)
+    loose = alone.accuracy[choose(alone, pooled, spec)]
+    result = search(pooled, 1.01)
+    result.mix_accuracy = np.stack([search(t, 1.01, result.candidates).accuracy for t in (strong, weak)])
+    result.mix_full_depth = np.asarray([1.0, 1.0])
+    i = choose(result, pooled, spec)
+    assert (result.mix_accuracy[:, i] >= 1.0 - 0.03 - 1e-9).all()
+    # pooling alone would have accepted a point that breaks the weak mix's budget
+    j = choose(alone, pooled, spec)
+    assert loose >= 0.97 and search(weak, 1.01, alone.candidates).accuracy[j] < 0.97
+    assert result.cost_ms[i] > alone.cost_ms[j]
