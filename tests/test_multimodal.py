@@ -269,8 +269,6 @@ def mm_package(mm_exports) -> Path:
 @pytest.fixture(scope="module")
 def mm_npz(tmp_path_factory) -> Path:
     """Self-labelled data where a third of the samples lack their text."""
-    from cephalon_edge import checkpoint  # noqa: F401
-
     net = make_mm_net()
     x = mm_inputs(90, seed=7)
     labels = net.dynamic_forward(x, thresholds=1.01).logits.argmax(-1).numpy()
@@ -422,9 +420,9 @@ def test_one_threshold_set_keeps_the_drop_for_every_mix():
     strong, weak = table(0.995), table(0.9)
     pooled = stack_tables([strong, weak])
     spec = CalibrateSpec(data="x", max_drop=0.03)
-    alone = search(pooled, 1.01)
+    alone = search(pooled, 1.01)  # pooled accuracy only
     loose = alone.accuracy[choose(alone, pooled, spec)]
-    result = search(pooled, 1.01)
+    result = search(pooled, 1.01)  # and every mix on its own
     result.mix_accuracy = np.stack([search(t, 1.01, result.candidates).accuracy for t in (strong, weak)])
     result.mix_full_depth = np.asarray([1.0, 1.0])
     i = choose(result, pooled, spec)
