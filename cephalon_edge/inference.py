@@ -31,8 +31,10 @@ def load_input(path: Path, modality: Mapping[str, Any]) -> np.ndarray:
         raise DataError(f"input not found: {path}") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise DataError(f"{path}: dtype {arr.dtype}; expected floating point (float32) model-ready values")
+    text = modality.get("vocab") is not None  # token ids may be stored as integers
+    if not (np.issubdtype(arr.dtype, np.floating) or (text and np.issubdtype(arr.dtype, np.integer))):
+        raise DataError(f"{path}: dtype {arr.dtype}; expected "
+                        + ("token ids (integers)" if text else "floating point (float32) model-ready values"))
     if arr.shape == shape:
         arr = arr[None]
     if arr.shape[1:] != shape or arr.shape[0] == 0:

@@ -110,15 +110,16 @@ class Router:
             if name not in self.inputs:
                 raise DataError(f"unknown modality {name!r}", hint=f"this package takes: {', '.join(self.inputs)}")
             x = np.asarray(x)
-            if not np.issubdtype(x.dtype, np.floating):
-                raise DataError(f"{name} input has dtype {x.dtype}; expected floating point (float32)")
+            vocab = self.inputs[name].get("vocab")  # text: token ids, integers or whole floats
+            if not (np.issubdtype(x.dtype, np.floating) or (vocab is not None and np.issubdtype(x.dtype, np.integer))):
+                raise DataError(f"{name} input has dtype {x.dtype}; expected "
+                                + ("token ids (integers)" if vocab is not None else "floating point (float32)"))
             shape = tuple(self.inputs[name]["shape"])
             if x.shape == shape:
                 x = x[None]
             if x.shape[1:] != shape or x.shape[0] == 0:
                 raise DataError(f"{name} input has shape {list(x.shape)}; expected {list(shape)} "
                                 f"or [batch, {', '.join(map(str, shape))}]")
-            vocab = self.inputs[name].get("vocab")
             if vocab is not None and not (np.all(x == np.round(x)) and x.min() >= 0 and x.max() < vocab):
                 raise DataError(f"{name} input must hold token ids: whole numbers in [0, {vocab})")
             if batch is not None and x.shape[0] != batch:

@@ -140,6 +140,31 @@ def test_npz_datasets(tmp_path_factory, shape, dtype, poison, labels):
 
 
 @FUZZ
+@given(masks=st.dictionaries(st.sampled_from(["image", "signal", "audio"]),
+                             st.tuples(st.sampled_from(["bool", "int8", "float32"]), st.integers(0, 8),
+                                       st.integers(0, 255)), max_size=3))
+def test_npz_presence_masks(tmp_path_factory, masks):
+    n = 6
+    arrays = {"image": np.zeros((n, 1, 12, 12), np.float32), "signal": np.zeros((n, 1, 16), np.float32),
+              "labels": np.zeros(n, np.int64)}
+    for name, (dtype, length, bits) in masks.items():
+        arrays[f"present_{name}"] = np.asarray([(bits >> i) & 1 for i in range(length)], dtype=dtype)
+    path = tmp_path_factory.mktemp("d") / "d.npz"
+    np.savez(path, **arrays)
+    try:
+        ds = load_dataset(str(path))
+    except CephalonError as exc:
+        one_line(exc)
+        return
+    # what loads is consistent: every sample holds a modality, and grouping by what each
+    # sample holds partitions the samples
+    held = np.stack([ds.has(m) for m in ds.inputs], 1)
+    assert held.any(1).all()
+    assert sum(len(g) for g in ds.by_own_mix()) == len(ds)
+    assert all(len(ds.with_mix(mix)) > 0 for mix in ds.mixes())
+
+
+@FUZZ
 @given(data=st.data())
 def test_run_inputs(package, tmp_path_factory, data):
     from cephalon_edge.inference import run_package

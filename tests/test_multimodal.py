@@ -297,6 +297,13 @@ def test_run_routes_the_mix_given(mm_package, tmp_path):
     assert [r["prediction"] for r in report["predictions"]] == ref.predicted.tolist()
     assert [r["exit"] for r in report["predictions"]] == ref.exits
 
+    np.save(tmp_path / "text_ids.npy", x["text"].numpy().astype(np.int64))  # ids saved as integers work too
+    out = run_cli("run", str(mm_package), str(tmp_path / "text_ids.npy"), "--modality", "text",
+                  "--json", str(tmp_path / "t.json"))
+    assert out.returncode == 0, out.stderr
+    with Router.open(mm_package) as router:
+        ref = router.predict({"text": x["text"].numpy()})
+    assert [r["prediction"] for r in json.loads((tmp_path / "t.json").read_text())["predictions"]] == ref.predicted.tolist()
     np.save(tmp_path / "bad_text.npy", x["text"].numpy() + 0.5)
     out = run_cli("run", str(mm_package), str(tmp_path / "bad_text.npy"), "--modality", "text")
     assert out.returncode == 2 and f"whole numbers in [0, {VOCAB})" in out.stderr
