@@ -56,6 +56,11 @@ class StaticModel(nn.Module):
         extra = [out.tasks[t.name] for t in self.net.spec.tasks[1:]]
         return (*out.exit_logits, *extra)
 
+    @property
+    def graph_input_names(self) -> list[str]:
+        """Input names in exported graphs: ``x`` for one modality (as before), else the modality names."""
+        return ["x"] if len(self.input_names) == 1 else list(self.input_names)
+
     def example_inputs(self, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
         return tuple(example_input(m, batch, torch.Generator().manual_seed(seed + i))
                      for i, m in enumerate(self.net.spec.modalities))

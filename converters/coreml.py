@@ -113,7 +113,7 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
             net = segments.net
             names = net.spec.exit_names + [t.name for t in net.spec.tasks[1:]]
             static = StaticModel(net)
-            inputs = ["x"] if len(static.input_names) == 1 else static.input_names
+            inputs = static.graph_input_names
             _convert_one(static, static.example_inputs(1), names, spec, conf, out_dir / "static.mlpackage",
                          "the static model", inputs)
             artifacts.append(SegmentArtifact("static", "static.mlpackage", inputs, names, extra=extra))

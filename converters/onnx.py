@@ -110,7 +110,7 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
         net = segments.net
         outputs = net.spec.exit_names + [t.name for t in net.spec.tasks[1:]]
         static = StaticModel(net)
-        names = ["x"] if len(static.input_names) == 1 else static.input_names
+        names = static.graph_input_names
         try:
             _export(static, static.example_inputs(2), out_dir / "static.onnx", outputs, spec.opset, names)
         except Exception as exc:
