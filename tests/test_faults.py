@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,25 +36,38 @@ def exported(tmp_path):
     return ckpt, pkg, labelled_npz(net, tmp_path / "data.npz", samples=2000, seed=1)
 
 
-def _spawn(*args):
-    exe = os.path.join(os.path.dirname(sys.executable), "cephalon-edge")
-    return subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _spawn_paused(tmp_path, point, *args):
+    """Start the CLI; it parks for good once its own progress reaches ``point`` (see
+    pause_at.py). Returns the process once it is parked there: kill timing never depends on
+    the clock."""
+    marker = tmp_path / f"parked.{abs(hash(point))}"
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("pause_at.py")), str(marker), point, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before reaching {point}: "
+                        f"{proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.02)
+    return proc
+
+
+def _kill(proc):
+    proc.kill()
+    proc.wait()
+    proc.stderr.close()
 
 
 @pytest.mark.slow
-def test_sigkill_mid_export_keeps_the_previous_package(exported):
+def test_sigkill_mid_export_keeps_the_previous_package(exported, tmp_path):
     ckpt, pkg, _ = exported
     before = snapshot(pkg)
-    proc = _spawn("export", str(ckpt), "--target", "onnx", "-o", str(pkg), "--force")
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once the new package is half written
-        partial = [p for p in pkg.parent.glob(".pkg.*.partial") if len(list(p.glob("*.onnx"))) >= 2]
-        if partial:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    assert partial, "the export never started writing"
+    # parked on the third segment's conversion: two new segment files are written
+    proc = _spawn_paused(tmp_path, "call:torch.onnx:export:3",
+                         "export", str(ckpt), "--target", "onnx", "-o", str(pkg), "--force")
+    partial = [p for p in pkg.parent.glob(".pkg.*.partial") if len(list(p.glob("*.onnx"))) >= 2]
+    _kill(proc)
+    assert partial, "the new package was not half written when the run was killed"
     assert snapshot(pkg) == before  # byte-identical
     assert strays(pkg.parent, "pkg")  # the killed run's temporary is still there...
     res = run_cli("export", str(ckpt), "--target", "onnx", "-o", str(pkg), "--force", "--no-verify")
@@ -61,26 +75,32 @@ def test_sigkill_mid_export_keeps_the_previous_package(exported):
     assert strays(pkg.parent, "pkg") == []  # ...and the next run removes it
 
 
+# points of calibrate's own progress: mid-work, the new manifest written but not yet in
+# place, and just after the atomic replace
+CALIBRATE_KILL_POINTS = [("call:cephalon_edge.calibrate:collect", False),
+                         ("replace:manifest.json", False),
+                         ("replaced:manifest.json", True)]
+
+
 @pytest.mark.slow
-def test_sigkill_mid_calibrate_keeps_the_manifest(exported):
+@pytest.mark.parametrize("point, updated", CALIBRATE_KILL_POINTS)
+def test_sigkill_mid_calibrate_keeps_the_manifest(exported, tmp_path, point, updated):
     _, pkg, data = exported
     before = snapshot(pkg)
-    original = (pkg / "manifest.json").read_bytes()
-    untouched = 0
-    for delay in (1.0, 1.5, 2.0, 2.5, 3.0):  # kill at several points of the run
-        (pkg / "manifest.json").write_bytes(original)
-        proc = _spawn("calibrate", str(pkg), "--data", str(data))
-        time.sleep(delay)
-        proc.kill()
-        proc.wait()
-        if snapshot(pkg) == before:
-            untouched += 1
-        else:  # killed after the atomic update: then the manifest is the complete new one
-            assert Manifest.open(pkg).data["exit_policy"]["calibrated"] is True
-    assert untouched >= 1  # at least one kill landed before the update and changed nothing
+    proc = _spawn_paused(tmp_path, point, "calibrate", str(pkg), "--data", str(data))
+    _kill(proc)
+    if updated:  # killed after the atomic update: the manifest is the complete new one
+        assert Manifest.open(pkg).data["exit_policy"]["calibrated"] is True
+        assert {k for k in snapshot(pkg) if k != "manifest.json"} == {k for k in before if k != "manifest.json"}
+    else:  # killed before it: nothing changed, byte for byte (but the killed run's temporary)
+        after = snapshot(pkg)
+        left = [k for k in after if k.startswith(".")]
+        assert all(k.startswith(".manifest.json.") and k.endswith(".tmp") for k in left), left
+        assert {k: v for k, v in after.items() if k not in left} == before
     res = run_cli("calibrate", str(pkg), "--data", str(data))
     assert res.returncode == 0, res.stderr
     assert [p.name for p in pkg.iterdir() if p.name.startswith(".")] == []
+    assert Manifest.open(pkg).data["exit_policy"]["calibrated"] is True
 
 
 def test_disk_full_is_one_clear_line(exported, monkeypatch, capsys):
