@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import zoo_package  # noqa: E402
 
@@ -31,8 +30,8 @@ def tflite_static_ms(pkg: Path, ckpt: Path, test, threads: int, rounds: int) -> 
     import torch
     from ai_edge_litert.interpreter import Interpreter
 
-    from cephalon_edge import checkpoint
-    from cephalon_edge.segments import StaticModel
+    from cephalon_edge.build import checkpoint
+    from cephalon_edge.build.segments import StaticModel
 
     path = pkg.parent / f"{pkg.name}-static.tflite"
     if not path.exists():
@@ -60,8 +59,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from cephalon_edge.calibrate import CalibrateSpec, calibrate_package
-    from cephalon_edge.data import builtin
+    from cephalon_edge.device.data import builtin
+    from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
 
     rows = []
     for name in args.models.split(","):

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from cephalon_edge.calibrate import CalibrateSpec, calibrate_package
+    from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
 
     workdir = workdir_of(args.workdir, "cephalon-mm-")
     exported = zoo_package("multimodal-digits", workdir, with_static=True)

@@ -23,8 +23,8 @@ from _common import interleaved, workdir_of, zoo_checkpoint  # noqa: E402
 
 
 def export(ckpt: Path, out: Path, mode: str) -> dict:
-    from cephalon_edge.artifacts import ExportSpec
-    from cephalon_edge.export import export_package
+    from cephalon_edge.build.artifacts import ExportSpec
+    from cephalon_edge.build.export import export_package
 
     if out.exists():
         import json
@@ -40,8 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     workdir = workdir_of(args.workdir, "cephalon-quant-")
 
-    from cephalon_edge.data import builtin
-    from cephalon_edge.router import Router
+    from cephalon_edge.device.data import builtin
+    from cephalon_edge.device.router import Router
 
     rows = []
     for name, dataset in (("digits-exits", "digits"), ("resnet50-exits", None)):

@@ -36,7 +36,7 @@ class NullRuntime:
 
 
 def null_runtime_cost(router, feeds, calls: int = 2000) -> float:
-    from cephalon_edge.router import Router
+    from cephalon_edge.device.router import Router
 
     null = Router(router.manifest, NullRuntime(router.manifest))
     for _ in range(100):
@@ -57,7 +57,7 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from cephalon_edge.router import Router
+    from cephalon_edge.device.router import Router
 
     pkg = args.package or zoo_package("resnet50-exits", with_static=True)
     router = Router.open(pkg, threads=args.threads)

@@ -29,10 +29,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1_000)
     args = parser.parse_args()
 
-    from cephalon_edge.artifacts import ExportSpec
-    from cephalon_edge.data import builtin
-    from cephalon_edge.export import export_package
-    from cephalon_edge.router import Router
+    from cephalon_edge.build.artifacts import ExportSpec
+    from cephalon_edge.build.export import export_package
+    from cephalon_edge.device.data import builtin
+    from cephalon_edge.device.router import Router
 
     workdir = workdir_of(args.workdir, "cephalon-soak-")
     ckpt = zoo_checkpoint("digits-exits", workdir)

@@ -59,3 +59,9 @@ class DeviceError(CephalonError):
     """An attached device is missing, unauthorized or was lost."""
 
     exit_code = 1
+
+
+class ConcurrentChange(CephalonError):
+    """Another process changed an output while this command was working on it."""
+
+    exit_code = 1

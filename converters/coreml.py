@@ -15,30 +15,25 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from ..artifacts import ExportSpec, SegmentArtifact
-from ..errors import ExportError, UsageError
-from ..segments import SegmentSet, StaticModel
-from ._capture import captured_output
+from cephalon_edge.build.converters._capture import captured_output
 
-QUANTIZATION = ("fp16", "none", "int8", "palettize")
+from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.build.segments import SegmentSet, StaticModel
+from cephalon_edge.errors import ExportError, UsageError
+from cephalon_edge.targets import COREML_COMPUTE_UNITS
+
 PALETTE_BITS = 6
-DEFAULT_QUANTIZATION = "fp16"
 MULTIFUNCTION_TARGETS = ("iOS18", "macOS15", "watchOS11", "tvOS18", "visionOS2")
-COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 
 
 def settings(spec: ExportSpec) -> dict[str, str]:
     """Deployment target and compute units, from the profile's [coreml] section or defaults."""
-    section: dict[str, Any] = {}
-    if spec.profile:
-        from ..device_profiles import load_profile
-
-        section = load_profile(spec.profile).get("coreml", {})
+    section = spec.profile_section("coreml")
     target = section.get("deployment_target", "iOS17")
     units = section.get("compute_units", "CPU_AND_NE")
-    if units not in COMPUTE_UNITS:
+    if units not in COREML_COMPUTE_UNITS:
         raise UsageError(f"profile {spec.profile}: unknown Core ML compute units {units!r}",
-                         hint=f"one of {', '.join(COMPUTE_UNITS)}")
+                         hint=f"one of {', '.join(COREML_COMPUTE_UNITS)}")
     return {"deployment_target": target, "compute_units": units}
 
 
@@ -127,7 +122,7 @@ def verify(manifest: Any) -> dict[str, Any]:
     input and outputs have the manifest's names and shapes, in the expected precision."""
     import coremltools as ct
 
-    from ..errors import ParityError
+    from cephalon_edge.errors import ParityError
 
     specs: dict[str, Any] = {}
     checked = 0

@@ -14,13 +14,17 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from ..artifacts import ExportSpec, SegmentArtifact
-from ..errors import ExportError
-from ..segments import SegmentSet, StaticModel, example_input, segment_feeds
-from ._capture import captured_output
+from cephalon_edge.build.converters._capture import captured_output
 
-DEFAULT_QUANTIZATION = "none"
-QUANTIZATION = ("none", "fp16", "int8", "int8-dynamic")
+from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.build.segments import (
+    SegmentSet,
+    StaticModel,
+    example_input,
+    segment_feeds,
+)
+from cephalon_edge.errors import ExportError
+
 SEGMENTS_FILE = "segments.tflite"
 CALIBRATION_SAMPLES = 64
 
@@ -91,11 +95,7 @@ def _calibration_feeds(segments: SegmentSet) -> dict[str, list[dict]]:
 
 def _per_segment_files(spec: ExportSpec) -> bool:
     """A profile may ask for one .tflite per segment (``[tflite] per_segment_files = true``)."""
-    if not spec.profile:
-        return False
-    from ..device_profiles import load_profile
-
-    return bool(load_profile(spec.profile).get("tflite", {}).get("per_segment_files", False))
+    return bool(spec.profile_section("tflite").get("per_segment_files", False))
 
 
 def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,

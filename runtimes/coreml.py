@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import platform
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import UsageError
-from ..manifest import Manifest
-from .base import TensorSpec
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.errors import UsageError
+from cephalon_edge.extras import require
+from cephalon_edge.targets import get_target
 
-NOT_HERE = ("Core ML predictions need macOS (this is {system}); the package was still checked at "
-            "spec level on export")
 NOT_HERE_HINT = "on Linux run the onnx or tflite target of the same checkpoint (onnxruntime, litert)"
 
 
 class CoreMLRuntime:
     name = "coreml"
 
-    def __init__(self, manifest: Manifest, threads: int | None = None) -> None:
-        if platform.system() != "Darwin":
-            raise UsageError(NOT_HERE.format(system=platform.system()), hint=NOT_HERE_HINT)
+    def __init__(self, manifest: Manifest, threads: int | None = None, segments: Sequence[str] | None = None) -> None:
+        not_here = get_target(manifest.target).why_not_here()
+        if not_here:
+            raise UsageError(f"{not_here}; the package was checked at spec level on export", hint=NOT_HERE_HINT)
+        require("coreml", "running a coreml package")
         import coremltools as ct
 
-        if manifest.target != "coreml":
-            raise UsageError(f"coreml runs coreml packages, this one is {manifest.target}")
         self._manifest = manifest
         self._models: dict[str, Any] = {}
         self._outputs: dict[str, list[str]] = {}
-        for name, seg in manifest.segments.items():
+        for name in segments or manifest.segments:
+            seg = manifest.segments[name]
             units = getattr(ct.ComputeUnit, seg.get("coreml", {}).get("compute_units", "CPU_AND_NE"))
             kwargs = {"function_name": seg["signature"]} if seg.get("signature") else {}
             self._models[name] = ct.models.MLModel(str(manifest.file_of(name)), compute_units=units, **kwargs)
@@ -54,14 +53,6 @@ class CoreMLRuntime:
         names = static.get("inputs") or ["x"]
         return lambda *xs: [np.concatenate(p) for p in zip(*(
             self._predict(model, static["outputs"], tuple(x[i:i + 1] for x in xs), names) for i in range(len(xs[0]))))]
-
-    def input_specs(self, segment: str) -> list[TensorSpec]:
-        seg = self._manifest.segments[segment]
-        return [TensorSpec("x", (1, *seg["shapes"]["inputs"][0]), "float32")]
-
-    def output_specs(self, segment: str) -> list[TensorSpec]:
-        seg = self._manifest.segments[segment]
-        return [TensorSpec(o, (1, *s), "float32") for o, s in zip(seg["outputs"], seg["shapes"]["outputs"])]
 
     def close(self) -> None:
         self._models.clear()

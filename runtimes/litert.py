@@ -11,9 +11,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import RuntimeFailure, UsageError
-from ..manifest import Manifest
-from .base import TensorSpec
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.errors import RuntimeFailure
+from cephalon_edge.extras import require
 
 
 class _Signature:
@@ -54,17 +54,15 @@ class _Signature:
 class LiteRTRuntime:
     name = "litert"
 
-    def __init__(self, manifest: Manifest, threads: int | None = None) -> None:
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise UsageError("ai-edge-litert is not installed", hint="pip install ai-edge-litert") from None
-        if manifest.target != "tflite":
-            raise UsageError(f"litert runs tflite packages, this one is {manifest.target}")
+    def __init__(self, manifest: Manifest, threads: int | None = None, segments: Sequence[str] | None = None) -> None:
+        require("tflite", "running a tflite package")
+        from ai_edge_litert.interpreter import Interpreter
+
         self._interpreter_cls, self._threads, self._manifest = Interpreter, threads, manifest
         self._interpreters: dict[str, Any] = {}
         self._signatures: dict[str, _Signature] = {}
-        for name, seg in manifest.segments.items():
+        for name in segments or manifest.segments:
+            seg = manifest.segments[name]
             interp = self._open(seg["file"])
             try:
                 runner = interp.get_signature_runner(seg.get("signature") or None)
@@ -100,16 +98,6 @@ class LiteRTRuntime:
         sig = _Signature(interp.get_signature_runner(static.get("signature") or None), static["outputs"])
         return lambda *xs: sig(*xs) if xs[0].shape[0] == 1 else \
             [np.concatenate(p) for p in zip(*(sig(*(x[i:i + 1] for x in xs)) for i in range(len(xs[0]))))]
-
-    def input_specs(self, segment: str) -> list[TensorSpec]:
-        sig = self._signatures[segment]
-        d = sig.runner.get_input_details()[sig.input_name]
-        return [TensorSpec(sig.input_name, tuple(d["shape"]), np.dtype(d["dtype"]).name)]
-
-    def output_specs(self, segment: str) -> list[TensorSpec]:
-        sig = self._signatures[segment]
-        details = sig.runner.get_output_details()
-        return [TensorSpec(o, tuple(details[o]["shape"]), np.dtype(details[o]["dtype"]).name) for o in sig.outputs]
 
     def close(self) -> None:
         self._signatures.clear()

@@ -6,22 +6,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import RuntimeFailure, UsageError
-from ..manifest import Manifest
-from .base import TensorSpec
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.errors import RuntimeFailure
+from cephalon_edge.extras import require
 
 
 class OnnxRuntime:
     name = "onnxruntime"
 
-    def __init__(self, manifest: Manifest, threads: int | None = None,
+    def __init__(self, manifest: Manifest, threads: int | None = None, segments: Sequence[str] | None = None,
                  providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UsageError("onnxruntime is not installed", hint="pip install onnxruntime") from None
-        if manifest.target != "onnx":
-            raise UsageError(f"onnxruntime runs onnx packages, this one is {manifest.target}")
+        require("onnx", "running an onnx package")
+        import onnxruntime as ort
+
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.inter_op_num_threads = 1
@@ -35,7 +32,7 @@ class OnnxRuntime:
         self._manifest = manifest
         self._sessions = {}
         self._names: dict[str, tuple[str, list[str]]] = {}
-        for name, seg in manifest.segments.items():
+        for name in segments or manifest.segments:
             try:
                 sess = ort.InferenceSession(str(manifest.file_of(name)), opts, providers=list(providers))
             except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -59,12 +56,6 @@ class OnnxRuntime:
         sess = self._ort.InferenceSession(str(path), self._opts, providers=self._providers)
         names = [i.name for i in sess.get_inputs()]
         return lambda *xs: sess.run(None, dict(zip(names, xs)))
-
-    def input_specs(self, segment: str) -> list[TensorSpec]:
-        return [TensorSpec(i.name, tuple(i.shape), i.type) for i in self._sessions[segment].get_inputs()]
-
-    def output_specs(self, segment: str) -> list[TensorSpec]:
-        return [TensorSpec(o.name, tuple(o.shape), o.type) for o in self._sessions[segment].get_outputs()]
 
     def close(self) -> None:
         self._sessions.clear()

@@ -35,8 +35,8 @@ def tiny_spec_dict(**overrides) -> dict:
 
 
 def make_net(seed: int = 0, **overrides):
-    from cephalon_edge.model import CephalonNet
-    from cephalon_edge.spec import ModelSpec
+    from cephalon_edge.build.model import CephalonNet
+    from cephalon_edge.build.spec import ModelSpec
 
     torch.manual_seed(seed)
     net = CephalonNet(ModelSpec.from_dict(tiny_spec_dict(**overrides)))
@@ -72,7 +72,7 @@ def balance_gates(net, x) -> None:
 
 def balanced_checkpoint(path: Path, seed: int, balance_seed: int, provenance: dict | None = None):
     """A tiny net whose gates and experts split batches, saved to ``path``; returns the net."""
-    from cephalon_edge import checkpoint
+    from cephalon_edge.build import checkpoint
 
     net = make_net(seed=seed)
     balance_gates(net, torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(balance_seed)))
@@ -134,12 +134,12 @@ def fake_adb(tmp_path):
 
 def small_digits_checkpoint(path: Path) -> Path:
     """A small model trained briefly on digits (so accuracy and quantization are judged on real data)."""
-    from cephalon_edge import checkpoint
-    from cephalon_edge.data import builtin
-    from cephalon_edge.model import CephalonNet
-    from cephalon_edge.spec import ModelSpec
-    from cephalon_edge.train import TrainSpec, train
-    from cephalon_edge.zoo import digits_exits_spec
+    from cephalon_edge.build import checkpoint
+    from cephalon_edge.build.model import CephalonNet
+    from cephalon_edge.build.spec import ModelSpec
+    from cephalon_edge.build.train import TrainSpec, train
+    from cephalon_edge.build.zoo import digits_exits_spec
+    from cephalon_edge.device.data import builtin
 
     spec = digits_exits_spec().to_dict()
     spec["stages"] = [{"channels": 16, "blocks": 1, "stride": 2, "exit": True},

@@ -4,13 +4,18 @@ import json
 import shutil
 
 import pytest
-
-from cephalon_edge.artifacts import ExportSpec
-from cephalon_edge.bench import benchmark_model
-from cephalon_edge.device_profiles import ProfileError, load_profile, profile_names, validate_profile
-from cephalon_edge.errors import DeviceError
-from cephalon_edge.export import export_package
 from conftest import GALAXY, PIXEL, run_cli, small_digits_checkpoint
+
+from cephalon_edge.build.artifacts import ExportSpec
+from cephalon_edge.build.export import export_package
+from cephalon_edge.device.profiles import (
+    ProfileError,
+    load_profile,
+    profile_names,
+    validate_profile,
+)
+from cephalon_edge.errors import DeviceError
+from cephalon_edge.tune.bench import benchmark_model
 
 
 @pytest.fixture(scope="module")

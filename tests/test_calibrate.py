@@ -6,13 +6,14 @@ import os
 
 import numpy as np
 import pytest
-
-from cephalon_edge import checkpoint
-from cephalon_edge.artifacts import ExportSpec
-from cephalon_edge.calibrate import CalibrateSpec, ExitTable, calibrate_package, choose, search
-from cephalon_edge.export import export_package
-from cephalon_edge.manifest import Manifest
 from conftest import labelled_npz, make_net, run_cli
+
+from cephalon_edge.build import checkpoint
+from cephalon_edge.build.artifacts import ExportSpec
+from cephalon_edge.build.export import export_package
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package, choose
+from cephalon_edge.tune.search import ExitTable, search
 
 
 def brute_force(table: ExitTable, max_drop: float):

@@ -3,11 +3,11 @@ import pickle
 
 import pytest
 import torch
+from conftest import make_net, tiny_spec_dict
 from safetensors.torch import load_file, save_file
 
-from cephalon_edge import checkpoint
+from cephalon_edge.build import checkpoint
 from cephalon_edge.errors import CheckpointError
-from conftest import make_net, tiny_spec_dict
 
 
 def test_round_trip_is_bit_exact(tmp_path):

@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 import torch
-
-from cephalon_edge import checkpoint
 from conftest import make_net, run_cli, tiny_spec_dict
+
+from cephalon_edge.build import checkpoint
 
 
 def test_version_and_light_import():

@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from cephalon_edge import checkpoint
-from cephalon_edge.artifacts import ExportSpec
-from cephalon_edge.compress.prune import full_path_flops, plan
-from cephalon_edge.errors import UsageError
-from cephalon_edge.export import export_package
-from cephalon_edge.manifest import Manifest
 from conftest import balance_gates, make_net, run_cli, small_digits_checkpoint
+
+from cephalon_edge.build import checkpoint
+from cephalon_edge.build.artifacts import ExportSpec
+from cephalon_edge.build.compress.prune import full_path_flops, plan
+from cephalon_edge.build.export import export_package
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.errors import UsageError
 
 
 @pytest.mark.parametrize("criterion", ["l1", "l2"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cephalon_edge.data import builtin, load_dataset
+from cephalon_edge.device.data import builtin, load_dataset
 from cephalon_edge.errors import DataError
 
 

@@ -6,13 +6,13 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from cephalon_edge.artifacts import ExportSpec
-from cephalon_edge.errors import ExportError, UsageError
-from cephalon_edge.export import export_package
-from cephalon_edge.manifest import Manifest
-from cephalon_edge.router import Router
 from conftest import balanced_checkpoint, run_cli
+
+from cephalon_edge.build.artifacts import ExportSpec
+from cephalon_edge.build.export import export_package
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.device.router import Router
+from cephalon_edge.errors import ExportError, UsageError
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ class Block:
             raise ImportError('no ' + name + ' on this device')
 sys.meta_path.insert(0, Block())
 import numpy as np
-from cephalon_edge.router import Router
+from cephalon_edge.device.router import Router
 r = Router.open({str(pkg)!r}, runtime='onnxruntime')
 p = r.predict({{'image': np.zeros((2, 1, 12, 12), np.float32)}})
 assert 'torch' not in sys.modules
@@ -150,7 +150,7 @@ def test_failed_export_keeps_previous_package(tiny, tmp_path, monkeypatch):
     res = run_cli("export", str(ckpt), "--target", "onnx", "-o", str(target))
     assert res.returncode == 2 and "already exists" in res.stderr and "--force" in res.stderr
 
-    from cephalon_edge.converters import onnx as onnx_converter
+    from cephalon_edge.build.converters import onnx as onnx_converter
     real = onnx_converter._export
     calls = []
 
@@ -184,7 +184,7 @@ def test_run_image_file_matches_router(tiny, tmp_path):
     _, _, pkg, _ = tiny
     from PIL import Image
 
-    from cephalon_edge.preprocess import load_image
+    from cephalon_edge.device.preprocess import load_image
     img = (np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8)
     png = tmp_path / "digit.png"
     Image.fromarray(img, mode="L").save(png)

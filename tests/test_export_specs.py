@@ -2,13 +2,17 @@
 
 import pytest
 import torch
-
-from cephalon_edge import checkpoint
-from cephalon_edge.artifacts import ExportSpec
-from cephalon_edge.export import export_package
-from cephalon_edge.model import CephalonNet
-from cephalon_edge.zoo import digits_exits_spec, mnist1d_moe_spec, resnet50_exits_spec
 from conftest import make_net
+
+from cephalon_edge.build import checkpoint
+from cephalon_edge.build.artifacts import ExportSpec
+from cephalon_edge.build.export import export_package
+from cephalon_edge.build.model import CephalonNet
+from cephalon_edge.build.zoo import (
+    digits_exits_spec,
+    mnist1d_moe_spec,
+    resnet50_exits_spec,
+)
 
 
 def test_invented_one_dimensional_spec(tmp_path):

@@ -2,18 +2,19 @@
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-
-from cephalon_edge import checkpoint
-from cephalon_edge.artifacts import ExportSpec
-from cephalon_edge.export import export_package
-from cephalon_edge.manifest import Manifest
 from conftest import labelled_npz, make_net, run_cli
+
+from cephalon_edge.build import checkpoint
+from cephalon_edge.build.artifacts import ExportSpec
+from cephalon_edge.build.export import export_package
+from cephalon_edge.device.manifest import Manifest
 
 
 def snapshot(root):
@@ -24,16 +25,25 @@ def strays(parent, name):
     return sorted(p.name for p in parent.glob(f".{name}.*"))
 
 
-@pytest.fixture
-def exported(tmp_path):
+@pytest.fixture(scope="module")
+def exported_once(tmp_path_factory):
     # a small net (5 segments) keeps every export here quick
+    root = tmp_path_factory.mktemp("exported")
     net = make_net(seed=5, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
                    tasks=[{"name": "class", "outputs": 5}])
-    ckpt = tmp_path / "m.cephalon"
-    checkpoint.save(net, ckpt)
-    pkg = tmp_path / "pkg"
-    export_package(ckpt, pkg, ExportSpec("onnx", verify=False))
-    return ckpt, pkg, labelled_npz(net, tmp_path / "data.npz", samples=2000, seed=1)
+    checkpoint.save(net, root / "m.cephalon")
+    export_package(root / "m.cephalon", root / "pkg", ExportSpec("onnx", verify=False))
+    labelled_npz(net, root / "data.npz", samples=2000, seed=1)
+    return root
+
+
+@pytest.fixture
+def exported(exported_once, tmp_path):
+    """A fresh copy of the exported package (each test may break its own)."""
+    for name in ("m.cephalon", "data.npz"):
+        shutil.copy(exported_once / name, tmp_path / name)
+    shutil.copytree(exported_once / "pkg", tmp_path / "pkg")
+    return tmp_path / "m.cephalon", tmp_path / "pkg", tmp_path / "data.npz"
 
 
 def _spawn_paused(tmp_path, point, *args):
@@ -77,7 +87,7 @@ def test_sigkill_mid_export_keeps_the_previous_package(exported, tmp_path):
 
 # points of calibrate's own progress: mid-work, the new manifest written but not yet in
 # place, and just after the atomic replace
-CALIBRATE_KILL_POINTS = [("call:cephalon_edge.calibrate:collect", False),
+CALIBRATE_KILL_POINTS = [("call:cephalon_edge.tune.calibrate:collect", False),
                          ("replace:manifest.json", False),
                          ("replaced:manifest.json", True)]
 

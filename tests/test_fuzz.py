@@ -7,19 +7,19 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import make_net
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cephalon_edge import checkpoint
-from cephalon_edge.artifacts import ExportSpec
-from cephalon_edge.bench import benchmark_model
-from cephalon_edge.data import load_dataset
-from cephalon_edge.device_profiles import load_profile, validate_profile
+from cephalon_edge.build import checkpoint
+from cephalon_edge.build.artifacts import ExportSpec
+from cephalon_edge.build.export import export_package
+from cephalon_edge.device.data import load_dataset
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.device.profiles import load_profile, validate_profile
+from cephalon_edge.device.router import Router
 from cephalon_edge.errors import CephalonError
-from cephalon_edge.export import export_package
-from cephalon_edge.manifest import Manifest
-from cephalon_edge.router import Router
-from conftest import make_net
+from cephalon_edge.tune.bench import benchmark_model
 
 # derandomized: CI sees the same examples every run; CEPHALON_FUZZ_EXAMPLES=500 digs deeper locally
 FUZZ = settings(max_examples=int(os.environ.get("CEPHALON_FUZZ_EXAMPLES", 40)), deadline=None,
@@ -167,7 +167,7 @@ def test_npz_presence_masks(tmp_path_factory, masks):
 @FUZZ
 @given(data=st.data())
 def test_run_inputs(package, tmp_path_factory, data):
-    from cephalon_edge.inference import run_package
+    from cephalon_edge.device.inference import run_package
     root = tmp_path_factory.mktemp("in")
     kind = data.draw(st.sampled_from(["npy", "png", "junk"]))
     if kind == "npy":
@@ -219,8 +219,9 @@ def test_benchmark_model_output(text, cut, comma):
 
 
 def test_huge_declared_shapes_are_refused_before_allocating(tmp_path):
-    from cephalon_edge.spec import ModelSpec
     from conftest import tiny_spec_dict
+
+    from cephalon_edge.build.spec import ModelSpec
     for field, value in (("channels", 10**9), ("blocks", 10**6)):
         spec = tiny_spec_dict()
         spec["stages"][0][field] = value
@@ -238,8 +239,8 @@ def test_huge_declared_shapes_are_refused_before_allocating(tmp_path):
 
 def test_regressions_found_by_the_fuzzers(package, tmp_path):
     """Each of these once escaped as a raw exception."""
+    from cephalon_edge.device.inference import run_package
     from cephalon_edge.errors import DataError, PackageError
-    from cephalon_edge.inference import run_package
     junk = tmp_path / "x.npy"
     junk.write_bytes(b"")  # np.load raised EOFError
     with pytest.raises(DataError, match="not a readable .npy"):

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 
@@ -18,7 +17,7 @@ def test_normal_install_puts_everything_inside_the_package(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(source)], check=True, capture_output=True, timeout=600)
     assert not (target / "converters").exists() and not (target / "runtimes").exists()
-    code = ("import cephalon_edge, cephalon_edge.converters, cephalon_edge.runtimes, cephalon_edge.profiles;"
+    code = ("import cephalon_edge, cephalon_edge.build.converters, cephalon_edge.device.runtimes, cephalon_edge.profiles;"
             "from importlib.resources import files;"
             "print(cephalon_edge.__file__); print(sorted(p.name for p in files('cephalon_edge.profiles').iterdir() if p.name.endswith('.toml')))")
     out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
@@ -29,8 +28,8 @@ def test_normal_install_puts_everything_inside_the_package(tmp_path):
 
 
 def test_editable_install_maps_top_level_folders():
-    import cephalon_edge.converters
-    import cephalon_edge.runtimes
+    import cephalon_edge.build.converters
+    import cephalon_edge.device.runtimes
 
-    assert cephalon_edge.converters.__file__.startswith(str(REPO / "converters"))
-    assert cephalon_edge.runtimes.__file__.startswith(str(REPO / "runtimes"))
+    assert cephalon_edge.build.converters.__file__.startswith(str(REPO / "converters"))
+    assert cephalon_edge.device.runtimes.__file__.startswith(str(REPO / "runtimes"))

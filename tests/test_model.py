@@ -1,11 +1,11 @@
 import pytest
 import torch
-
-from cephalon_edge.errors import UsageError
-from cephalon_edge.model import CephalonNet
-from cephalon_edge.segments import build_segments
-from cephalon_edge.zoo import resnet50_exits_spec
 from conftest import balance_gates, make_net
+
+from cephalon_edge.build.model import CephalonNet
+from cephalon_edge.build.segments import build_segments
+from cephalon_edge.build.zoo import resnet50_exits_spec
+from cephalon_edge.errors import UsageError
 
 
 def test_threshold_zero_exits_first_for_every_sample(tiny_net):

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from cephalon_edge.errors import DataError, SpecError, UsageError
-from cephalon_edge.mixes import modality_mixes, parse_mix
-
 from conftest import PIXEL, balance_gates, run_cli
+
+from cephalon_edge.device.mixes import modality_mixes, parse_mix
+from cephalon_edge.errors import DataError, SpecError, UsageError
 
 VOCAB = 30
 
@@ -49,8 +48,8 @@ def mm_inputs(n: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def make_mm_net(seed: int = 0):
-    from cephalon_edge.model import CephalonNet
-    from cephalon_edge.spec import ModelSpec
+    from cephalon_edge.build.model import CephalonNet
+    from cephalon_edge.build.spec import ModelSpec
 
     torch.manual_seed(seed)
     net = CephalonNet(ModelSpec.from_dict(mm_spec_dict())).eval()
@@ -65,7 +64,7 @@ def make_mm_net(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def mm_checkpoint(tmp_path_factory) -> Path:
-    from cephalon_edge import checkpoint
+    from cephalon_edge.build import checkpoint
 
     path = tmp_path_factory.mktemp("mm") / "mm.cephalon"
     checkpoint.save(make_mm_net(), path)
@@ -75,7 +74,7 @@ def mm_checkpoint(tmp_path_factory) -> Path:
 # ---- spec and model ----------------------------------------------------------------------
 
 def test_spec_names_token_mismatch_and_misplaced_adapters():
-    from cephalon_edge.spec import ModelSpec
+    from cephalon_edge.build.spec import ModelSpec
 
     bad = mm_spec_dict()
     bad["modalities"][1]["adapter"]["patch"] = 4  # 8 tokens against 16
@@ -111,7 +110,7 @@ def test_present_masks_fuse_like_the_subset_given():
 
 
 def test_info_nce_prefers_aligned_embeddings():
-    from cephalon_edge.train import info_nce
+    from cephalon_edge.build.train import info_nce
 
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(16, 8, generator=gen)
@@ -136,7 +135,7 @@ def test_mix_parsing():
 # ---- datasets ----------------------------------------------------------------------------
 
 def test_npz_present_masks(tmp_path):
-    from cephalon_edge.data import load_dataset
+    from cephalon_edge.device.data import load_dataset
 
     n = 10
     image, signal = np.random.rand(n, 1, 8, 8).astype(np.float32), np.random.rand(n, 1, 32).astype(np.float32)
@@ -165,7 +164,7 @@ def test_npz_present_masks(tmp_path):
 
 
 def test_multimodal_pairing_is_by_label_and_fixed():
-    from cephalon_edge.data import builtin
+    from cephalon_edge.device.data import builtin
 
     a, b = builtin("multimodal", "val"), builtin("multimodal", "val")
     assert set(a.inputs) == {"image", "signal"} and a.inputs["image"].shape[1:] == (1, 8, 8)
@@ -173,8 +172,11 @@ def test_multimodal_pairing_is_by_label_and_fixed():
     # every signal is an mnist1d sample of the image's own class, each used once
     from mnist1d.data import get_dataset_args, make_dataset
 
-    from cephalon_edge.data import MNIST1D_PREPROCESSING, MULTIMODAL_SIGNAL_LENGTH
-    from cephalon_edge.preprocess import normalize
+    from cephalon_edge.device.data import (
+        MNIST1D_PREPROCESSING,
+        MULTIMODAL_SIGNAL_LENGTH,
+    )
+    from cephalon_edge.device.preprocess import normalize
 
     args = get_dataset_args()
     args.final_seq_length = MULTIMODAL_SIGNAL_LENGTH
@@ -192,8 +194,8 @@ def test_multimodal_pairing_is_by_label_and_fixed():
 @pytest.fixture(scope="module")
 def mm_exports(mm_checkpoint, tmp_path_factory) -> dict:
     """target -> (export report, package dir), exported once for the module."""
-    from cephalon_edge.artifacts import ExportSpec
-    from cephalon_edge.export import export_package
+    from cephalon_edge.build.artifacts import ExportSpec
+    from cephalon_edge.build.export import export_package
 
     done = {}
 
@@ -209,9 +211,9 @@ def mm_exports(mm_checkpoint, tmp_path_factory) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
 def test_adapter_and_routed_parity_for_every_subset(mm_checkpoint, mm_exports, target):
-    from cephalon_edge import checkpoint
-    from cephalon_edge.parity import median_thresholds
-    from cephalon_edge.router import Router
+    from cephalon_edge.build import checkpoint
+    from cephalon_edge.build.parity import median_thresholds
+    from cephalon_edge.device.router import Router
 
     report, pkg = mm_exports(target)
     parity = report["parity"]
@@ -248,8 +250,8 @@ def test_adapter_and_routed_parity_for_every_subset(mm_checkpoint, mm_exports, t
 
 @pytest.mark.slow
 def test_coreml_multimodal_spec(mm_checkpoint, tmp_path):
-    from cephalon_edge.artifacts import ExportSpec
-    from cephalon_edge.export import export_package
+    from cephalon_edge.build.artifacts import ExportSpec
+    from cephalon_edge.build.export import export_package
 
     report = export_package(mm_checkpoint, tmp_path / "pkg", ExportSpec("coreml", with_static=True))
     manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
@@ -282,7 +284,7 @@ def mm_npz(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_run_routes_the_mix_given(mm_package, tmp_path):
-    from cephalon_edge.router import Router
+    from cephalon_edge.device.router import Router
 
     x = mm_inputs(3, seed=9)
     for m, v in x.items():
@@ -350,9 +352,9 @@ def test_bench_and_calibrate_per_mix(mm_package, mm_npz, tmp_path):
 
 
 def test_evaluate_routes_each_sample_with_what_it_holds(mm_package, mm_npz):
-    from cephalon_edge.data import load_dataset
-    from cephalon_edge.evaluate import evaluate_router
-    from cephalon_edge.router import Router
+    from cephalon_edge.device.data import load_dataset
+    from cephalon_edge.device.router import Router
+    from cephalon_edge.tune.evaluate import evaluate_router
 
     data = load_dataset(str(mm_npz))
     groups = data.by_own_mix()
@@ -369,9 +371,9 @@ def test_evaluate_routes_each_sample_with_what_it_holds(mm_package, mm_npz):
 
 @pytest.mark.slow
 def test_compress_keeps_the_shared_space(mm_checkpoint, tmp_path):
-    from cephalon_edge import checkpoint
-    from cephalon_edge.compress import CompressSpec, compress_checkpoint
-    from cephalon_edge.spec import ModelSpec
+    from cephalon_edge.build import checkpoint
+    from cephalon_edge.build.compress import CompressSpec, compress_checkpoint
+    from cephalon_edge.build.spec import ModelSpec
 
     np.savez(tmp_path / "d.npz", **{k: v.numpy() for k, v in mm_inputs(64, seed=3).items()},
              labels=np.arange(64) % 4)
@@ -412,7 +414,8 @@ def test_device_bench_of_one_mix(mm_exports, mm_npz, fake_adb, tmp_path):
 
 def test_one_threshold_set_keeps_the_drop_for_every_mix():
     """Pooled, a cheap operating point looks fine; per mix, one mix would lose too much."""
-    from cephalon_edge.calibrate import CalibrateSpec, ExitTable, choose, search, stack_tables
+    from cephalon_edge.tune.calibrate import CalibrateSpec, choose
+    from cephalon_edge.tune.search import ExitTable, search, stack_tables
 
     rng = np.random.default_rng(0)
     n = 200

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from conftest import REPO
 
 SOURCES = sorted(p for d in ("cephalon_edge", "converters", "runtimes") for p in (REPO / d).rglob("*.py"))
@@ -40,7 +39,7 @@ def test_subprocesses_take_argument_lists():
 
 def test_device_paths_are_confined():
     from cephalon_edge.errors import UsageError
-    from cephalon_edge.runtimes.adb import device_path, safe_arg
+    from cephalon_edge.tune.bench.adb import device_path, safe_arg
     assert device_path("segments.tflite") == "/data/local/tmp/cephalon-edge/segments.tflite"
     for name in ("../etc/passwd", "a/b", "x;rm -rf /", "$(reboot)", "..", "a b"):
         with pytest.raises(UsageError):

@@ -1,10 +1,10 @@
 import json
 
 import pytest
-
-from cephalon_edge.errors import SpecError
-from cephalon_edge.spec import ModelSpec
 from conftest import tiny_spec_dict
+
+from cephalon_edge.build.spec import ModelSpec
+from cephalon_edge.errors import SpecError
 
 
 def test_spec_json_round_trip():

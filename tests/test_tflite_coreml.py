@@ -6,14 +6,14 @@ import platform
 import numpy as np
 import pytest
 import torch
+from conftest import balanced_checkpoint, run_cli, small_digits_checkpoint
 from torch import nn
 
-from cephalon_edge.artifacts import ExportSpec
+from cephalon_edge.build.artifacts import ExportSpec
+from cephalon_edge.build.export import export_package
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.device.router import Router
 from cephalon_edge.errors import ExportError
-from cephalon_edge.export import export_package
-from cephalon_edge.manifest import Manifest
-from cephalon_edge.router import Router
-from conftest import balanced_checkpoint, run_cli, small_digits_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ class OneHotHead(nn.Module):
 
 def test_converter_failure_names_segment_and_op(tiny_ckpt, tmp_path, monkeypatch):
     _, ckpt, _ = tiny_ckpt
-    import cephalon_edge.export as export_mod
+    import cephalon_edge.build.export as export_mod
     real = export_mod.build_segments
 
     def broken(net):
@@ -127,7 +127,7 @@ def test_quantized_tflite(small_digits, fp32_size, tmp_path, mode):
     if mode != "fp16":
         assert report["size_bytes"] < 0.5 * fp32_size
     with Router.open(tmp_path / mode) as router:  # int8 tensors are converted at the boundary
-        from cephalon_edge.data import builtin
+        from cephalon_edge.device.data import builtin
         val = builtin("digits", "val")
         pred = router.predict({"image": val.inputs["image"][:50]}, thresholds=1.01)
         assert pred.logits.dtype == np.float32 and (pred.predicted == val.labels[:50]).mean() > 0.8

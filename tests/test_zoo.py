@@ -1,9 +1,9 @@
 import json
 
 import pytest
-
-from cephalon_edge import checkpoint
 from conftest import run_cli
+
+from cephalon_edge.build import checkpoint
 
 
 @pytest.mark.slow

@@ -13,10 +13,19 @@ import sys
 
 import typer
 
-from .. import __version__
-from ..errors import CephalonError
-from . import bench_cmd, calibrate_cmd, checkpoint_cmds, compress_cmd, demo_cmd, export_cmd, run_cmd, zoo_cmd
-from .render import err_console
+from cephalon_edge import __version__
+from cephalon_edge.cli import (
+    bench_cmd,
+    calibrate_cmd,
+    checkpoint_cmds,
+    compress_cmd,
+    demo_cmd,
+    export_cmd,
+    run_cmd,
+    zoo_cmd,
+)
+from cephalon_edge.cli.render import err_console
+from cephalon_edge.errors import CephalonError
 
 # operating-system failures a user can act on: one line instead of a traceback
 OS_ERRORS = {errno.ENOSPC: ("no space left on device", 1), errno.EDQUOT: ("disk quota exceeded", 1),

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from .render import console, fmt_count, fmt_pct, progress, write_report
+from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
 
 profiles_app = typer.Typer(help="Device profiles.", no_args_is_help=True)
 
@@ -78,15 +78,16 @@ def bench_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-segment bars and the latency histogram as PNG."),
 ) -> None:
     """Per-segment and end-to-end latency on this host, or on Android devices over adb."""
-    from ..bench.host import BenchSpec, bench_host, plot_bench, validate
-    from ..errors import DeviceError
+    from cephalon_edge.errors import DeviceError
+    from cephalon_edge.tune.bench.host import BenchSpec, bench_host, validate
+    from cephalon_edge.tune.plots import plot_bench
 
     spec = BenchSpec(profile=profile, data=data, runs=runs, warmup=warmup, threads=threads, samples=samples,
                      device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality)
     validate(spec)
     with progress("benchmarking", None) as advance:
         if device:
-            from ..bench.device import bench_devices
+            from cephalon_edge.tune.bench.device import bench_devices
 
             report = bench_devices(package, spec, on_progress=advance)
         else:
@@ -101,7 +102,7 @@ def bench_cmd(
 
 def devices_cmd(json_file: Optional[Path] = typer.Option(None, "--json", help="Write the list as JSON.")) -> None:
     """List attached Android devices with model, SoC, Android version, ABI and matching profile."""
-    from ..bench.device import list_devices
+    from cephalon_edge.tune.bench.device import list_devices
 
     report = list_devices()
     if not report["devices"]:
@@ -123,7 +124,7 @@ def devices_cmd(json_file: Optional[Path] = typer.Option(None, "--json", help="W
 @profiles_app.command("list")
 def profiles_list() -> None:
     """List the device profiles."""
-    from ..device_profiles import DEPRECATED, load_profile, profile_names
+    from cephalon_edge.device.profiles import DEPRECATED, load_profile, profile_names
 
     table = Table(title="device profiles")
     for col in ("name", "os", "target", "delegate", "threads", "description"):
@@ -140,7 +141,7 @@ def profiles_show(name: str = typer.Argument(..., help="Profile name.")) -> None
     """Show one profile in full."""
     import json
 
-    from ..device_profiles import DEPRECATED, load_profile
+    from cephalon_edge.device.profiles import DEPRECATED, load_profile
 
     profile = load_profile(name)
     console.print_json(json.dumps(profile))

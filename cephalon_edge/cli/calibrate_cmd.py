@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from .render import console, fmt_count, fmt_pct, progress, write_report
+from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
 
 
 def render_calibrate(report: dict[str, Any]) -> None:
@@ -66,7 +66,12 @@ def calibrate_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Pareto curve as a PNG."),
 ) -> None:
     """Choose per-exit thresholds for an accuracy drop or a latency/FLOPs budget; write them into the package."""
-    from ..calibrate import CalibrateSpec, calibrate_package, plot_pareto, validate_spec
+    from cephalon_edge.tune.calibrate import (
+        CalibrateSpec,
+        calibrate_package,
+        validate_spec,
+    )
+    from cephalon_edge.tune.plots import plot_pareto
 
     spec = CalibrateSpec(data=data, max_drop=max_drop, latency_budget_ms=latency_budget_ms, flops_budget=flops_budget,
                          score=score, test_data=test_data, profile=profile, threads=threads,

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 from rich.tree import Tree
 
-from .render import console, fmt_count, fmt_pct, write_report
+from cephalon_edge.cli.render import console, fmt_count, fmt_pct, write_report
+from cephalon_edge.device.program import Exit, Final, Gate, Moe, Program, Run
 
 
 def render_inspect(report: dict[str, Any]) -> None:
@@ -27,19 +28,20 @@ def render_inspect(report: dict[str, Any]) -> None:
     for m in report["modalities"]:
         mods.add(f"{m['name']} ({m['kind']}, {'x'.join(map(str, m['shape']))}) -> " + label(f"adapter.{m['name']}"))
     body = tree.add("program")
-    for step in report["program"]:
-        if step["op"] == "run":
-            body.add(label(step["segment"]))
-        elif step["op"] == "gate":
-            node = body.add(label(step["gate"]) + "  [magenta]skip gate[/]")
-            node.add(label(step["block"]))
-        elif step["op"] == "moe":
-            node = body.add(label(step["gate"]) + "  [magenta]top-1 of {}[/]".format(len(step["experts"])))
-            for e in step["experts"]:
+    program = Program.parse(report["program"], {n: len(s["output_shapes"]) for n, s in segs.items()},
+                            [m["name"] for m in report["modalities"]])
+    for step in program:
+        if isinstance(step, Run):
+            body.add(label(step.segment))
+        elif isinstance(step, Gate):
+            body.add(label(step.gate) + "  [magenta]skip gate[/]").add(label(step.block))
+        elif isinstance(step, Moe):
+            node = body.add(label(step.gate) + f"  [magenta]top-1 of {len(step.experts)}[/]")
+            for e in step.experts:
                 node.add(label(e))
-        elif step["op"] in ("exit", "final"):
-            node = body.add(label(step["segment"]) + f"  [green]exit {step['exit']}[/]")
-            for seg in step.get("tasks", {}).values():
+        elif isinstance(step, (Exit, Final)):
+            node = body.add(label(step.segment) + f"  [green]exit {step.exit}[/]")
+            for seg in getattr(step, "tasks", {}).values():
                 node.add(label(seg) + "  [dim]on request[/]")
     console.print(tree)
     acc = report.get("provenance", {}).get("metrics", {}).get("test", {}).get("exit_accuracy", {})
@@ -57,7 +59,7 @@ def inspect_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Show a checkpoint's modalities, stages, exits, gates, experts and heads with params and FLOPs."""
-    from ..inspection import inspect_checkpoint
+    from cephalon_edge.build.inspection import inspect_checkpoint
 
     report = inspect_checkpoint(checkpoint)
     render_inspect(report)
@@ -70,8 +72,8 @@ def import_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="The .cephalon checkpoint to write."),
 ) -> None:
     """Make a .cephalon checkpoint from weights trained elsewhere."""
-    from .. import __version__
-    from ..checkpoint import import_state_dict, save
+    from cephalon_edge import __version__
+    from cephalon_edge.build.checkpoint import import_state_dict, save
 
     model = import_state_dict(state_dict, spec)
     save(model, output, {"creator": f"cephalon-edge {__version__} import", "source": str(state_dict)})

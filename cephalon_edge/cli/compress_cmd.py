@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from .render import console, fmt_count, fmt_pct, progress, write_report
+from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
 
 
 def render_plan(plan: dict[str, Any]) -> None:
@@ -57,7 +57,7 @@ def compress_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Structured pruning, recovery fine-tuning and a quantization recipe, with the cost in accuracy."""
-    from ..compress import CompressSpec, compress_checkpoint, validate
+    from cephalon_edge.build.compress import CompressSpec, compress_checkpoint, validate
 
     spec = CompressSpec(prune=prune, criterion=criterion, finetune_epochs=finetune_epochs, data=data,
                         quantize=quantize, calib_samples=calib_samples)

@@ -8,7 +8,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from .render import console, fmt_count, progress, write_report
+from cephalon_edge.cli.render import console, fmt_count, progress, write_report
+from cephalon_edge.device.program import DEFAULT_EXIT_THRESHOLD
 
 
 def render_coverage(report: dict[str, Any]) -> None:
@@ -69,16 +70,15 @@ def export_cmd(
     with_static: bool = typer.Option(False, "--with-static", help="Also write the monolithic full-depth model, for comparison."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the parity check against PyTorch."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package (once the new one is complete)."),
-    threshold: float = typer.Option(0.9, "--threshold", help="Initial exit threshold until `calibrate` sets per-exit ones."),
+    threshold: float = typer.Option(DEFAULT_EXIT_THRESHOLD, "--threshold", help="Initial exit threshold until `calibrate` sets per-exit ones."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Cut a checkpoint into static segments, convert them, verify parity, write the package."""
-    from ..artifacts import ExportSpec
-    from ..export import export_package, validate_export
+    from cephalon_edge.build.artifacts import ExportSpec
+    from cephalon_edge.build.export import export_package
 
     spec = ExportSpec(target=target, quantize=quantize, profile=profile, with_static=with_static,
                       verify=not no_verify, force=force, threshold=threshold)
-    validate_export(checkpoint, output, spec)
     with progress(f"exporting to {target}", None) as advance:
         report = export_package(checkpoint, output, spec, on_progress=lambda name: advance(f"{target}: {name}"))
     render_export(report)

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from cephalon_edge.formatting import fmt_count, fmt_pct  # noqa: F401  (re-exported for the commands)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -17,7 +25,7 @@ def write_report(path: Path | None, report: dict[str, Any]) -> None:
     """Write a command's JSON report atomically, when ``--json FILE`` was given."""
     if path is None:
         return
-    from ..fsutil import write_json_atomic
+    from cephalon_edge.fsutil import write_json_atomic
 
     write_json_atomic(Path(path), report)
     err_console.print(f"report written to {path}", highlight=False)
@@ -35,14 +43,3 @@ def progress(description: str, total: int | None) -> Iterator[Any]:
             bar.update(task, advance=1, **({"description": text} if text else {}))
 
         yield advance
-
-
-def fmt_count(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def fmt_pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"

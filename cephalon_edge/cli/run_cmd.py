@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from .render import console, write_report
+from cephalon_edge.cli.render import console, write_report
 
 
 def render_run(report: dict[str, Any]) -> None:
@@ -38,7 +38,7 @@ def run_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Route inputs through a package, printing prediction, label, exit taken and latency."""
-    from ..inference import run_package
+    from cephalon_edge.device.inference import run_package
 
     report = run_package(package, inputs, modality=modality, thresholds=threshold, tasks=task,
                          runtime=runtime, threads=threads)

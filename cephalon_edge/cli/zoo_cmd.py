@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .render import console, err_console, fmt_pct, progress
+from cephalon_edge.cli.render import console, err_console, fmt_pct, progress
 
 app = typer.Typer(help="Reference Cephalon models.", no_args_is_help=True)
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="Reference Cephalon models.", no_args_is_help=True)
 @app.command("list")
 def list_cmd() -> None:
     """List the zoo models."""
-    from ..zoo import ZOO
+    from cephalon_edge.build.zoo import ZOO
 
     table = Table(title="cephalon-edge zoo")
     for col in ("name", "dataset", "epochs", "description"):
@@ -24,20 +24,6 @@ def list_cmd() -> None:
     for e in ZOO.values():
         table.add_row(e.name, e.dataset or "untrained", str(e.train.epochs) if e.dataset else "-", e.description)
     console.print(table)
-
-
-def build_model(name: str, output: Path, epochs: Optional[int], seed: int) -> dict:
-    """Build, train and save a zoo model with a progress bar; returns its provenance."""
-    from ..checkpoint import save
-    from ..zoo import build, get
-
-    entry = get(name)
-    total = entry.train.epochs if epochs is None else epochs
-    with progress(f"training {name}", total if entry.dataset else 0) as advance:
-        net, provenance = build(name, epochs=epochs, seed=seed,
-                                on_epoch=lambda epoch, loss: advance(f"training {name} (loss {loss:.3f})"))
-    save(net, output, provenance)
-    return provenance
 
 
 @app.command("build")
@@ -48,7 +34,16 @@ def build_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for weights and data order."),
 ) -> None:
     """Build (and train) a zoo model into a .cephalon checkpoint."""
-    provenance = build_model(name, output, epochs, seed)
+    from cephalon_edge.build.zoo import build_checkpoint, training_epochs
+
+    with progress(f"training {name}", training_epochs(name, epochs)) as advance:
+        provenance = build_checkpoint(name, output, epochs, seed,
+                                      on_epoch=lambda epoch, loss: advance(f"training {name} (loss {loss:.3f})"))
+    render_zoo_build(name, provenance)
+    console.print(f"wrote [bold]{output}[/]")
+
+
+def render_zoo_build(name: str, provenance: dict) -> None:
     metrics = provenance.get("metrics", {}).get("test")
     by_mix = provenance.get("metrics", {}).get("test_by_modality") or {"": metrics}
     if metrics:
@@ -61,4 +56,3 @@ def build_cmd(
         console.print(table)
     else:
         err_console.print(f"{name}: {provenance.get('note', '')}")
-    console.print(f"wrote [bold]{output}[/]")

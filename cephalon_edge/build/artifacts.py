@@ -1,0 +1,40 @@
+"""What travels between the export orchestrator and the converters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cephalon_edge.device.program import DEFAULT_EXIT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Options of one export, validated before any heavy work."""
+
+    target: str
+    quantize: str | None = None  # None: the target's default (Core ML fp16, others none)
+    profile: str | None = None
+    with_static: bool = False
+    verify: bool = True
+    force: bool = False
+    opset: int = 18
+    threshold: float = DEFAULT_EXIT_THRESHOLD  # until `calibrate` chooses per-exit ones
+    # filled in once by export's resolve(): the profile's contents, so no converter reloads it
+    profile_settings: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def profile_section(self, name: str) -> dict[str, Any]:
+        """One section of the resolved profile (``coreml``, ``tflite``, ``runtime``), or {}."""
+        return self.profile_settings.get(name, {})
+
+
+@dataclass
+class SegmentArtifact:
+    """One converted segment (or the static model, named ``static``)."""
+
+    name: str
+    file: str  # file name inside the package
+    inputs: list[str]
+    outputs: list[str]
+    signature: str | None = None  # for multi-signature files (TFLite)
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,128 @@
+"""`compress`: structured pruning, recovery fine-tuning with distillation, and a quantization
+recipe, with accuracy, size and FLOPs before and after."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from cephalon_edge import __version__
+from cephalon_edge.build.checkpoint import load_with_metadata, save
+from cephalon_edge.device.data import Dataset, load_dataset
+from cephalon_edge.errors import DataError, UsageError
+from cephalon_edge.build.model import CephalonNet
+from cephalon_edge.build.segments import build_segments
+from cephalon_edge.build.train import MODALITY_DROPOUT, TrainSpec, evaluate, train
+from cephalon_edge.build.compress.prune import CRITERIA, plan
+from cephalon_edge.build.compress.quantize import MODES, recipe, simulate
+
+BYTES_PER_WEIGHT = {"none": 4, "fp16": 2, "int8": 1, "int8-dynamic": 1}
+
+
+@dataclass(frozen=True)
+class CompressSpec:
+    prune: float | None = None  # fraction of full-depth FLOPs to remove
+    criterion: str = "l1"
+    finetune_epochs: int = 0
+    data: str | None = None  # default: the checkpoint's own dataset
+    quantize: str = "none"
+    calib_samples: int = 128
+    seed: int = 0
+
+
+def validate(checkpoint: Path, output: Path, spec: CompressSpec) -> None:
+    if spec.prune is not None and not 0 < spec.prune < 1:
+        raise UsageError(f"--prune is the fraction of FLOPs to remove, in (0, 1); got {spec.prune}")
+    if spec.criterion not in CRITERIA:
+        raise UsageError(f"unknown --prune-criterion {spec.criterion!r}", hint=f"criteria: {', '.join(CRITERIA)}")
+    if spec.finetune_epochs < 0:
+        raise UsageError(f"--finetune-epochs must be >= 0, got {spec.finetune_epochs}")
+    if spec.quantize not in MODES:
+        raise UsageError(f"unknown --quantize {spec.quantize!r}", hint=f"modes: {', '.join(MODES)}")
+    if spec.calib_samples < 1:
+        raise UsageError(f"--calib-samples must be >= 1, got {spec.calib_samples}")
+    if not Path(checkpoint).is_file():
+        raise UsageError(f"checkpoint not found: {checkpoint}")
+    if Path(output).resolve() == Path(checkpoint).resolve():
+        raise UsageError("the output would overwrite the input checkpoint", hint="write to a new file with -o")
+    if spec.prune is None and spec.quantize == "none" and not spec.finetune_epochs:
+        raise UsageError("nothing to do", hint="pass --prune RATIO, --finetune-epochs N and/or --quantize MODE")
+
+
+def _splits(ref: str | None, net: CephalonNet, meta: dict[str, Any]) -> tuple[Dataset, Dataset]:
+    """(train, test): the built-in splits, or one data file used for both (said in the report)."""
+    ref = ref or (meta.get("provenance") or {}).get("dataset")
+    if not ref:
+        raise DataError("this checkpoint names no dataset", hint="pass --data (a built-in name, a .npz or an image folder)")
+    modalities = [{"name": m.name, "shape": list(m.shape), "preprocessing": dataclasses.asdict(m.preprocessing)}
+                  for m in net.spec.modalities]
+    if Path(ref).exists():
+        data = load_dataset(ref, modalities, list(net.spec.labels))
+        return data, data
+    name = ref.split(":")[0]  # a built-in dataset: fine-tune on train, report on test
+    return (load_dataset(f"{name}:train", modalities, list(net.spec.labels)),
+            load_dataset(f"{name}:test", modalities, list(net.spec.labels)))
+
+
+def measure(net: CephalonNet, test: Dataset, size_bytes: int) -> dict[str, Any]:
+    paths = build_segments(net).exit_paths()
+    acc = evaluate(net, test)
+    return {"flops": paths[-1]["cumulative_flops"], "exit_flops": {p["name"]: p["cumulative_flops"] for p in paths},
+            "params": sum(p.numel() for p in net.parameters()), "size_bytes": size_bytes,
+            "exit_accuracy": acc["exit_accuracy"], "final_accuracy": acc["final_accuracy"]}
+
+
+def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
+                        on_plan: Callable[[dict[str, Any]], None] | None = None,
+                        on_epoch: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    validate(checkpoint, output, spec)
+    torch.manual_seed(spec.seed)
+    net, meta = load_with_metadata(checkpoint)
+    train_data, test = _splits(spec.data, net, meta)
+    before = measure(net, test, Path(checkpoint).stat().st_size)
+    report: dict[str, Any] = {"schema": "cephalon-edge/compress/1", "checkpoint": str(checkpoint), "output": str(output),
+                              "dataset": {"train": train_data.name, "test": test.name}, "before": before}
+    model = net
+    if spec.prune is not None:
+        def taylor_batch(m: CephalonNet) -> torch.Tensor:
+            idx = np.arange(min(64, len(train_data)))
+            out = m({k: torch.from_numpy(v[idx]) for k, v in train_data.inputs.items()})
+            labels = torch.from_numpy(train_data.labels[idx])
+            return sum(torch.nn.functional.cross_entropy(lg, labels) for lg in out.exit_logits)
+
+        prune_plan, model = plan(net, spec.prune, spec.criterion, taylor_batch)
+        report["plan"] = {"target": spec.prune, "criterion": spec.criterion, "channel_ratio": prune_plan.ratio,
+                          "flops_ratio": prune_plan.flops_ratio, "stages": prune_plan.stages(net.spec)}
+        if on_plan:
+            on_plan(report["plan"])
+    if spec.finetune_epochs:
+        dropout = MODALITY_DROPOUT if len(net.spec.modalities) > 1 else 0.0  # keep every mix working
+        history = train(model, train_data, TrainSpec(epochs=spec.finetune_epochs, lr=1e-3, seed=spec.seed,
+                                                     modality_dropout=dropout),
+                        teacher=net if model is not net else None, on_epoch=on_epoch)
+        report["finetune"] = {"epochs": spec.finetune_epochs, "final_loss": history[-1], "distilled": model is not net}
+    calibration = None
+    quant = None
+    if spec.quantize != "none":
+        n = min(spec.calib_samples, len(train_data))
+        calibration = {k: torch.from_numpy(v[:n]) for k, v in train_data.inputs.items()}
+        quant = recipe(spec.quantize, n)
+    provenance = {**(meta.get("provenance") or {}), "creator": f"cephalon-edge {__version__} compress",
+                  "compressed_from": str(checkpoint),
+                  "compress": {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}}
+    save(model, output, provenance, quantization=quant, calibration=calibration)
+    after = measure(model, test, Path(output).stat().st_size)
+    if quant:
+        sim = measure(simulate(model, spec.quantize, calibration), test, 0)
+        after["quantized"] = {"mode": spec.quantize, "exit_accuracy": sim["exit_accuracy"],
+                              "final_accuracy": sim["final_accuracy"],
+                              "estimated_size_bytes": after["params"] * BYTES_PER_WEIGHT[spec.quantize],
+                              "simulated": "fake-quant in PyTorch; the target's quantizer realises it at export"}
+        report["quantization"] = quant
+    report["after"] = after
+    return report

@@ -1,0 +1,190 @@
+"""`export`: checkpoint -> segments -> converter -> edge package, verified by parity.
+
+Paths, target, quantization and profile are resolved once, before torch is imported.
+
+The package is built in a temporary directory next to the destination and renamed into place
+only when complete and verified, so a failed export never touches an existing package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from cephalon_edge import __version__
+from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.errors import ParityError, UsageError
+from cephalon_edge.fsutil import atomic_directory, write_json_atomic
+from cephalon_edge.targets import QUANTIZATION_MODES, Target, get_target
+from cephalon_edge.device.manifest import FORMAT, MANIFEST, Manifest, sha256_file, size_bytes
+from cephalon_edge.device.profiles import load_profile
+
+if TYPE_CHECKING:
+    from cephalon_edge.build.segments import SegmentSet
+
+ProgressCallback = Callable[[str], None]
+
+
+def resolve(checkpoint: Path, out_dir: Path, spec: ExportSpec) -> ExportSpec:
+    """Check everything that can be checked before loading torch or converting anything, once,
+    and return the spec with its quantization and profile filled in. Quantization:
+    ``--quantize``, else the checkpoint's recipe (from ``compress``), else the target's default."""
+    target = get_target(spec.target)
+    if not Path(checkpoint).is_file():
+        raise UsageError(f"checkpoint not found: {checkpoint}" if not Path(checkpoint).exists()
+                         else f"{checkpoint} is not a checkpoint file")
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise UsageError(f"{out_dir} exists and is not a directory")
+        if not spec.force:
+            raise UsageError(f"{out_dir} already exists", hint="pass --force to replace it (only once the new package is complete)")
+        if any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists():
+            raise UsageError(f"{out_dir} is a non-empty directory that is not an edge package; refusing to replace it")
+    mode = spec.quantize
+    if mode is None:
+        from cephalon_edge.build.checkpoint import read_metadata
+
+        mode = (read_metadata(checkpoint).get("quantization") or {}).get("mode")
+        if mode in (None, "none"):
+            mode = target.default_quantization
+        elif mode not in target.quantization:
+            raise UsageError(f"the checkpoint's {mode} recipe has no {target.name} realisation",
+                             hint=f"pass --quantize with one of: {', '.join(target.quantization)}")
+    if mode not in QUANTIZATION_MODES:
+        raise UsageError(f"unknown quantization {mode!r}", hint=f"modes: {', '.join(QUANTIZATION_MODES)}")
+    if mode not in target.quantization:
+        raise UsageError(f"the {target.name} target does not support --quantize {mode} yet",
+                         hint=f"{target.name} supports: {', '.join(target.quantization)}")
+    profile = load_profile(spec.profile) if spec.profile else {}
+    return dataclasses.replace(spec, quantize=mode, profile_settings=profile)
+
+
+def segment_entry(seg_set: SegmentSet, art: SegmentArtifact, root: Path) -> dict[str, Any]:
+    seg = seg_set[art.name]
+    path = root / art.file
+    return {
+        "name": art.name, "kind": seg.kind, "file": art.file, "signature": art.signature,
+        "inputs": art.inputs, "outputs": art.outputs,
+        "shapes": {"inputs": [list(seg.input_shape)], "outputs": [list(s) for s in seg.output_shapes]},
+        "dtypes": {"inputs": ["float32"], "outputs": ["float32"] * len(art.outputs)},
+        "sha256": sha256_file(path), "size_bytes": size_bytes(path),
+        "flops": seg.flops, "params": seg.params, **art.extra,
+    }
+
+
+def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: Path, spec: ExportSpec,
+                   checkpoint: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    net_spec = seg_set.net.spec
+    static = next((a for a in artifacts if a.name == "static"), None)
+    provenance = meta.get("provenance", {})
+    return {
+        "format": FORMAT,
+        "created_by": f"cephalon-edge {__version__}",
+        "name": net_spec.name,
+        "target": spec.target,
+        "quantization": spec.quantize,
+        "profile": spec.profile,
+        "source": {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint),
+                   "dataset": provenance.get("dataset")},
+        # text token ids travel as float32 like every input (exact below 2**24); "vocab" bounds them
+        "inputs": [{"name": m.name, "kind": m.kind, "shape": list(m.shape), "dtype": "float32",
+                    "preprocessing": dataclasses.asdict(m.preprocessing),
+                    **({"vocab": m.adapter.vocab} if m.kind == "text" else {})} for m in net_spec.modalities],
+        "labels": list(net_spec.labels) or [str(i) for i in range(net_spec.classes)],
+        "tasks": [dataclasses.asdict(t) for t in net_spec.tasks],
+        "segments": [segment_entry(seg_set, a, root) for a in artifacts if a.name != "static"],
+        "program": seg_set.program.to_json(),
+        "exit_policy": {"score": "max_softmax", "calibrated": False,
+                        "thresholds": {name: spec.threshold for name in net_spec.exit_names[:-1]}},
+        "exits": [{k: p[k] for k in ("name", "cumulative_flops", "params")} for p in seg_set.exit_paths()],
+        "static": None if static is None else {
+            "file": static.file, "sha256": sha256_file(root / static.file), "inputs": static.inputs,
+            "outputs": static.outputs,
+            "size_bytes": size_bytes(root / static.file), "signature": static.signature},
+        "calibration": None,
+    }
+
+
+def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
+                   on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Export ``checkpoint`` to an edge package at ``out_dir``; returns the export report."""
+    from cephalon_edge.build.checkpoint import load_with_metadata
+    from cephalon_edge.build.parity import check_package, parity_inputs
+    from cephalon_edge.build.segments import build_segments
+    from cephalon_edge.device.router import Router
+    from cephalon_edge.device.runtimes import open_runtime
+
+    spec = resolve(checkpoint, out_dir, spec)
+    target = get_target(spec.target)
+    converter = target.converter_module()
+    net, meta = load_with_metadata(checkpoint)
+    seg_set = build_segments(net)
+    dataset = meta.get("provenance", {}).get("dataset")
+    if spec.quantize == "int8":  # the recipe's stored samples, else the checkpoint's own training split
+        seg_set.calibration = meta.get("calibration_samples") or \
+            parity_inputs(net, dataset, n_real=64, n_random=0 if dataset else 64, split="train")[0]
+    started = time.perf_counter()
+    with atomic_directory(Path(out_dir), replace=spec.force) as tmp:
+        artifacts = converter.convert(seg_set, spec, tmp, on_segment=on_progress)
+        manifest = build_manifest(seg_set, artifacts, tmp, spec, checkpoint, meta)
+        write_json_atomic(tmp / MANIFEST, manifest)
+        convert_s = time.perf_counter() - started
+        coverage, notes = _delegate_coverage(tmp, spec, target)
+        parity = verification = None
+        not_here = target.why_not_here()
+        if spec.verify and not_here:
+            verification = {"kind": "spec", "reason": f"{not_here}; spec-level checks only",
+                            **converter.verify(Manifest.open(tmp))}
+            if on_progress:
+                on_progress("spec checks")
+        elif spec.verify:
+            opened = Manifest.open(tmp)
+            router = Router(opened, open_runtime("auto", opened))
+            static = router.runtime.static_runner()
+            big = seg_set.exit_paths()[-1]["cumulative_macs"] > 1e9
+            inputs, real = parity_inputs(net, dataset, n_real=0 if big else 64, n_random=4 if big else 16)
+            parity = check_package(net, seg_set, router, inputs, manifest["exit_policy"]["thresholds"], static,
+                                   quantization=spec.quantize, real_samples=real)
+            router.close()
+            if on_progress:
+                on_progress("parity")
+            if not parity.passed:
+                raise ParityError(parity.describe_failure(), hint="--no-verify writes the package anyway")
+    return {
+        "schema": "cephalon-edge/export/1",
+        "package": str(out_dir), "target": spec.target, "quantization": spec.quantize,
+        "checkpoint": str(checkpoint), "convert_seconds": round(convert_s, 3),
+        "parity": None if parity is None else parity.to_dict(),
+        "verification": verification or ({"kind": "parity"} if parity else None),
+        "delegate_coverage": coverage, "notes": notes,
+        "segments": [{"name": s["name"], "file": s["file"], "kind": s["kind"],
+                      "max_abs_err": None if parity is None else parity.segments.get(s["name"]),
+                      "flops": s["flops"], "params": s["params"], "size_bytes": s["size_bytes"]}
+                     for s in manifest["segments"]],
+        "static": manifest["static"],
+        "exits": manifest["exits"],
+        "size_bytes": sum({s["file"]: s["size_bytes"] for s in manifest["segments"]}.values()),
+    }
+
+
+def _delegate_coverage(root: Path, spec: ExportSpec, target: Target) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """With a profile, on a target with documented delegate op lists: which ops each
+    segment's delegate supports."""
+    if not spec.profile:
+        return None, []
+    from cephalon_edge.build.delegates import coverage, deprecation_note
+
+    notes = []
+    preferred = spec.profile_settings.get("target")
+    if preferred and preferred != target.name:
+        notes.append(f"profile {spec.profile} prefers the {preferred} target")
+    if not target.delegate_coverage:
+        return None, notes
+    delegate = spec.profile_section("runtime").get("delegate", "cpu")
+    note = deprecation_note(delegate)
+    if note:
+        notes.append(note)
+    return coverage(Manifest.open(root, verify=False), delegate), notes

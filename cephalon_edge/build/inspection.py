@@ -1,0 +1,40 @@
+"""What is in a checkpoint: parts, parameters and FLOPs per segment and per exit path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cephalon_edge.build.checkpoint import load_with_metadata
+from cephalon_edge.device.manifest import sha256_file
+from cephalon_edge.build.segments import build_segments
+
+
+def inspect_checkpoint(path: Path) -> dict[str, Any]:
+    """The ``inspect`` report: FLOPs are 2 x multiply-accumulates, per sample."""
+    path = Path(path)
+    net, meta = load_with_metadata(path)
+    segset = build_segments(net)
+    spec = net.spec
+    return {
+        "schema": "cephalon-edge/inspect/1",
+        "checkpoint": str(path),
+        "sha256": sha256_file(path),
+        "size_bytes": path.stat().st_size,
+        "name": spec.name,
+        "params": sum(p.numel() for p in net.parameters()),
+        "backbone": spec.backbone,
+        "modalities": [{"name": m.name, "kind": m.kind, "shape": list(m.shape), "adapter": m.adapter.kind,
+                        "encoded_shape": list(segset[f"adapter.{m.name}"].output_shapes[0])} for m in spec.modalities],
+        "tasks": [{"name": t.name, "kind": t.kind, "outputs": t.outputs} for t in spec.tasks],
+        "labels": list(spec.labels),
+        "exits": [{k: p[k] for k in ("name", "cumulative_flops", "cumulative_macs", "params")}
+                  for p in segset.exit_paths()],
+        "segments": [{"name": s.name, "kind": s.kind, "input_shape": list(s.input_shape),
+                      "output_shapes": [list(o) for o in s.output_shapes],
+                      "flops": s.flops, "macs": s.macs, "params": s.params} for s in segset],
+        "program": segset.program.to_json(),
+        "provenance": meta.get("provenance", {}),
+        "quantization": meta.get("quantization"),
+        "spec": spec.to_dict(),
+    }

@@ -1,0 +1,167 @@
+"""The model zoo: reference Cephalon models built (and trained) from data that ships in
+packages or is generated; nothing is downloaded."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from cephalon_edge import __version__
+from cephalon_edge.build.checkpoint import save
+from cephalon_edge.device.data import (DIGITS_PREPROCESSING, MNIST1D_PREPROCESSING, MULTIMODAL_IMAGE_PREPROCESSING,
+                   MULTIMODAL_SIGNAL_LENGTH, builtin)
+from cephalon_edge.errors import UsageError
+from cephalon_edge.build.model import CephalonNet
+from cephalon_edge.build.spec import ModelSpec
+from cephalon_edge.build.train import MODALITY_DROPOUT, EpochCallback, TrainSpec, evaluate, evaluate_mixes, train
+
+DIGITS_LABELS = [str(i) for i in range(10)]
+
+
+def digits_exits_spec() -> ModelSpec:
+    """Cheap, confident early exits in front of a heavy tail: the stem and first stage work at
+    the digits' native 8x8 detail, the later stages are wide, so easy digits leave early."""
+    return ModelSpec.from_dict({
+        "name": "digits-exits",
+        "modalities": [{"name": "image", "kind": "image", "shape": [1, 32, 32],
+                        "adapter": {"kind": "conv_stem", "channels": 24, "kernel": 3, "stride": 2},
+                        "preprocessing": DIGITS_PREPROCESSING}],
+        "stages": [
+            {"channels": 32, "blocks": 1, "stride": 2, "exit": True},
+            {"channels": 64, "blocks": 1, "skip_blocks": 1, "exit": True},
+            {"channels": 128, "blocks": 2, "stride": 2, "exit": True},
+            {"channels": 256, "blocks": 2, "stride": 2, "se": True},
+        ],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 10},
+                  {"name": "ink", "kind": "regression", "outputs": 1}],
+        "labels": DIGITS_LABELS,
+        "exit_channels": 32,
+    })
+
+
+def mnist1d_moe_spec() -> ModelSpec:
+    return ModelSpec.from_dict({
+        "name": "mnist1d-moe",
+        "modalities": [{"name": "signal", "kind": "signal", "shape": [1, 40],
+                        "adapter": {"kind": "conv_stem", "channels": 32, "kernel": 5, "stride": 1},
+                        "preprocessing": MNIST1D_PREPROCESSING}],
+        "stages": [
+            {"channels": 32, "blocks": 1, "exit": True},
+            {"channels": 64, "blocks": 1, "stride": 2, "experts": 4, "exit": True},
+            {"channels": 128, "blocks": 1, "stride": 2},
+        ],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 10}],
+        "labels": DIGITS_LABELS,
+        "exit_channels": 32,
+    })
+
+
+def multimodal_digits_spec() -> ModelSpec:
+    """Digits images and mnist1d signals in one shared space of 48 channels x 16 tokens: the
+    image as 2x2 patches of its native 8x8, the signal through a stride-4 conv; a token
+    backbone with two early exits, a skip gate and a 2-expert MoE stage."""
+    return ModelSpec.from_dict({
+        "name": "multimodal-digits",
+        "backbone": "tokens",
+        "modalities": [
+            {"name": "image", "kind": "image", "shape": [1, 8, 8],
+             "adapter": {"kind": "conv_stem", "channels": 48, "kernel": 3, "stride": 2},
+             "preprocessing": MULTIMODAL_IMAGE_PREPROCESSING},
+            {"name": "signal", "kind": "signal", "shape": [1, MULTIMODAL_SIGNAL_LENGTH],
+             "adapter": {"kind": "conv_stem", "channels": 48, "kernel": 7, "stride": 4},
+             "preprocessing": MNIST1D_PREPROCESSING}],
+        "stages": [
+            {"channels": 48, "blocks": 1, "exit": True},
+            {"channels": 64, "blocks": 1, "skip_blocks": 1, "exit": True},
+            {"channels": 96, "blocks": 1, "stride": 2, "experts": 2},
+        ],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 10}],
+        "labels": DIGITS_LABELS,
+        "exit_channels": 32,
+    })
+
+
+def resnet50_exits_spec() -> ModelSpec:
+    layout = [(256, 64, 3, 1), (512, 128, 4, 2), (1024, 256, 6, 2), (2048, 512, 3, 2)]
+    return ModelSpec.from_dict({
+        "name": "resnet50-exits",
+        "modalities": [{"name": "image", "kind": "image", "shape": [3, 224, 224],
+                        "adapter": {"kind": "conv_stem", "channels": 64, "kernel": 7, "stride": 2, "pool": True},
+                        "preprocessing": {"value_range": [0.0, 1.0], "resize": [224, 224],
+                                          "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}],
+        "stages": [{"channels": c, "inner_channels": m, "blocks": n, "stride": s, "block": "bottleneck",
+                    "exit": k < 3} for k, (c, m, n, s) in enumerate(layout)],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 1000}],
+        "labels": [f"class_{i}" for i in range(1000)],
+    })
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    build_spec: Callable[[], ModelSpec]
+    dataset: str | None  # built-in dataset trained on; None = untrained (seeded random weights)
+    train: TrainSpec = TrainSpec()
+
+
+ZOO: dict[str, ZooEntry] = {e.name: e for e in [
+    ZooEntry("digits-exits", "scikit-learn digits at 32x32; 4 stages, 3 early exits, a skip gate, "
+             "class + ink heads", digits_exits_spec, "digits", TrainSpec(epochs=30)),
+    ZooEntry("mnist1d-moe", "mnist1d signals (generated); 1-D CNN with a 4-expert MoE stage and 2 early exits",
+             mnist1d_moe_spec, "mnist1d", TrainSpec(epochs=40, shift=0, lr=5e-3)),
+    ZooEntry("multimodal-digits", "digits images paired by label with mnist1d signals; image and signal "
+             "adapters into one token space, 2 early exits, a skip gate, a 2-expert MoE; InfoNCE + modality dropout",
+             multimodal_digits_spec, "multimodal",
+             TrainSpec(epochs=40, shift=1, lr=3e-3, modality_dropout=MODALITY_DROPOUT, contrastive=0.2)),
+    ZooEntry("resnet50-exits", "ResNet-50 bottleneck layout (3-4-6-3) at 224x224, exits after stages 1-3; "
+             "untrained, for latency and scale work", resnet50_exits_spec, None),
+]}
+
+
+def get(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise UsageError(f"unknown zoo model {name!r}", hint=f"zoo models: {', '.join(ZOO)}")
+    return ZOO[name]
+
+
+def build(name: str, epochs: int | None = None, seed: int = 0,
+          on_epoch: EpochCallback | None = None) -> tuple[CephalonNet, dict[str, Any]]:
+    """Build (and train, for entries with a dataset) a zoo model; returns it with provenance."""
+    entry = get(name)
+    if epochs is not None and epochs < 0:
+        raise UsageError(f"--epochs must be >= 0, got {epochs}")
+    torch.manual_seed(seed)
+    net = CephalonNet(entry.build_spec())
+    provenance: dict[str, Any] = {"creator": f"cephalon-edge {__version__} zoo", "zoo": name, "seed": seed}
+    if entry.dataset is None:
+        net.eval()
+        provenance["dataset"] = None
+        provenance["note"] = "untrained: seeded random weights"
+        return net, provenance
+    tspec = dataclasses.replace(entry.train, seed=seed, epochs=entry.train.epochs if epochs is None else epochs)
+    train(net, builtin(entry.dataset, "train"), tspec, on_epoch=on_epoch)
+    test_data = builtin(entry.dataset, "test")
+    metrics: dict[str, Any] = {"test": evaluate(net, test_data), "val": evaluate(net, builtin(entry.dataset, "val"))}
+    if len(net.spec.modalities) > 1:
+        metrics["test_by_modality"] = evaluate_mixes(net, test_data)
+    provenance.update({"dataset": entry.dataset, "epochs": tspec.epochs, "metrics": metrics})
+    return net, provenance
+
+
+def training_epochs(name: str, epochs: int | None = None) -> int:
+    """How many epochs ``build`` trains ``name`` for (0 for untrained entries)."""
+    entry = get(name)
+    return 0 if entry.dataset is None else entry.train.epochs if epochs is None else epochs
+
+
+def build_checkpoint(name: str, output: Path, epochs: int | None = None, seed: int = 0,
+                     on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+    """Build (and train) a zoo model and save it as a checkpoint; returns its provenance."""
+    net, provenance = build(name, epochs=epochs, seed=seed, on_epoch=on_epoch)
+    save(net, output, provenance)
+    return provenance

@@ -1,0 +1,264 @@
+"""Datasets: built-in ones generated or shipped in packages (never downloaded), `.npz` files
+and image folders.
+
+``DATASET`` strings: ``digits``, ``digits:val``, ``mnist1d:test``, ``multimodal:test``, a
+``.npz`` path (one model-ready array per modality name plus ``labels``, and optionally a
+boolean ``present_<modality>`` mask per modality: rows where it is false are absent and must
+still be finite, zeros by convention), or a folder with one subfolder of images per class
+(raw images, preprocessed with the model's preprocessing).
+Built-in splits are 60/20/20 train/val/test, fixed by seed 0.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cephalon_edge.device.mixes import mix_name, modality_mixes, parse_mix
+from cephalon_edge.device.preprocess import (
+    IMAGE_SUFFIXES,
+    load_image,
+    normalize,
+    resize_image,
+)
+from cephalon_edge.errors import DataError
+
+SPLITS = ("train", "val", "test")
+PRESENT_PREFIX = "present_"
+SPLIT_SEED = 0
+
+
+@dataclass
+class Dataset:
+    name: str
+    inputs: dict[str, np.ndarray]  # modality -> (N, *shape) float32, model-ready
+    labels: np.ndarray  # (N,) int64
+    targets: dict[str, np.ndarray] = field(default_factory=dict)  # extra task targets
+    label_names: list[str] = field(default_factory=list)
+
+    # modality -> (N,) bool: which samples hold that modality; a modality without a mask is
+    # present in every sample
+    present: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: np.ndarray) -> "Dataset":
+        return Dataset(self.name, {k: v[index] for k, v in self.inputs.items()}, self.labels[index],
+                       {k: v[index] for k, v in self.targets.items()}, self.label_names,
+                       {k: v[index] for k, v in self.present.items()})
+
+    def has(self, modality: str) -> np.ndarray:
+        """(N,) bool: the samples that hold ``modality``."""
+        if modality not in self.inputs:
+            return np.zeros(len(self), bool)
+        return self.present.get(modality, np.ones(len(self), bool))
+
+    def mixes(self) -> list[tuple[str, ...]]:
+        """Every non-empty modality mix that some sample of this dataset can be given as."""
+        return [mix for mix in modality_mixes(list(self.inputs)) if np.all([self.has(m) for m in mix], axis=0).any()]
+
+    def select_mixes(self, modality: str | None, available: Sequence[str]) -> list[tuple[str, ...]]:
+        """The mixes a command works on: ``--modality`` (checked against the model's inputs
+        and this data), or every mix the data allows."""
+        if modality is None:
+            return self.mixes()
+        mix = parse_mix(modality, available)
+        if mix not in self.mixes():
+            raise DataError(f"dataset {self.name} has no sample holding {mix_name(mix)}",
+                            hint=f"it allows: {', '.join(mix_name(m) for m in self.mixes())}")
+        return [mix]
+
+    def by_own_mix(self) -> list["Dataset"]:
+        """The samples grouped by exactly the modalities each holds, each group with only those."""
+        if not self.present:
+            return [self]
+        names = list(self.inputs)
+        held = np.stack([self.has(m) for m in names], 1)
+        groups = []
+        for mix in self.mixes():
+            own = np.flatnonzero((held == np.asarray([m in mix for m in names])).all(1))
+            if len(own):
+                part = self.subset(own).with_mix(mix)
+                groups.append(part)
+        return groups
+
+    def with_mix(self, mix: Sequence[str]) -> "Dataset":
+        """The samples that hold every modality of ``mix``, with only those inputs (the
+        dataset itself when that is all of it)."""
+        if tuple(mix) == tuple(self.inputs) and not self.present:
+            return self
+        keep = np.all([self.has(m) for m in mix], axis=0) if mix else np.zeros(len(self), bool)
+        part = self.subset(np.flatnonzero(keep))
+        part.inputs = {m: part.inputs[m] for m in mix}
+        part.present = {}
+        part.name = f"{self.name} [{mix_name(mix)}]"
+        return part
+
+    def check_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Refuse a dataset whose modalities or sample shapes don't match the model's."""
+        unknown = sorted(set(self.inputs) - set(shapes))
+        if unknown:
+            raise DataError(f"dataset {self.name}: modality {unknown[0]!r} is not an input of this model",
+                            hint=f"model inputs: {', '.join(shapes)}")
+        if not self.inputs:
+            raise DataError(f"dataset {self.name}: holds no input array", hint=f"model inputs: {', '.join(shapes)}")
+        for name, arr in self.inputs.items():
+            if tuple(arr.shape[1:]) != tuple(shapes[name]):
+                raise DataError(f"dataset {self.name}: {name} samples have shape {list(arr.shape[1:])}, "
+                                f"the model expects {list(shapes[name])}")
+
+
+# ---- built-in datasets -------------------------------------------------------------------
+
+DIGITS_SIZE = (32, 32)
+DIGITS_PREPROCESSING = {"value_range": [0.0, 1.0], "resize": list(DIGITS_SIZE), "mean": [0.305], "std": [0.41]}
+MNIST1D_PREPROCESSING = {"value_range": [-4.0, 4.0], "mean": [0.0], "std": [1.0]}
+MULTIMODAL_IMAGE_PREPROCESSING = {"value_range": [0.0, 1.0], "resize": [8, 8], "mean": [0.305], "std": [0.41]}
+MULTIMODAL_SIGNAL_LENGTH = 64
+MULTIMODAL_PAIRING_SEED = 0
+
+
+def _split(n: int, split: str) -> np.ndarray:
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    a, b = int(0.6 * n), int(0.8 * n)
+    return {"train": order[:a], "val": order[a:b], "test": order[b:]}[split]
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = raw.images.astype(np.float32) / 16.0  # (N, 8, 8) in [0, 1]
+    up = np.stack([resize_image(img[None], DIGITS_SIZE) for img in images])
+    x = normalize(up, DIGITS_PREPROCESSING)
+    ink = images.reshape(len(images), -1).mean(1, keepdims=True).astype(np.float32)
+    return Dataset("digits", {"image": x}, raw.target.astype(np.int64), {"ink": ink},
+                   [str(i) for i in range(10)])
+
+
+def _mnist1d() -> Dataset:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())  # generated, seed 42; nothing is downloaded
+    x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)[:, None, :]
+    y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
+    return Dataset("mnist1d", {"signal": x}, y, {}, [str(i) for i in range(10)])
+
+
+def _multimodal() -> Dataset:
+    """Each scikit-learn digit (8x8, native resolution) paired with an mnist1d signal of the
+    same label (generated at length 64): the pairing is a fixed permutation by seed, each
+    signal used at most once."""
+    from mnist1d.data import get_dataset_args, make_dataset
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = normalize((raw.images.astype(np.float32) / 16.0)[:, None], MULTIMODAL_IMAGE_PREPROCESSING)
+    labels = raw.target.astype(np.int64)
+    args = get_dataset_args()
+    args.final_seq_length = MULTIMODAL_SIGNAL_LENGTH
+    d = make_dataset(args)  # generated, seed 42; nothing is downloaded
+    pool_x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)
+    pool_y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
+    rng = np.random.default_rng(MULTIMODAL_PAIRING_SEED)
+    signals = np.empty((len(labels), 1, MULTIMODAL_SIGNAL_LENGTH), np.float32)
+    for c in np.unique(labels):
+        mine = np.flatnonzero(labels == c)
+        theirs = rng.permutation(np.flatnonzero(pool_y == c))
+        signals[mine, 0] = pool_x[theirs[:len(mine)]]
+    return Dataset("multimodal", {"image": images, "signal": normalize(signals, MNIST1D_PREPROCESSING)},
+                   labels, {}, [str(i) for i in range(10)])
+
+
+BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits, "mnist1d": _mnist1d, "multimodal": _multimodal}
+_CACHE: dict[str, Dataset] = {}
+
+
+def builtin(name: str, split: str) -> Dataset:
+    if name not in BUILTIN:
+        raise DataError(f"unknown dataset {name!r}", hint=f"built-in datasets: {', '.join(BUILTIN)}; or a .npz file or image folder")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} of {name}", hint=f"splits: {', '.join(SPLITS)}")
+    if name not in _CACHE:
+        _CACHE[name] = BUILTIN[name]()
+    full = _CACHE[name]
+    part = full.subset(_split(len(full), split))
+    part.name = f"{name}:{split}"
+    return part
+
+
+# ---- files -------------------------------------------------------------------------------
+
+def load_npz(path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise DataError(f"dataset not found: {path}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if "labels" not in arrays:
+        raise DataError(f"{path}: no 'labels' array", hint="a dataset .npz holds one array per modality name plus 'labels'")
+    labels = arrays.pop("labels")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    present = {}
+    for k in [k for k in arrays if k.startswith(PRESENT_PREFIX)]:
+        mask, name = arrays.pop(k), k[len(PRESENT_PREFIX):]
+        if mask.dtype != np.bool_ or mask.shape != labels.shape:
+            raise DataError(f"{path}: {k!r} must be a boolean array of {len(labels)} values, got {mask.dtype} {list(mask.shape)}")
+        if name not in arrays:
+            raise DataError(f"{path}: {k!r} masks a modality {name!r} that the file does not hold")
+        present[name] = mask
+    if present and not np.any([present.get(m, np.ones(len(labels), bool)) for m in arrays], axis=0).all():
+        raise DataError(f"{path}: some samples have no modality present",
+                        hint="every sample needs at least one present_<modality> set")
+    inputs = {}
+    for k, v in arrays.items():
+        if not np.issubdtype(v.dtype, np.number) or v.shape[:1] != labels.shape:
+            raise DataError(f"{path}: array {k!r} has shape {list(v.shape)}; expected {len(labels)} numeric samples")
+        if not np.isfinite(v).all():
+            raise DataError(f"{path}: array {k!r} holds NaN or infinite values")
+        inputs[k] = v.astype(np.float32)
+    return Dataset(str(path), inputs, labels.astype(np.int64), present=present)
+
+
+def load_image_folder(path: Path, modality: dict[str, Any], label_names: list[str]) -> Dataset:
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{path}: no class subfolders", hint="an image dataset has one subfolder of images per class")
+    xs, ys = [], []
+    for ci, cls in enumerate(classes):
+        label = label_names.index(cls) if cls in label_names else ci
+        for f in sorted((path / cls).iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                xs.append(load_image(f, tuple(modality["shape"]), modality["preprocessing"]))
+                ys.append(label)
+    if not xs:
+        raise DataError(f"{path}: no images found in the class subfolders")
+    return Dataset(str(path), {modality["name"]: np.stack(xs)}, np.asarray(ys, dtype=np.int64), {}, label_names)
+
+
+def load_dataset(ref: str, modalities: list[dict[str, Any]] | None = None,
+                 label_names: list[str] | None = None, default_split: str = "test") -> Dataset:
+    """Resolve a ``DATASET`` string. ``modalities`` (name, shape, preprocessing dicts) are
+    needed to preprocess an image folder and to check shapes."""
+    path = Path(ref)
+    if path.suffix == ".npz" or path.is_file():
+        ds = load_npz(path)
+    elif path.is_dir():
+        images = [m for m in (modalities or []) if len(m["shape"]) == 3]
+        if not images:
+            raise DataError(f"{path}: an image folder needs a model with an image input")
+        ds = load_image_folder(path, images[0], label_names or [])
+    else:
+        name, _, split = ref.partition(":")
+        ds = builtin(name, split or default_split)
+    if modalities is not None:
+        ds.check_shapes({m["name"]: tuple(m["shape"]) for m in modalities})
+    return ds

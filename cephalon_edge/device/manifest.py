@@ -1,0 +1,286 @@
+"""Edge packages: a directory of segment files plus ``manifest.json`` (torch-free).
+
+Opening a package validates the manifest, refuses file names that leave the package
+directory and checks every file against its sha256, so a tampered or half-copied package
+never runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cephalon_edge.device.program import Program
+from cephalon_edge.errors import ConcurrentChange, PackageError
+from cephalon_edge.fsutil import write_json_atomic
+from cephalon_edge.targets import TARGETS
+
+FORMAT = "cephalon-edge/1"
+MANIFEST = "manifest.json"
+SEGMENT_KEYS = ("name", "file", "inputs", "outputs", "shapes", "dtypes", "sha256")
+TOP_KEYS = ("format", "target", "quantization", "inputs", "labels", "tasks", "segments", "program", "exit_policy")
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, or of a directory tree (Core ML .mlpackage): its relative paths and
+    file contents in sorted order."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for member in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(member.relative_to(path).as_posix().encode() + b"\0" + sha256_file(member).encode())
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def size_bytes(path: Path) -> int:
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def safe_member(root: Path, name: Any) -> Path:
+    """The path of package member ``name``; refuses anything that would leave ``root``."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or "\x00" in name or name.startswith("~"):
+        raise PackageError(f"package file name {name!r} is not a plain file name inside the package",
+                           hint="a manifest may only name files in its own directory")
+    path = root / name
+    if path.resolve().parent != root.resolve():
+        raise PackageError(f"package file {name!r} resolves outside the package directory")
+    return path
+
+
+@dataclass
+class Manifest:
+    """A validated manifest and the directory it describes. Read it through these
+    properties; ``data`` is the raw JSON, for writers."""
+
+    root: Path
+    data: dict[str, Any]
+    read_sha256: str = ""  # of manifest.json as it was read, so a writer can tell it changed since
+    program: Program = field(init=False, repr=False)
+
+    @property
+    def target(self) -> str:
+        return self.data["target"]
+
+    @property
+    def quantization(self) -> str:
+        return self.data["quantization"]
+
+    @property
+    def segments(self) -> dict[str, dict[str, Any]]:
+        return {s["name"]: s for s in self.data["segments"]}
+
+    @property
+    def segment_files(self) -> list[str]:
+        """Every segment file once, in order (several segments may share one file)."""
+        return list(dict.fromkeys(s["file"] for s in self.data["segments"]))
+
+    @property
+    def inputs(self) -> dict[str, dict[str, Any]]:
+        return {m["name"]: m for m in self.data["inputs"]}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.data["labels"]
+
+    @property
+    def main_task(self) -> str:
+        return self.data["tasks"][0]["name"]
+
+    @property
+    def exit_names(self) -> list[str]:
+        return self.program.exit_names
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.data["exit_policy"]["thresholds"])
+
+    @property
+    def score(self) -> str:
+        """The exit score the thresholds are for (``max_softmax``, ``entropy``, ``patience``)."""
+        return self.data["exit_policy"].get("score", "max_softmax")
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.data["exit_policy"].get("calibrated", False))
+
+    @property
+    def source_dataset(self) -> str | None:
+        """The built-in dataset the source checkpoint was trained on, if any."""
+        return (self.data.get("source") or {}).get("dataset")
+
+    @property
+    def static(self) -> dict[str, Any] | None:
+        """The plain full-depth model's entry (file, inputs, outputs, signature), if any."""
+        return self.data.get("static")
+
+    @property
+    def segment_latency(self) -> dict[str, Any]:
+        """Per-segment latency cached by calibrate: ``{key, segment_ms}``, or {}."""
+        return self.data.get("segment_latency") or {}
+
+    def file_of(self, segment: str) -> Path:
+        return safe_member(self.root, self.segments[segment]["file"])
+
+    def member(self, name: str) -> Path:
+        """The path of package file ``name`` (refused if it would leave the package)."""
+        return safe_member(self.root, name)
+
+    def static_file(self) -> Path | None:
+        return safe_member(self.root, self.static["file"]) if self.static else None
+
+    # ---- opening -------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: Path, verify: bool = True) -> "Manifest":
+        """Read and validate ``root/manifest.json``; with ``verify``, check every file's sha256."""
+        root = Path(root)
+        if not root.is_dir():
+            raise PackageError(f"edge package not found: {root}" if not root.exists()
+                               else f"{root} is a file, not an edge package directory",
+                               hint="create one with `cephalon-edge export CKPT --target onnx -o DIR`")
+        try:
+            raw = (root / MANIFEST).read_bytes()
+            data = json.loads(raw)
+        except FileNotFoundError:
+            raise PackageError(f"{root}: no {MANIFEST}; not an edge package") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PackageError(f"{root}/{MANIFEST}: not valid JSON ({exc})") from None
+        manifest = cls(root, data, hashlib.sha256(raw).hexdigest())
+        manifest.validate()
+        if verify:
+            manifest.verify_files()
+        return manifest
+
+    def validate(self) -> None:
+        """Check every key the router relies on, with its type, before anything runs."""
+        d = self.data
+        where = f"{self.root}/{MANIFEST}"
+
+        def bad(field: str, why: str) -> PackageError:
+            return PackageError(f"{where}: {field}: {why}", hint="re-export the package")
+
+        if not isinstance(d, dict):
+            raise PackageError(f"{where}: expected a JSON object")
+        if d.get("format") != FORMAT:
+            raise PackageError(f"{where}: unsupported format {str(d.get('format'))[:40]!r}",
+                               hint=f"this cephalon-edge reads {FORMAT}")
+        for key in TOP_KEYS:
+            if key not in d:
+                raise bad(key, "missing")
+        if d["target"] not in TARGETS:
+            raise bad("target", f"unknown target {str(d['target'])[:40]!r}")
+        _typed(d["quantization"], str, "quantization", bad)
+        _list_of(d["labels"], str, "labels", bad)
+        inputs = _list_of(d["inputs"], dict, "inputs", bad)
+        if not inputs:
+            raise bad("inputs", "no input modality")
+        for i, m in enumerate(inputs):
+            _typed(m.get("name"), str, f"inputs[{i}].name", bad)
+            _dims(m.get("shape"), f"inputs[{i}].shape", bad, positive=True)
+            if m.get("dtype") != "float32":
+                raise bad(f"inputs[{i}].dtype", "only float32 inputs are supported")
+            if "vocab" in m and (not isinstance(m["vocab"], int) or isinstance(m["vocab"], bool) or m["vocab"] < 1):
+                raise bad(f"inputs[{i}].vocab", "must be a positive integer")
+        tasks = _list_of(d["tasks"], dict, "tasks", bad)
+        if not tasks or not isinstance(tasks[0].get("name"), str):
+            raise bad("tasks", "needs at least the classification task, with a name")
+        names: dict[str, dict[str, Any]] = {}
+        for i, seg in enumerate(_list_of(d["segments"], dict, "segments", bad)):
+            for key in SEGMENT_KEYS:
+                if key not in seg:
+                    raise bad(f"segments[{i}]", f"missing {key!r}")
+            _typed(seg["name"], str, f"segments[{i}].name", bad)
+            if seg["name"] in names:
+                raise bad(f"segments[{i}].name", f"duplicate segment {seg['name']!r}")
+            safe_member(self.root, seg["file"])
+            _typed(seg["sha256"], str, f"segments[{i}].sha256", bad)
+            if seg.get("signature") is not None:
+                _typed(seg["signature"], str, f"segments[{i}].signature", bad)
+            _list_of(seg["inputs"], str, f"segments[{i}].inputs", bad)
+            if not _list_of(seg["outputs"], str, f"segments[{i}].outputs", bad):
+                raise bad(f"segments[{i}].outputs", "no outputs")
+            shapes = _typed(seg["shapes"], dict, f"segments[{i}].shapes", bad)
+            for part in ("inputs", "outputs"):
+                for j, dims in enumerate(_list_of(shapes.get(part), list, f"segments[{i}].shapes.{part}", bad)):
+                    _dims(dims, f"segments[{i}].shapes.{part}[{j}]", bad)
+            if len(shapes["inputs"]) != 1 or len(shapes["outputs"]) != len(seg["outputs"]):
+                raise bad(f"segments[{i}].shapes", "do not match the segment's inputs and outputs")
+            names[seg["name"]] = seg
+        self.program = Program.parse(d["program"], {n: len(seg["outputs"]) for n, seg in names.items()},
+                                     [m["name"] for m in inputs], where=f"{where}: program")
+        policy = _typed(d["exit_policy"], dict, "exit_policy", bad)
+        thresholds = _typed(policy.get("thresholds"), dict, "exit_policy.thresholds", bad)
+        early = self.program.early_exits
+        if sorted(thresholds) != sorted(early):
+            raise bad("exit_policy.thresholds", f"must name exactly the early exits {early}")
+        for name, value in thresholds.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise bad(f"exit_policy.thresholds.{name}", "must be a number")
+        _typed(policy.get("score", "max_softmax"), str, "exit_policy.score", bad)
+        if d.get("static") is not None:
+            static = _typed(d["static"], dict, "static", bad)
+            safe_member(self.root, static.get("file"))
+            _typed(static.get("sha256"), str, "static.sha256", bad)
+            _list_of(static.get("outputs"), str, "static.outputs", bad)
+            if "inputs" in static:  # one per package input, in order
+                if len(_list_of(static["inputs"], str, "static.inputs", bad)) != len(inputs):
+                    raise bad("static.inputs", f"must name {len(inputs)} inputs, one per package input")
+
+    def write_sections(self, **sections: Any) -> None:
+        """Replace top-level sections of ``manifest.json`` atomically. Refused (exit 1) when the
+        file on disk is no longer the one this manifest was read from: another writer (an
+        export replacing the package, another calibrate) got there first."""
+        path = self.root / MANIFEST
+        try:
+            now = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            now = None
+        if now != self.read_sha256:
+            raise ConcurrentChange(f"{path} changed while this command ran (another export or calibrate wrote "
+                                   f"the package); nothing was written",
+                                   hint="run the command again once the other one has finished")
+        data = {**self.data, **sections}
+        write_json_atomic(path, data)
+        self.data = data
+        self.read_sha256 = sha256_file(path)
+
+    def verify_files(self) -> None:
+        expected: dict[str, str] = {}
+        for seg in self.data["segments"]:
+            expected.setdefault(seg["file"], seg["sha256"])
+        if self.data.get("static"):
+            expected[self.data["static"]["file"]] = self.data["static"]["sha256"]
+        for name, digest in expected.items():
+            path = safe_member(self.root, name)
+            if not path.exists():
+                raise PackageError(f"{self.root}: segment file {name} is missing", hint="re-export the package")
+            if sha256_file(path) != digest:
+                raise PackageError(f"{self.root}: {name} does not match its sha256 in the manifest (modified or corrupt)",
+                                   hint="re-export the package; never edit segment files in place")
+
+
+def _typed(value: Any, kind: type, field: str, bad: Any) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise bad(field, f"must be a {kind.__name__}")
+    return value
+
+
+def _list_of(value: Any, kind: type, field: str, bad: Any) -> list[Any]:
+    if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+        raise bad(field, f"must be a list of {kind.__name__}")
+    return value
+
+
+def _dims(value: Any, field: str, bad: Any, positive: bool = False) -> None:
+    lowest = 1 if positive else 0
+    if not isinstance(value, list) or len(value) > 8 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and lowest <= v <= 1 << 20 for v in value):
+        raise bad(field, "must be a short list of sizes")

@@ -1,0 +1,221 @@
+"""The torch-free router: interprets a package's program, running only the segments each
+input needs.
+
+Decisions are per sample: samples that exit leave the batch, a skip gate runs its block on
+the samples it fires for, and a mixture of experts splits the batch by the chosen expert.
+Needs numpy and one runtime, nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Run
+from cephalon_edge.device.runtimes import open_runtime
+from cephalon_edge.device.scores import SCORES, entropy_confidence
+from cephalon_edge.errors import DataError, UsageError
+
+
+@dataclass
+class Prediction:
+    """Per-sample results of one ``Router.predict`` call."""
+
+    logits: np.ndarray  # (B, classes) from the exit each sample took
+    scores: np.ndarray  # (B,) confidence at that exit
+    exit_index: np.ndarray  # (B,) index into exit_names
+    exit_names: list[str]
+    gates: np.ndarray  # (B, n_gates) int8: 1 ran, 0 skipped, -1 not reached
+    experts: np.ndarray  # (B, n_moe) int64: chosen expert, -1 not reached
+    tasks: dict[str, np.ndarray]  # extra task outputs; NaN for samples that exited early
+    latency_us: np.ndarray  # (B,) time of the segments each sample went through
+    segment_us: dict[str, float] = field(default_factory=dict)  # total time per segment run
+    labels: list[str] = field(default_factory=list)
+    # with collect_exits: every exit's logits and max-softmax for the samples that reached it (NaN otherwise)
+    exit_logits: np.ndarray | None = None  # (B, n_exits, classes)
+    exit_max_softmax: np.ndarray | None = None  # (B, n_exits)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.logits.argmax(-1)
+
+    @property
+    def exits(self) -> list[str]:
+        return [self.exit_names[i] for i in self.exit_index]
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.labels[i] if i < len(self.labels) else str(i) for i in self.predicted]
+
+
+class Router:
+    def __init__(self, manifest: Manifest, runtime: Any, score: str | None = None) -> None:
+        """``score``: route with this exit score instead of the package's own (calibrate
+        chooses thresholds for a score before writing it into the manifest)."""
+        self.manifest = manifest
+        self.runtime = runtime
+        self.program = manifest.program
+        self.exit_names = self.program.exit_names
+        self.inputs = manifest.inputs
+        self.classes = len(manifest.labels) or int(manifest.segments[self.program.final.segment]["shapes"]["outputs"][0][0])
+        self.task_segments = dict(self.program.final.tasks)
+        self.task_outputs = {t: int(np.prod(manifest.segments[s]["shapes"]["outputs"][0]))
+                             for t, s in self.task_segments.items()}
+        self.score = score or manifest.score
+        if self.score not in SCORES:
+            raise UsageError(f"package uses exit score {self.score!r}, unknown to this cephalon-edge",
+                             hint=f"known scores: {', '.join(SCORES)}")
+
+    @classmethod
+    def open(cls, package_dir: str | Path, runtime: str = "auto", threads: int | None = None,
+             verify: bool = True, score: str | None = None) -> "Router":
+        """Open a package: validate the manifest, check sha256s, create the runtime sessions."""
+        manifest = Manifest.open(Path(package_dir), verify=verify)
+        return cls(manifest, open_runtime(runtime, manifest, threads=threads), score=score)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def __enter__(self) -> "Router":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- inputs and thresholds -----------------------------------------------------
+    def resolve_thresholds(self, thresholds: float | Mapping[str, float] | None) -> dict[str, float]:
+        resolved = self.manifest.thresholds
+        if thresholds is None:
+            return resolved
+        if isinstance(thresholds, (int, float)):
+            return {name: float(thresholds) for name in resolved}
+        unknown = sorted(set(thresholds) - set(resolved))
+        if unknown:
+            raise UsageError(f"unknown exit {unknown[0]!r} in thresholds", hint=f"exits: {', '.join(resolved)}")
+        return {**resolved, **{k: float(v) for k, v in thresholds.items()}}
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        """Validate modality names, shapes and dtypes; add a missing batch dimension."""
+        if not inputs:
+            raise DataError("no input given", hint=f"inputs: {', '.join(self.inputs)}")
+        checked, batch = {}, None
+        for name, x in inputs.items():
+            if name not in self.inputs:
+                raise DataError(f"unknown modality {name!r}", hint=f"this package takes: {', '.join(self.inputs)}")
+            x = np.asarray(x)
+            vocab = self.inputs[name].get("vocab")  # text: token ids, integers or whole floats
+            if not (np.issubdtype(x.dtype, np.floating) or (vocab is not None and np.issubdtype(x.dtype, np.integer))):
+                raise DataError(f"{name} input has dtype {x.dtype}; expected "
+                                + ("token ids (integers)" if vocab is not None else "floating point (float32)"))
+            shape = tuple(self.inputs[name]["shape"])
+            if x.shape == shape:
+                x = x[None]
+            if x.shape[1:] != shape or x.shape[0] == 0:
+                raise DataError(f"{name} input has shape {list(x.shape)}; expected {list(shape)} "
+                                f"or [batch, {', '.join(map(str, shape))}]")
+            if vocab is not None and not (np.all(x == np.round(x)) and x.min() >= 0 and x.max() < vocab):
+                raise DataError(f"{name} input must hold token ids: whole numbers in [0, {vocab})")
+            if batch is not None and x.shape[0] != batch:
+                raise DataError(f"modalities disagree on batch size ({batch} vs {x.shape[0]})")
+            batch = x.shape[0]
+            checked[name] = np.ascontiguousarray(x, dtype=np.float32)
+        return checked, int(batch)
+
+    # ---- the interpreter -----------------------------------------------------------
+    def predict(self, inputs: Mapping[str, np.ndarray], tasks: Sequence[str] | None = None,
+                thresholds: float | Mapping[str, float] | None = None, collect_exits: bool = False) -> Prediction:
+        """Route a batch: per-sample exits, gates and experts; see the module docstring.
+
+        ``collect_exits`` also records every evaluated exit's logits (for calibration)."""
+        xs, batch = self.check_inputs(inputs)
+        thr = self.resolve_thresholds(thresholds)
+        main_task = self.manifest.main_task
+        wanted = [t for t in (tasks or []) if t != main_task]
+        for t in wanted:
+            if t not in self.task_segments:
+                raise UsageError(f"unknown task {t!r}", hint=f"tasks: {', '.join(self.task_segments) or 'none'}")
+        res = Prediction(
+            logits=np.zeros((batch, self.classes), np.float32), scores=np.zeros(batch, np.float32),
+            exit_index=np.full(batch, -1, np.int64), exit_names=self.exit_names,
+            gates=np.full((batch, self.program.n_gates), -1, np.int8),
+            experts=np.full((batch, self.program.n_moe), -1, np.int64),
+            tasks={t: np.full((batch, self.task_outputs[t]), np.nan, np.float32) for t in wanted},
+            latency_us=np.zeros(batch), labels=self.manifest.labels)
+        if collect_exits:
+            res.exit_logits = np.full((batch, len(self.exit_names), self.classes), np.nan, np.float32)
+            res.exit_max_softmax = np.full((batch, len(self.exit_names)), np.nan, np.float32)
+        streak = last = None
+        if self.score == "patience":
+            streak, last = np.zeros(batch, np.float32), np.full(batch, -1)
+        seg_us = res.segment_us
+        run = self.runtime.run
+        idx = np.arange(batch)
+        h: np.ndarray | None = None
+
+        def timed(segment: str, x: np.ndarray, members: np.ndarray) -> list[np.ndarray]:
+            t0 = time.perf_counter_ns()
+            out = run(segment, (x,))
+            us = (time.perf_counter_ns() - t0) / 1000.0
+            seg_us[segment] = seg_us.get(segment, 0.0) + us
+            res.latency_us[members] += us
+            return out
+
+        for step in self.program:
+            if isinstance(step, Encode):
+                encoded = [timed(seg, xs[m], idx)[0] for m, seg in step.adapters.items() if m in xs]
+                h = encoded[0] if len(encoded) == 1 else np.mean(encoded, axis=0, dtype=np.float32)
+            elif isinstance(step, Run):
+                h = timed(step.segment, h, idx)[0]
+            elif isinstance(step, Gate):
+                fire = timed(step.gate, h, idx)[0].reshape(-1) > step.threshold
+                res.gates[idx, step.index] = fire
+                if fire.all():
+                    h = timed(step.block, h, idx)[0]
+                elif fire.any():
+                    h = h.copy()
+                    h[fire] = timed(step.block, np.ascontiguousarray(h[fire]), idx[fire])[0]
+            elif isinstance(step, Moe):
+                choice = timed(step.gate, h, idx)[0].argmax(-1)
+                res.experts[idx, step.index] = choice
+                first = int(choice[0])
+                if (choice == first).all():
+                    h = timed(step.experts[first], h, idx)[0]
+                else:
+                    mixed = np.empty_like(h)
+                    for e in np.unique(choice):
+                        sel = choice == e
+                        mixed[sel] = timed(step.experts[int(e)], np.ascontiguousarray(h[sel]), idx[sel])[0]
+                    h = mixed
+            elif isinstance(step, Exit):
+                logits, score = timed(step.segment, h, idx)
+                if collect_exits:
+                    res.exit_logits[idx, step.index], res.exit_max_softmax[idx, step.index] = logits, score
+                if self.score == "entropy":
+                    score = entropy_confidence(logits)
+                elif self.score == "patience":
+                    pred = logits.argmax(-1)
+                    streak[idx] = np.where(pred == last[idx], streak[idx] + 1, 1)
+                    last[idx] = pred
+                    score = streak[idx]
+                done = score >= thr[step.exit]
+                if done.any():
+                    chosen = idx[done]
+                    res.logits[chosen], res.scores[chosen] = logits[done], score[done]
+                    res.exit_index[chosen] = step.index
+                    if done.all():
+                        return res
+                    keep = ~done
+                    h, idx = np.ascontiguousarray(h[keep]), idx[keep]
+            elif isinstance(step, Final):
+                logits, score = timed(step.segment, h, idx)
+                res.logits[idx], res.scores[idx], res.exit_index[idx] = logits, score, step.index
+                if collect_exits:
+                    res.exit_logits[idx, step.index], res.exit_max_softmax[idx, step.index] = logits, score
+                for t in wanted:
+                    res.tasks[t][idx] = timed(self.task_segments[t], h, idx)[0]
+        return res

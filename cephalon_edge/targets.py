@@ -1,0 +1,63 @@
+"""The target registry: every export target, registered once (torch-free).
+
+A target is a package format with one converter module (build half), one runtime (device
+half), the quantization modes its converter realises and its default, where its packages
+run, and whether delegate op coverage is known for it. Nothing else spells a target's name:
+the CLI, export, manifests, profiles and runtimes all ask this registry. Adding a target is
+one converter module, one runtime module and one entry here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from dataclasses import dataclass
+from types import ModuleType
+
+from cephalon_edge.errors import UsageError
+
+QUANTIZATION_MODES = ("none", "int8", "int8-dynamic", "fp16", "palettize")
+COREML_COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    display: str  # how users call the format ("Core ML")
+    converter: str  # module of the build half, imported only to convert
+    runtime: str  # name in the runtime registry (cephalon_edge.device.runtimes)
+    quantization: tuple[str, ...]  # modes the converter realises
+    default_quantization: str
+    extra: str  # the pip extra that brings the runtime
+    system: str | None = None  # the platform.system() its runtime needs, if any
+    delegate_coverage: bool = False  # documented per-delegate op lists apply (TFLite)
+    android_benchmark: bool = False  # LiteRT's benchmark_model times its files on Android over adb
+
+    def why_not_here(self) -> str | None:
+        """Why this machine cannot run packages of this target, or None when it can."""
+        if self.system is not None and platform.system() != self.system:
+            needs = {"Darwin": "macOS"}.get(self.system, self.system)
+            return f"{self.display} predictions need {needs} (this is {platform.system()})"
+        return None
+
+    def converter_module(self) -> ModuleType:
+        """The converter (importing it needs the build half: ``cephalon-edge[export]``)."""
+        return importlib.import_module(self.converter)
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("onnx", "ONNX", "cephalon_edge.build.converters.onnx", "onnxruntime",
+           ("none", "int8", "int8-dynamic"), "none", extra="onnx"),
+    Target("tflite", "TFLite", "cephalon_edge.build.converters.tflite", "litert",
+           ("none", "fp16", "int8", "int8-dynamic"), "none", extra="tflite", delegate_coverage=True,
+           android_benchmark=True),
+    Target("coreml", "Core ML", "cephalon_edge.build.converters.coreml", "coreml",
+           ("fp16", "none", "int8", "palettize"), "fp16", extra="coreml", system="Darwin"),
+)}
+
+
+def get_target(name: str) -> Target:
+    """The registered target ``name``; an unknown name lists the known ones."""
+    if name not in TARGETS:
+        raise UsageError(f"unknown target {str(name)[:40]!r}", hint=f"known targets: {', '.join(TARGETS)}")
+    return TARGETS[name]

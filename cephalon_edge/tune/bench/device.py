@@ -1,0 +1,211 @@
+"""Android bench over adb with LiteRT's ``benchmark_model``: per-segment device latency,
+combined with the exit distribution the same package shows on real data into expected
+end-to-end latency (percentiles by resampling). Devices run in parallel."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.device.mixes import mix_name
+from cephalon_edge.device.profiles import DEPRECATED, load_profile, match_device
+from cephalon_edge.device.router import Router
+from cephalon_edge.device.runtimes import open_runtime
+from cephalon_edge.errors import DeviceError, UsageError
+from cephalon_edge.targets import TARGETS, get_target
+from cephalon_edge.tune.bench import benchmark_model
+from cephalon_edge.tune.bench.adb import Adb, Device, device_path
+from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
+
+DELEGATE_FLAGS = {"gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"], "xnnpack": ["--use_xnnpack=true"],
+                  "cpu": ["--use_xnnpack=false"], "npu": ["--use_nnapi=true"]}
+RESAMPLES = 20_000
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CEPHALON_EDGE_CACHE", "~/.cache/cephalon-edge")).expanduser()
+
+
+def find_binary(explicit: Path | None, abi: str) -> Path:
+    """``--benchmark-binary``, or ``<cache>/benchmark_model/<abi>/benchmark_model``."""
+    if explicit is not None:
+        if not Path(explicit).is_file():
+            raise UsageError(f"benchmark binary not found: {explicit}")
+        return Path(explicit)
+    cached = cache_dir() / "benchmark_model" / abi / "benchmark_model"
+    if cached.is_file():
+        return cached
+    raise UsageError(
+        f"no LiteRT benchmark_model binary for {abi}",
+        hint=f"download the prebuilt benchmark_model for Android {abi} from the LiteRT (TensorFlow Lite) "
+             f"releases or build it with bazel (//tflite/tools/benchmark:benchmark_model), then pass "
+             f"--benchmark-binary PATH or put it at {cached}")
+
+
+def expected_latency(per_sample_ms: np.ndarray, per_sample_var: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Resample: a random data sample's path, each segment drawn around its device mean."""
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(per_sample_ms), RESAMPLES)
+    draws = np.clip(rng.normal(per_sample_ms[pick], np.sqrt(per_sample_var[pick])), 0, None)
+    return {"mean_ms": float(per_sample_ms.mean()), "p50_ms": float(np.percentile(draws, 50)),
+            "p90_ms": float(np.percentile(draws, 90)), "p99_ms": float(np.percentile(draws, 99))}
+
+
+class _DeviceRun:
+    """One device's bench; keeps what it measured so far if the device goes away."""
+
+    def __init__(self, adb: Adb, device: Device, manifest: Manifest, spec: BenchSpec, binary: Path,
+                 on_progress: Callable[[str], None]) -> None:
+        self.adb, self.device, self.manifest, self.spec, self.binary = adb, device, manifest, spec, binary
+        self.profile_name = spec.profile if spec.profile != "host-cpu" else (match_device(device.props) or "android-arm64-cpu")
+        self.profile = load_profile(self.profile_name)
+        self.segments: list[dict[str, Any]] = []
+        self.static: dict[str, Any] | None = None
+        self.step = "start"
+        self.on_progress = on_progress
+
+    def flags(self) -> list[str]:
+        runtime = self.profile["runtime"]
+        return [*DELEGATE_FLAGS[runtime["delegate"]], f"--num_threads={runtime.get('threads', 4)}",
+                f"--num_runs={self.spec.runs}", f"--warmup_runs={self.spec.warmup}"]
+
+    def run(self) -> None:
+        serial = self.device.serial
+        self.step = "push"
+        self.adb.prepare(serial)
+        files = sorted(self.manifest.segment_files)
+        static = self.manifest.static
+        for f in files + ([static["file"]] if static else []):
+            self.adb.push(serial, self.manifest.root / f, f)
+        binary = self.adb.push(serial, self.binary, "benchmark_model")
+        self.step = "chmod"
+        self.adb.shell(serial, ["chmod", "755", binary], "chmod")
+        for name, seg in self.manifest.segments.items():
+            self.step = f"run {name}"
+            out = self.adb.shell(serial, [binary, f"--graph={self._remote(seg['file'])}",
+                                          f"--signature_to_run_for={seg['signature']}", *self.flags()], f"run {name}")
+            parsed = benchmark_model.parse(out)
+            self.segments.append({"name": name, "cold_ms": (parsed.get("init_us", 0) + parsed.get("first_us", 0)) / 1000,
+                                  "mean_ms": parsed["avg_us"] / 1000, "std_ms": parsed["std_us"] / 1000,
+                                  "min_ms": parsed.get("min_us", parsed["avg_us"]) / 1000,
+                                  "peak_mb": parsed.get("peak_mb")})
+            self.on_progress(f"{serial}: {name}")
+        if static:
+            self.step = "run static"
+            out = self.adb.shell(serial, [binary, f"--graph={self._remote(static['file'])}", *self.flags()], "run static")
+            parsed = benchmark_model.parse(out)
+            self.static = {"mean_ms": parsed["avg_us"] / 1000, "std_ms": parsed["std_us"] / 1000,
+                           "peak_mb": parsed.get("peak_mb")}
+        if not self.spec.keep:
+            self.step = "cleanup"
+            self.adb.cleanup(serial)
+
+    @staticmethod
+    def _remote(file: str) -> str:
+        return device_path(file)
+
+
+def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], None] | None = None,
+                  adb: Adb | None = None) -> dict[str, Any]:
+    """Bench ``package`` on ``spec.device`` (a serial or ``all``); failures are in ``failed``."""
+    validate(spec)
+    step = on_progress or (lambda _: None)
+    manifest = Manifest.open(Path(package))
+    if not get_target(manifest.target).android_benchmark:
+        benched = [t for t in TARGETS.values() if t.android_benchmark]
+        raise UsageError(f"device bench runs {' and '.join(t.display for t in benched)} packages; "
+                         f"this one is {manifest.target}",
+                         hint=f"export with --target {benched[0].name}")
+    adb = adb or Adb()
+    attached = adb.devices()
+    if spec.device == "all":
+        chosen = attached
+    else:
+        chosen = [d for d in attached if d.serial == spec.device]
+        if not chosen:
+            raise UsageError(f"device {spec.device!r} is not attached",
+                             hint=f"attached: {', '.join(d.serial for d in attached) or 'none'} (see `cephalon-edge devices`)")
+    if not chosen:
+        raise UsageError("no Android device attached", hint="connect a phone with USB debugging on; `cephalon-edge devices` lists them")
+    ready = [d for d in chosen if d.ready]
+    not_ready = [{"serial": d.serial, "state": d.state, "error": _state_message(d)} for d in chosen if not d.ready]
+    if not ready:
+        raise DeviceError("; ".join(e["error"] for e in not_ready))
+    binaries = {d.serial: find_binary(spec.benchmark_binary, d.props.get("ro.product.cpu.abi") or "arm64-v8a") for d in ready}
+
+    # the exit mix of this very package on real data, measured on the host (TFLite runs here)
+    data = bench_data(manifest, spec.data)
+    if spec.samples:
+        data = data.subset(np.arange(min(spec.samples, len(data))))
+    mix = data.select_mixes(spec.modality, list(manifest.inputs))[-1]  # one mix: --modality, else the fullest
+    data = data.with_mix(mix)
+    with Router(manifest, open_runtime("auto", manifest)) as router:
+        pred = router.predict(data.inputs)
+    exit_rates = {n: float((pred.exit_index == k).mean()) for k, n in enumerate(router.exit_names)}
+    step("exit mix measured")
+
+    runs = [_DeviceRun(adb, d, manifest, spec, binaries[d.serial], step) for d in ready]
+    errors: dict[str, str] = {}
+
+    def one(run: _DeviceRun) -> None:
+        try:
+            run.run()
+        except DeviceError as exc:
+            errors[run.device.serial] = f"{exc.message} (during {run.step})"
+
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        list(pool.map(one, runs))
+
+    devices = []
+    for run in runs:
+        entry: dict[str, Any] = {"device": run.device.serial, "model": run.device.props.get("ro.product.model"),
+                                 "profile": run.profile_name, "delegate": run.profile["runtime"]["delegate"],
+                                 "segments": run.segments, "static": run.static, "status": "ok"}
+        note = DEPRECATED.get(run.profile["runtime"]["delegate"])
+        if note:
+            entry["note"] = note
+        if run.device.serial in errors:
+            entry.update(status="failed", error=errors[run.device.serial], step=run.step)
+        elif run.segments:
+            mean = {s["name"]: s["mean_ms"] for s in run.segments}
+            var = {s["name"]: s["std_ms"] ** 2 for s in run.segments}
+            cols = np.arange(len(pred.exit_index)), pred.exit_index
+            per_sample = manifest.program.path_costs(mean, pred.gates, pred.experts, list(data.inputs))[cols]
+            per_var = manifest.program.path_costs(var, pred.gates, pred.experts, list(data.inputs))[cols]
+            entry["end_to_end"] = {**expected_latency(per_sample, per_var), "exit_rates": exit_rates,
+                                   "samples": len(data), "dataset": data.name}
+            if run.static:
+                entry["speedup"] = run.static["mean_ms"] / entry["end_to_end"]["mean_ms"]
+        devices.append(entry)
+    return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": "litert (benchmark_model)",
+            "modality": mix_name(mix),
+            "profile": spec.profile, "devices": devices, "not_ready": not_ready,
+            "failed": [d for d in devices if d["status"] == "failed"] + not_ready}
+
+
+def _state_message(device: Device) -> str:
+    if device.state == "unauthorized":
+        return f"device {device.serial} is unauthorized: accept the USB debugging prompt on the phone"
+    if device.state == "offline":
+        return f"device {device.serial} is offline: reconnect it (or `adb reconnect`)"
+    return f"device {device.serial} is {device.state}"
+
+
+def list_devices(adb: Adb | None = None) -> dict[str, Any]:
+    """The ``devices`` report: attached devices, their properties and matching profile."""
+    adb = adb or Adb()
+    rows = []
+    for d in adb.devices():
+        p = d.props
+        rows.append({"serial": d.serial, "state": d.state, "model": p.get("ro.product.model"),
+                     "manufacturer": p.get("ro.product.manufacturer"),
+                     "soc": p.get("ro.soc.model") or p.get("ro.board.platform"),
+                     "android": p.get("ro.build.version.release"), "sdk": p.get("ro.build.version.sdk"),
+                     "abi": p.get("ro.product.cpu.abi"), "profile": match_device(p) if d.ready else None,
+                     "message": None if d.ready else _state_message(d)})
+    return {"schema": "cephalon-edge/devices/1", "devices": rows}

@@ -1,0 +1,143 @@
+"""Host bench: per-segment cold and warm latency, end to end over real data through the
+router against the static model, peak RSS."""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cephalon_edge.device.data import Dataset, load_dataset
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.device.mixes import mix_name, parse_mix
+from cephalon_edge.device.profiles import load_profile
+from cephalon_edge.device.router import Router
+from cephalon_edge.device.runtimes import open_runtime
+from cephalon_edge.errors import DataError, UsageError
+from cephalon_edge.targets import get_target
+from cephalon_edge.tune.timing import segment_input, stats_ms, time_segment
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    profile: str = "host-cpu"
+    data: str | None = None  # default: the checkpoint's own test split
+    runs: int = 50
+    warmup: int = 5
+    threads: int | None = None  # overrides the profile
+    samples: int | None = None  # at most this many data samples end to end
+    device: str | None = None  # SERIAL or "all": bench on Android devices over adb
+    benchmark_binary: Path | None = None
+    keep: bool = False
+    modality: str | None = None  # a mix like "image,signal"; default: every mix the data allows
+
+
+def validate(spec: BenchSpec) -> None:
+    if spec.runs < 1 or spec.warmup < 0:
+        raise UsageError(f"--runs must be >= 1 and --warmup >= 0, got {spec.runs} and {spec.warmup}")
+    if spec.samples is not None and spec.samples < 1:
+        raise UsageError("--samples must be >= 1")
+    load_profile(spec.profile)
+
+
+def bench_data(manifest: Manifest, ref: str | None) -> Dataset:
+    """Real inputs for the end-to-end run: ``--data`` or the package's own test split."""
+    if ref is None:
+        dataset = manifest.source_dataset
+        if not dataset:
+            raise DataError("this package names no dataset; end-to-end timing needs real inputs",
+                            hint="pass --data (a built-in split, a .npz or an image folder)")
+        ref = f"{dataset}:test"
+    return load_dataset(ref, modalities=list(manifest.inputs.values()), label_names=manifest.labels)
+
+
+def bench_segments(manifest: Manifest, runtime_name: str, threads: int | None, runs: int, warmup: int,
+                   on_progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Cold (open the segment's file + first inference) and warm latency of every segment, batch 1."""
+    rows = []
+    for name, seg in manifest.segments.items():
+        x = segment_input(seg)
+        t0 = time.perf_counter_ns()
+        runtime = open_runtime(runtime_name, manifest, threads=threads, segments=[name])
+        runtime.run(name, (x,))
+        cold = (time.perf_counter_ns() - t0) / 1e6
+        times = time_segment(runtime, name, x, runs, warmup)
+        runtime.close()
+        rows.append({"name": name, "cold_ms": cold, **stats_ms(times), "flops": seg["flops"]})
+        on_progress(name)
+    return rows
+
+
+def bench_end_to_end(router: Router, data: Dataset, static: Callable[..., Any] | None,
+                     warmup: int) -> tuple[dict[str, Any], dict[str, Any] | None, np.ndarray, np.ndarray]:
+    """Every sample at batch 1 through the router, then through the static model (which takes
+    every package input), interleaved."""
+    order = list(router.inputs)
+    for i in range(min(warmup, len(data))):
+        router.predict({k: v[i:i + 1] for k, v in data.inputs.items()})
+        if static is not None:
+            static(*(data.inputs[m][i:i + 1] for m in order))
+    routed, fixed, exits, correct = [], [], [], []
+    for i in range(len(data)):
+        sample = {k: v[i:i + 1] for k, v in data.inputs.items()}
+        t0 = time.perf_counter_ns()
+        pred = router.predict(sample)
+        t1 = time.perf_counter_ns()
+        if static is not None:
+            static(*(sample[m] for m in order))
+        t2 = time.perf_counter_ns()
+        routed.append((t1 - t0) / 1e6)
+        fixed.append((t2 - t1) / 1e6)
+        exits.append(int(pred.exit_index[0]))
+        correct.append(int(pred.predicted[0]) == int(data.labels[i]))
+    exit_arr = np.asarray(exits)
+    end_to_end = {**stats_ms(routed), "samples": len(data), "dataset": data.name,
+                  "accuracy": float(np.mean(correct)),
+                  "exit_rates": {n: float((exit_arr == k).mean()) for k, n in enumerate(router.exit_names)}}
+    return end_to_end, (stats_ms(fixed) if static is not None else None), np.asarray(routed), np.asarray(fixed)
+
+
+def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    validate(spec)
+    step = on_progress or (lambda _: None)
+    profile = load_profile(spec.profile)
+    threads = spec.threads or profile["runtime"].get("threads")
+    manifest = Manifest.open(Path(package))
+    if spec.modality is not None:
+        parse_mix(spec.modality, list(manifest.inputs))  # before loading data and timing anything
+    if profile["os"] in ("android", "ios") or get_target(profile["target"]).why_not_here():
+        step(f"note: {spec.profile} describes a device; measuring on this host with its threads")
+    data = bench_data(manifest, spec.data)
+    if spec.samples:
+        data = data.subset(np.arange(min(spec.samples, len(data))))
+    mixes = data.select_mixes(spec.modality, list(manifest.inputs))
+    by_mix: dict[str, dict[str, Any]] = {}
+    with Router(manifest, open_runtime("auto", manifest, threads=threads)) as router:
+        segments = bench_segments(manifest, router.runtime.name, threads, spec.runs, spec.warmup, step)
+        static_runner = router.runtime.static_runner()
+        for mix in mixes:
+            step(f"end to end: {mix_name(mix)}")
+            # the static model needs every input: it is timed only for the full mix
+            static_fn = static_runner if len(mix) == len(manifest.inputs) else None
+            end_to_end, static, routed_ms, static_ms = bench_end_to_end(
+                router, data.with_mix(mix), static_fn, spec.warmup)
+            by_mix[mix_name(mix)] = {"end_to_end": end_to_end, "static": static,
+                                     "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"]}
+        runtime_name = router.runtime.name
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return {
+        "modality": mix_name(mixes[-1]),
+        "modality_mixes": by_mix if len(manifest.inputs) > 1 else None,
+        "schema": "cephalon-edge/bench/1", "package": str(package), "profile": spec.profile,
+        "runtime": runtime_name, "threads": threads, "device": "host",
+        "thresholds": manifest.thresholds, "calibrated": manifest.calibrated,
+        "segments": segments, "end_to_end": end_to_end, "static": static,
+        "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"],
+        "peak_rss_bytes": int(peak), "runs": spec.runs, "warmup": spec.warmup,
+        "latency_samples_ms": {"routed": routed_ms.round(4).tolist(),
+                               "static": static_ms.round(4).tolist() if static is not None else []},
+    }

@@ -1,0 +1,312 @@
+"""`calibrate`: per-exit thresholds for an accuracy or a cost budget, chosen on the package
+that will ship (its runtime, its numerics) and reported on a held-out split.
+
+1. Per-segment latency is measured on this host with the package's runtime settings.
+2. The validation split goes through the router once at full depth with every exit
+   evaluated; per-sample scores, correctness and the cost of stopping at each exit (the
+   segments on the sample's own path, every head on the way) are cached.
+3. The search enumerates per-exit thresholds over the distinct scores (quantiles when there
+   are too many), vectorised over the last exit, and keeps the Pareto front.
+4. The chosen thresholds are measured on the held-out split against the static model.
+
+Multi-modal packages get one set of thresholds for every modality mix: the validation table
+holds each sample once per mix the data allows (or only the ``--modality`` mix); costs are
+pooled, and in accuracy mode the allowed drop must hold for every mix on its own. The
+held-out report is given per mix.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cephalon_edge import __version__
+from cephalon_edge.device.data import BUILTIN, Dataset, load_dataset
+from cephalon_edge.device.mixes import mix_name, parse_mix
+from cephalon_edge.device.profiles import profile_threads
+from cephalon_edge.device.program import NEVER_EXIT
+from cephalon_edge.device.router import Router
+from cephalon_edge.device.scores import SCORES, exit_scores
+from cephalon_edge.errors import DataError, UsageError
+from cephalon_edge.tune.search import ExitTable, SearchResult, search, stack_tables
+from cephalon_edge.tune.timing import median_segment_ms
+
+
+@dataclass(frozen=True)
+class CalibrateSpec:
+    data: str
+    max_drop: float | None = None  # accuracy mode (default 0.01 when no budget is given)
+    latency_budget_ms: float | None = None
+    flops_budget: float | None = None  # absolute FLOPs per sample, or a fraction (<= 1) of full depth
+    score: str = "max_softmax"
+    test_data: str | None = None
+    profile: str | None = None
+    threads: int | None = None
+    latency_runs: int = 30
+    rounds: int = 3  # timed passes over the test split
+    remeasure: bool = False  # ignore segment latencies cached in the manifest for this host
+    modality: str | None = None  # calibrate for this mix only (default: every mix the data allows)
+
+    @property
+    def mode(self) -> str:
+        if self.latency_budget_ms is not None:
+            return "latency"
+        if self.flops_budget is not None:
+            return "flops"
+        return "accuracy"
+
+
+def validate_spec(spec: CalibrateSpec) -> None:
+    given = [x is not None for x in (spec.max_drop, spec.latency_budget_ms, spec.flops_budget)]
+    if sum(given) > 1:
+        raise UsageError("give one of --max-drop, --latency-budget-ms, --flops-budget")
+    if spec.max_drop is not None and not 0 <= spec.max_drop < 1:
+        raise UsageError(f"--max-drop is a fraction in [0, 1) (0.01 = 1 point), got {spec.max_drop}")
+    if spec.latency_budget_ms is not None and spec.latency_budget_ms <= 0:
+        raise UsageError(f"--latency-budget-ms must be positive, got {spec.latency_budget_ms}")
+    if spec.flops_budget is not None and spec.flops_budget <= 0:
+        raise UsageError(f"--flops-budget must be positive, got {spec.flops_budget}")
+    if spec.score not in SCORES:
+        raise UsageError(f"unknown score {spec.score!r}", hint=f"scores: {', '.join(SCORES)}")
+    if spec.latency_runs < 1 or spec.rounds < 1:
+        raise UsageError("--runs must be at least 1")
+
+
+# ---- collecting and searching --------------------------------------------------------------
+
+def collect(router: Router, data: Dataset, score: str, seg_ms: dict[str, float],
+            batch_size: int = 64) -> ExitTable:
+    """Run ``data`` through the router at full depth, every exit evaluated (with the
+    modalities it holds: one mix)."""
+    flops = {n: float(s["flops"]) for n, s in router.manifest.segments.items()}
+    scores, correct, cost_ms, cost_fl = [], [], [], []
+    for start in range(0, len(data), batch_size):
+        sl = slice(start, start + batch_size)
+        pred = router.predict({k: v[sl] for k, v in data.inputs.items()}, thresholds=_never(score, router),
+                              collect_exits=True)
+        scores.append(exit_scores(score, pred.exit_logits, pred.exit_max_softmax))
+        correct.append(pred.exit_logits.argmax(-1) == data.labels[sl, None])
+        cost_ms.append(router.program.path_costs(seg_ms, pred.gates, pred.experts, list(data.inputs)))
+        cost_fl.append(router.program.path_costs(flops, pred.gates, pred.experts, list(data.inputs)))
+    return ExitTable(router.exit_names, np.concatenate(scores), np.concatenate(correct),
+                     np.concatenate(cost_ms), np.concatenate(cost_fl))
+
+
+def _never(score: str, router: Router) -> float:
+    """A threshold no sample reaches: every exit is evaluated, none taken."""
+    return float(len(router.exit_names) + 1) if score == "patience" else NEVER_EXIT
+
+
+def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
+    """The combination the mode asks for; raises a UsageError when the budget is infeasible."""
+    acc, cost, flops = result.accuracy, result.cost_ms, result.flops
+    if spec.mode == "accuracy":
+        drop = 0.01 if spec.max_drop is None else spec.max_drop
+        ok = acc >= table.full_depth_accuracy - drop - 1e-9
+        if result.mix_accuracy is not None:  # the drop holds for every modality mix on its own
+            ok &= (result.mix_accuracy >= result.mix_full_depth[:, None] - drop - 1e-9).all(0)
+        key = np.lexsort((flops, -acc, cost))  # cheapest, then most accurate
+    else:
+        if spec.mode == "latency":
+            ok, budget, unit = cost <= spec.latency_budget_ms, spec.latency_budget_ms, "ms"
+            cheapest = float(cost.min())
+        else:
+            full = float(table.flops[:, -1].mean())
+            budget = spec.flops_budget * full if spec.flops_budget <= 1 else spec.flops_budget
+            ok, unit, cheapest = flops <= budget, "FLOPs", float(flops.min())
+        if not ok.any():
+            raise UsageError(f"no thresholds meet the budget of {budget:.4g} {unit} per sample; "
+                             f"the cheapest operating point costs {cheapest:.4g} {unit}",
+                             hint="raise the budget (every sample must at least reach the first exit)")
+        key = np.lexsort((cost, -acc))  # most accurate, then cheapest
+    return int(next(i for i in key if ok[i]))
+
+
+# ---- measuring on the held-out split ---------------------------------------------------------
+
+def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], seg_flops: dict[str, float],
+                 static: Callable[..., Any] | None, rounds: int) -> dict[str, Any]:
+    """Accuracy, exit mix, FLOPs and batch-1 latency of the routed package vs the static model
+    (which takes every package input; without one, or for a partial modality mix, the routed
+    package at full depth), interleaved sample by sample so machine noise hits both alike."""
+    pred = router.predict(data.inputs, thresholds=thresholds)
+    never = _never(router.score, router)
+    full = router.predict(data.inputs, thresholds=never)
+    order = list(router.inputs)
+    if static is not None and set(data.inputs) == set(order):
+        reference, source = (lambda s: static(*(s[m] for m in order))), "static model"
+    else:
+        reference = lambda s: router.predict(s, thresholds=never)  # noqa: E731
+        source = "routed at full depth (" + ("no static model in the package)" if static is None
+                                             else "the static model takes every modality)")
+    routed_ms, static_ms = [], []
+    for _ in range(rounds):
+        for i in range(len(data)):
+            sample = {k: v[i:i + 1] for k, v in data.inputs.items()}
+            t0 = time.perf_counter_ns()
+            router.predict(sample, thresholds=thresholds)
+            t1 = time.perf_counter_ns()
+            reference(sample)
+            t2 = time.perf_counter_ns()
+            routed_ms.append((t1 - t0) / 1e6)
+            static_ms.append((t2 - t1) / 1e6)
+    flops = router.program.path_costs(seg_flops, pred.gates, pred.experts, list(data.inputs))[
+        np.arange(len(data)), pred.exit_index]
+    total_flops = sum(seg_flops.values())
+    accuracy = float((pred.predicted == data.labels).mean())
+    full_accuracy = float((full.predicted == data.labels).mean())
+    r, s = np.asarray(routed_ms), np.asarray(static_ms)
+    flops_ratio = float(flops.mean() / total_flops)
+    speedup = float(s.mean() / r.mean())
+    return {
+        "dataset": data.name, "samples": len(data), "accuracy": accuracy,
+        "full_depth_accuracy": full_accuracy, "accuracy_drop": full_accuracy - accuracy,
+        "exit_rates": {n: float((pred.exit_index == i).mean()) for i, n in enumerate(router.exit_names)},
+        "flops_ratio": flops_ratio, "mean_flops": float(flops.mean()), "static_flops": total_flops,
+        "mean_ms": float(r.mean()), "p50_ms": float(np.percentile(r, 50)), "p90_ms": float(np.percentile(r, 90)),
+        "p99_ms": float(np.percentile(r, 99)), "static_mean_ms": float(s.mean()),
+        "static_p50_ms": float(np.percentile(s, 50)), "static_p90_ms": float(np.percentile(s, 90)),
+        "static_p99_ms": float(np.percentile(s, 99)), "speedup": speedup, "flops_speedup": 1 / flops_ratio,
+        "speedup_vs_flops": speedup * flops_ratio,
+        "static_source": source,
+    }
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+def held_out(ref: str, explicit: str | None, data: Dataset) -> tuple[Dataset | None, str | None]:
+    """The split to report on: --test-data, the built-in test split, or None (split ``data``)."""
+    if explicit:
+        return None, explicit
+    name, sep, split = ref.partition(":")
+    if not Path(ref).exists() and name in BUILTIN:
+        if (split or "val") == "test":
+            raise UsageError("calibrating on the test split leaves nothing held out to report on",
+                             hint=f"calibrate on {name}:val; the report uses {name}:test")
+        return None, f"{name}:test"
+    return data, None
+
+
+def calibrate_package(package: Path, spec: CalibrateSpec,
+                      on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Choose thresholds, write them into the manifest atomically, return the report."""
+    validate_spec(spec)
+    step = on_progress or (lambda _: None)
+    threads = spec.threads if spec.threads is not None else profile_threads(spec.profile)
+    package = Path(package)
+    with Router.open(package, threads=threads, score=spec.score) as router:
+        modalities = list(router.inputs.values())
+        if spec.modality is not None:
+            parse_mix(spec.modality, list(router.inputs))  # before any data is loaded
+        ref = spec.data if ":" in spec.data or Path(spec.data).exists() else f"{spec.data}:val"
+        val = load_dataset(ref, modalities=modalities, label_names=router.manifest.labels)
+        whole, test_ref = held_out(ref, spec.test_data, val)
+        if whole is not None:  # a file: choose on one half, report on the other
+            order = np.random.default_rng(0).permutation(len(whole))
+            half = len(whole) // 2
+            if half < 2:
+                raise DataError(f"{spec.data}: {len(whole)} samples are too few to calibrate and hold out")
+            val, test = whole.subset(order[:half]), whole.subset(order[half:])
+            val.name, test.name = f"{whole.name} (half A)", f"{whole.name} (half B)"
+        else:
+            test = load_dataset(test_ref, modalities=modalities, label_names=router.manifest.labels)
+        if len(val) == 0 or len(test) == 0:
+            raise DataError("calibration needs at least one validation and one test sample")
+        mixes = val.select_mixes(spec.modality, list(router.inputs))
+        test_mixes = [m for m in mixes if m in test.mixes()]
+        if not test_mixes:
+            raise DataError(f"the held-out data {test.name} holds none of the mixes calibrated for")
+        step("measuring segments")
+        latency_key = {"host": f"{platform.node()} {platform.machine()}", "runtime": router.runtime.name,
+                       "threads": threads}
+        cached = router.manifest.segment_latency
+        if not spec.remeasure and cached.get("key") == latency_key and \
+                set(cached.get("segment_ms", {})) == set(router.manifest.segments):
+            seg_ms, measured = dict(cached["segment_ms"]), False
+        else:
+            seg_ms, measured = median_segment_ms(router.runtime, router.manifest.segments, spec.latency_runs), True
+        step("scoring exits")
+        tables = [collect(router, val.with_mix(mix), spec.score, seg_ms) for mix in mixes]
+        table = stack_tables(tables)
+        step("searching")
+        never = _never(spec.score, router)
+        result = search(table, never)
+        if len(tables) > 1:
+            result.mix_accuracy = np.stack([search(t, never, result.candidates).accuracy for t in tables])
+            result.mix_full_depth = np.asarray([t.full_depth_accuracy for t in tables])
+        chosen = choose(result, table, spec)
+        early = router.exit_names[:-1]
+        thresholds = result.thresholds(chosen, early)
+        step("measuring on the held-out split")
+        seg_flops = {n: float(s["flops"]) for n, s in router.manifest.segments.items()}
+        static = router.runtime.static_runner()
+        by_mix = {mix_name(mix): measure_test(router, test.with_mix(mix), thresholds, seg_flops, static, spec.rounds)
+                  for mix in test_mixes}
+    test_report = {**by_mix[mix_name(test_mixes[-1])],
+                   "modality_mixes": by_mix if len(router.inputs) > 1 else None}
+    val_report = _val_point(result, chosen, table, thresholds, val.name)
+    val_report["modality_mixes"] = [mix_name(m) for m in mixes]
+    report = {
+        "schema": "cephalon-edge/calibrate/1", "package": str(package), "score": spec.score,
+        "segment_latency": {"key": latency_key, "measured_now": measured},
+        "mode": spec.mode, "target": {"max_drop": 0.01 if spec.mode == "accuracy" and spec.max_drop is None else spec.max_drop,
+                                      "latency_budget_ms": spec.latency_budget_ms, "flops_budget": spec.flops_budget},
+        "profile": spec.profile, "threads": threads, "thresholds": thresholds,
+        "val": val_report, "test": test_report, "segment_ms": seg_ms,
+        "pareto": [_point(result, i, table, early, i == chosen)
+                   for i in sorted(_thin(result.pareto, chosen), key=lambda i: result.cost_ms[i])],
+        "search": {"candidates_per_exit": [len(c) for c in result.candidates],
+                   "combinations": int(len(result.accuracy)), "seconds": round(result.seconds, 3)},
+    }
+    router.manifest.write_sections(
+        exit_policy={"score": spec.score, "calibrated": True, "thresholds": thresholds},
+        segment_latency={"key": latency_key, "segment_ms": seg_ms},
+        calibration={
+            "created_by": f"cephalon-edge {__version__}", "dataset": val_report["dataset"],
+            "test_dataset": test_report["dataset"], "mode": spec.mode, "target": report["target"],
+            "threads": threads, "profile": spec.profile, "val": val_report,
+            "test": {k: test_report[k] for k in (
+                "accuracy", "full_depth_accuracy", "accuracy_drop", "exit_rates", "flops_ratio", "mean_ms",
+                "static_mean_ms", "speedup")}})
+    return report
+
+
+def _val_point(result: SearchResult, i: int, table: ExitTable, thresholds: dict[str, float],
+               name: str) -> dict[str, Any]:
+    full_flops = float(table.flops[:, -1].mean())
+    exits = _exit_rates(table, thresholds)
+    return {"dataset": name, "samples": int(table.correct.shape[0]), "accuracy": float(result.accuracy[i]),
+            "full_depth_accuracy": table.full_depth_accuracy,
+            "accuracy_drop": table.full_depth_accuracy - float(result.accuracy[i]),
+            "expected_ms": float(result.cost_ms[i]), "full_depth_ms": float(table.cost_ms[:, -1].mean()),
+            "expected_flops": float(result.flops[i]), "flops_ratio": float(result.flops[i]) / full_flops,
+            "exit_rates": exits}
+
+
+def _exit_rates(table: ExitTable, thresholds: dict[str, float]) -> dict[str, float]:
+    remaining = np.ones(len(table.scores), bool)
+    rates = {}
+    for j, (name, t) in enumerate(thresholds.items()):
+        leave = remaining & (table.scores[:, j] >= t)
+        rates[name] = float(leave.mean())
+        remaining &= ~leave
+    rates[table.exit_names[-1]] = float(remaining.mean())
+    return rates
+
+
+def _point(result: SearchResult, i: int, table: ExitTable, names: list[str], chosen: bool) -> dict[str, Any]:
+    return {"thresholds": result.thresholds(i, names), "accuracy": float(result.accuracy[i]),
+            "expected_ms": float(result.cost_ms[i]),
+            "flops_ratio": float(result.flops[i]) / float(table.flops[:, -1].mean()), "chosen": chosen}
+
+
+def _thin(front: list[int], chosen: int, keep: int = 12) -> list[int]:
+    """At most ``keep`` points spread along the front, always with the chosen one."""
+    if len(front) > keep:
+        front = [front[int(round(j))] for j in np.linspace(0, len(front) - 1, keep)]
+    return list(set(front) | {chosen})

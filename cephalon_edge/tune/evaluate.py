@@ -1,0 +1,39 @@
+"""Accuracy, exit mix and latency of a package on a labelled dataset, through the router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from cephalon_edge.device.data import Dataset, load_dataset
+from cephalon_edge.device.router import Router
+
+
+def evaluate_router(router: Router, data: Dataset, thresholds: float | Mapping[str, float] | None = None,
+                    batch_size: int = 1) -> dict[str, Any]:
+    """Route every sample with the modalities it holds (batch 1 by default: per-sample latency
+    as a device sees it)."""
+    correct, exits, latency = 0, np.zeros(len(router.exit_names)), []
+    for part in data.by_own_mix():
+        for start in range(0, len(part), batch_size):
+            sl = slice(start, start + batch_size)
+            pred = router.predict({k: v[sl] for k, v in part.inputs.items()}, thresholds=thresholds)
+            correct += int((pred.predicted == part.labels[sl]).sum())
+            np.add.at(exits, pred.exit_index, 1)
+            latency.extend((pred.latency_us / 1000).tolist())
+    lat = np.asarray(latency)
+    return {
+        "dataset": data.name, "samples": len(data), "accuracy": correct / max(1, len(data)),
+        "exit_rates": {name: float(c / max(1, len(data))) for name, c in zip(router.exit_names, exits)},
+        "mean_ms": float(lat.mean()), "p50_ms": float(np.percentile(lat, 50)),
+        "p90_ms": float(np.percentile(lat, 90)), "p99_ms": float(np.percentile(lat, 99)),
+    }
+
+
+def evaluate_package(package: Path, dataset: str, thresholds: float | Mapping[str, float] | None = None,
+                     runtime: str = "auto", threads: int | None = None) -> dict[str, Any]:
+    with Router.open(package, runtime=runtime, threads=threads) as router:
+        data = load_dataset(dataset, modalities=list(router.inputs.values()), label_names=router.manifest.labels)
+        return evaluate_router(router, data, thresholds)
