@@ -1,30 +1,111 @@
-"""The package installs as one `cephalon_edge` tree: converters, runtimes and profiles inside it."""
+"""The package installs like a user installs it: a wheel holding every subpackage, with
+converters, runtimes and profiles inside ``cephalon_edge``; the device half alone (no torch)
+runs, benches and calibrates a package; the build half says which extra it needs."""
 
+from __future__ import annotations
+
+import json
+import os
+import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import REPO
+
+from conftest import REPO, labelled_npz, make_net
+
+# installed name -> folder in the repository (setup.py maps them the same way)
+INSIDE = {"cephalon_edge.build.converters": "converters", "cephalon_edge.device.runtimes": "runtimes",
+          "cephalon_edge.profiles": "profiles"}
+
+
+def source_packages() -> set[str]:
+    """Every package the source tree holds, under its installed name."""
+    names = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "cephalon_edge").rglob("__init__.py")}
+    for name, folder in INSIDE.items():
+        names |= {".".join((name, *p.parent.relative_to(REPO / folder).parts)) for p in (REPO / folder).rglob("__init__.py")}
+    return names
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "src"  # build from a copy: setuptools builds in-tree and leaves build/ behind
+    junk = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis")
+    shutil.copytree(REPO, source, ignore=lambda d, names: junk(d, names) | ({"build"} if Path(d) == REPO else set()))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root),
+                    str(source)], check=True, capture_output=True, timeout=600)
+    return next(root.glob("cephalon_edge-*.whl"))
 
 
 @pytest.mark.slow
-def test_normal_install_puts_everything_inside_the_package(tmp_path):
-    import shutil
-    source = tmp_path / "src"  # build from a copy: setuptools builds in-tree and leaves build/ behind
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
-                                                                ".pytest_cache", ".hypothesis"))
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(source)], check=True, capture_output=True, timeout=600)
-    assert not (target / "converters").exists() and not (target / "runtimes").exists()
-    code = ("import cephalon_edge, cephalon_edge.build.converters, cephalon_edge.device.runtimes, cephalon_edge.profiles;"
-            "from importlib.resources import files;"
-            "print(cephalon_edge.__file__); print(sorted(p.name for p in files('cephalon_edge.profiles').iterdir() if p.name.endswith('.toml')))")
-    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
-                         capture_output=True, text=True, cwd=tmp_path, check=True)
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith(str(target))
-    assert "host-cpu.toml" in lines[1]
+def test_the_wheel_holds_every_subpackage_inside_cephalon_edge(wheel, tmp_path):
+    names = zipfile.ZipFile(wheel).namelist()
+    packaged = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")}
+    assert packaged == source_packages()
+    assert not any(n.startswith(("converters/", "runtimes/", "profiles/")) for n in names)
+    assert "cephalon_edge/profiles/host-cpu.toml" in names and "cephalon_edge/build/delegate_ops.json" in names
+    # every module of the wheel imports in the full environment
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names
+                     if n.startswith("cephalon_edge/") and n.endswith(".py"))
+    code = (f"import importlib, sys; sys.path.insert(0, {str(site)!r})\n"
+            f"for m in {modules!r}:\n    importlib.import_module(m)\n"
+            "import cephalon_edge; print(cephalon_edge.__file__)")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().startswith(str(site))
+
+
+@pytest.mark.slow
+def test_device_half_alone_runs_benches_and_calibrates(wheel, tmp_path):
+    from cephalon_edge.build import checkpoint
+    from cephalon_edge.build.artifacts import ExportSpec
+    from cephalon_edge.build.export import export_package
+
+    net = make_net(seed=3, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
+                   tasks=[{"name": "class", "outputs": 5}])
+    checkpoint.save(net, tmp_path / "m.cephalon")
+    pkg = tmp_path / "pkg"
+    export_package(tmp_path / "m.cephalon", pkg, ExportSpec("onnx", with_static=True, verify=False))
+    data = labelled_npz(net, tmp_path / "data.npz", samples=400, seed=2)
+    np.save(tmp_path / "x.npy", np.load(data)["image"][0])
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                          f"{wheel}[onnx]"], capture_output=True, text=True, timeout=900)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    python, exe = venv / "bin" / "python", venv / "bin" / "cephalon-edge"
+    assert subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode != 0  # no torch there
+
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("PYTHONPATH", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+    res = cli("run", str(pkg), str(tmp_path / "x.npy"), "--json", str(tmp_path / "run.json"))
+    assert res.returncode == 0, res.stderr
+    prediction = json.loads((tmp_path / "run.json").read_text())["predictions"][0]
+    assert prediction["prediction"] == int(np.load(data)["labels"][0])  # labels are the net's own predictions
+    res = cli("bench", str(pkg), "--data", str(data), "--runs", "3", "--warmup", "1", "--samples", "20",
+              "--json", str(tmp_path / "bench.json"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "bench.json").read_text())["static"]["mean_ms"] > 0
+    res = cli("calibrate", str(pkg), "--data", str(data))
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert manifest["exit_policy"]["calibrated"] is True
+    # the build half says which extra it needs, in one line
+    res = cli("export", str(tmp_path / "m.cephalon"), "--target", "onnx", "-o", str(tmp_path / "again"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "pip install 'cephalon-edge[export]'" in res.stderr
+    assert not (tmp_path / "again").exists()
 
 
 def test_editable_install_maps_top_level_folders():
