@@ -8,4 +8,4 @@ writes and verifies what the device half runs), never the other way round.
 
 from cephalon_edge.extras import require
 
-require("export", "checkpoints, export, compress and the zoo (the build half)")
+require("export", "the build half (checkpoints, export, compress, the zoo)")
