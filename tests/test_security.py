@@ -47,3 +47,55 @@ def test_device_paths_are_confined():
     for arg in ("--graph=/x;reboot", "`id`", "a|b", "--x=$(id)"):
         with pytest.raises(UsageError):
             safe_arg(arg)
+
+
+# ---- the two halves (DESIGN.md §2) -----------------------------------------------------------
+
+DEVICE_SIDE = sorted(p for d in ("cephalon_edge/device", "cephalon_edge/tune", "runtimes") for p in (REPO / d).rglob("*.py"))
+
+
+def test_device_half_and_tuning_never_import_the_build_half():
+    hits = [f"{p.relative_to(REPO)}:{i}" for p in DEVICE_SIDE for i, line in enumerate(p.read_text().splitlines(), 1)
+            if re.search(r"^\s*(from|import) (cephalon_edge\.build|\.\.build|torch)\b", line)]
+    assert not hits
+
+
+def test_device_half_tuning_and_cli_import_without_torch():
+    import subprocess
+    import sys
+
+    modules = sorted(".".join(("cephalon_edge", *p.relative_to(REPO / "cephalon_edge").with_suffix("").parts))
+                     for d in ("device", "tune", "cli") for p in (REPO / "cephalon_edge" / d).rglob("*.py"))
+    modules = [m.removesuffix(".__init__") for m in modules] + [
+        "cephalon_edge.device.runtimes.onnxruntime", "cephalon_edge.device.runtimes.litert",
+        "cephalon_edge.device.runtimes.coreml", "cephalon_edge.targets", "cephalon_edge.extras"]
+    code = f"""
+import importlib, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'tensorflow', 'coremltools', 'sklearn', 'matplotlib'):
+            raise ImportError('no ' + name + ' on this device')
+sys.meta_path.insert(0, Block())
+for m in {modules!r}:
+    importlib.import_module(m)
+assert not {{'torch', 'coremltools'}} & set(sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_step_vocabulary_lives_in_the_program_module():
+    """Readers of a program use the typed steps; only program.py reads or writes step JSON."""
+    program = REPO / "cephalon_edge" / "device" / "program.py"
+    hits = [f"{p.relative_to(REPO)}:{i}" for p in SOURCES if p != program
+            for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"""["']op["']""", line)]
+    assert not hits
+
+
+def test_target_names_are_spelled_only_in_the_registry():
+    """Outside the target registry (and each target's own converter and runtime modules),
+    nothing compares against or passes a target name."""
+    library = [p for p in (REPO / "cephalon_edge").rglob("*.py") if p.name not in ("targets.py",)]
+    hits = [f"{p.relative_to(REPO)}:{i}" for p in library for i, line in enumerate(p.read_text().splitlines(), 1)
+            if re.search(r"""(==|!=|\bin \(|ExportSpec\(|get_target\()\s*["'](onnx|tflite|coreml)["']""", line)]
+    assert not hits
