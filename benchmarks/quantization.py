@@ -41,6 +41,7 @@ def main() -> None:
     workdir = workdir_of(args.workdir, "cephalon-quant-")
 
     from cephalon_edge.device.data import builtin
+    from cephalon_edge.device.program import NEVER_EXIT
     from cephalon_edge.device.router import Router
 
     rows = []
@@ -55,7 +56,7 @@ def main() -> None:
         shape = next(iter(routers["none"].inputs.values()))["shape"]
         x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
         modality = next(iter(routers["none"].inputs))
-        never = 1.01
+        never = NEVER_EXIT
         samples = interleaved({
             "routed fp32": lambda: routers["none"].predict({modality: x}, thresholds=never),
             "routed int8": lambda: routers["int8"].predict({modality: x}, thresholds=never),

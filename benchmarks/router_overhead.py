@@ -36,14 +36,15 @@ class NullRuntime:
 
 
 def null_runtime_cost(router, feeds, calls: int = 2000) -> float:
+    from cephalon_edge.device.program import NEVER_EXIT
     from cephalon_edge.device.router import Router
 
     null = Router(router.manifest, NullRuntime(router.manifest))
     for _ in range(100):
-        null.predict(feeds, thresholds=1.01)
+        null.predict(feeds, thresholds=NEVER_EXIT)
     t0 = time.perf_counter_ns()
     for _ in range(calls):
-        null.predict(feeds, thresholds=1.01)
+        null.predict(feeds, thresholds=NEVER_EXIT)
     return (time.perf_counter_ns() - t0) / 1000 / calls
 
 
@@ -57,6 +58,7 @@ def main() -> None:
 
     import onnxruntime as ort
 
+    from cephalon_edge.device.program import NEVER_EXIT
     from cephalon_edge.device.router import Router
 
     pkg = args.package or zoo_package("resnet50-exits", with_static=True)
@@ -70,7 +72,7 @@ def main() -> None:
 
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     feeds = {"image": x}
-    routed = lambda: router.predict(feeds, thresholds=1.01)  # noqa: E731
+    routed = lambda: router.predict(feeds, thresholds=NEVER_EXIT)  # noqa: E731
     monolithic = lambda: static.run(None, {static_input: x})  # noqa: E731
 
     samples = interleaved({"routed": routed, "static": monolithic}, args.runs, args.warmup)
@@ -80,7 +82,7 @@ def main() -> None:
     outside = []
     for _ in range(args.runs):
         t0 = time.perf_counter_ns()
-        pred = router.predict(feeds, thresholds=1.01)
+        pred = router.predict(feeds, thresholds=NEVER_EXIT)
         total_us = (time.perf_counter_ns() - t0) / 1000
         outside.append((total_us - sum(pred.segment_us.values())) / len(pred.segment_us))
     hops = len(pred.segment_us)

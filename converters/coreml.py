@@ -127,7 +127,7 @@ def verify(manifest: Any) -> dict[str, Any]:
     specs: dict[str, Any] = {}
     checked = 0
     for name, seg in manifest.segments.items():
-        path = manifest.root / seg["file"]
+        path = manifest.member(seg["file"])
         if seg["file"] not in specs:
             specs[seg["file"]] = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
         model_spec = specs[seg["file"]]

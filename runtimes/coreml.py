@@ -46,7 +46,7 @@ class CoreMLRuntime:
     def static_runner(self) -> Callable[..., list[np.ndarray]] | None:
         import coremltools as ct
 
-        static = self._manifest.data.get("static")
+        static = self._manifest.static
         if not static:
             return None
         model = ct.models.MLModel(str(self._manifest.static_file()))

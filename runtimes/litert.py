@@ -72,7 +72,7 @@ class LiteRTRuntime:
 
     def _open(self, file: str) -> Any:
         if file not in self._interpreters:
-            path = self._manifest.root / file
+            path = self._manifest.member(file)
             try:
                 self._interpreters[file] = self._interpreter_cls(model_path=str(path), num_threads=self._threads)
             except (ValueError, RuntimeError) as exc:
@@ -91,7 +91,7 @@ class LiteRTRuntime:
         return [np.concatenate(parts) for parts in zip(*per_sample)]
 
     def static_runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
-        static = self._manifest.data.get("static")
+        static = self._manifest.static
         if not static:
             return None
         interp = self._interpreter_cls(model_path=str(self._manifest.static_file()), num_threads=self._threads)

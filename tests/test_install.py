@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, labelled_npz, make_net
 
 # installed name -> folder in the repository (setup.py maps them the same way)

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from cephalon_edge.errors import CheckpointError
-from cephalon_edge.fsutil import atomic_path
 from cephalon_edge.build.model import CephalonNet
 from cephalon_edge.build.spec import ModelSpec
+from cephalon_edge.errors import CheckpointError
+from cephalon_edge.fsutil import atomic_path
 
 FORMAT = "cephalon/1"
 METADATA_KEY = "cephalon"

@@ -43,7 +43,7 @@ def coverage(manifest: Any, delegate: str) -> list[dict[str, Any]]:
     rows = []
     for name, seg in manifest.segments.items():
         if seg["file"] not in per_file:
-            per_file[seg["file"]] = tflite_ops(manifest.root / seg["file"])
+            per_file[seg["file"]] = tflite_ops(manifest.member(seg["file"]))
         ops = per_file[seg["file"]].get(seg.get("signature") or "serving_default", [])
         unique = sorted(set(ops))
         ok = [o for o in unique if "*" in supported or o in supported]

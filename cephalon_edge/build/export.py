@@ -15,11 +15,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from cephalon_edge import __version__
 from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.device.manifest import (
+    FORMAT,
+    MANIFEST,
+    Manifest,
+    sha256_file,
+    size_bytes,
+)
+from cephalon_edge.device.profiles import load_profile
 from cephalon_edge.errors import ParityError, UsageError
 from cephalon_edge.fsutil import atomic_directory, write_json_atomic
 from cephalon_edge.targets import QUANTIZATION_MODES, Target, get_target
-from cephalon_edge.device.manifest import FORMAT, MANIFEST, Manifest, sha256_file, size_bytes
-from cephalon_edge.device.profiles import load_profile
 
 if TYPE_CHECKING:
     from cephalon_edge.build.segments import SegmentSet

@@ -13,10 +13,16 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from cephalon_edge.device.mixes import mix_name, modality_mixes
 from cephalon_edge.build.model import CephalonNet
+from cephalon_edge.build.segments import (
+    SegmentSet,
+    StaticModel,
+    example_input,
+    segment_feeds,
+)
+from cephalon_edge.device.mixes import mix_name, modality_mixes
+from cephalon_edge.device.program import NEVER_EXIT
 from cephalon_edge.device.router import Router
-from cephalon_edge.build.segments import SegmentSet, StaticModel, example_input, segment_feeds
 
 FP32_ATOL = 1e-4
 # quantized packages: minimum top-1 agreement with fp32 PyTorch on the validation split
@@ -120,7 +126,7 @@ def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: 
     by_mix = {}
     for mix in modality_mixes(net.spec.modality_names):  # every modality subset routes like dynamic_forward
         part = {m: inputs[m] for m in mix}
-        settings = [dict(manifest_thresholds), 1.01, 0.0, median_thresholds(net, part)]
+        settings = [dict(manifest_thresholds), NEVER_EXIT, 0.0, median_thresholds(net, part)]
         d, t, e, n = check_routed(net, router, part, settings)
         by_mix[mix_name(mix)] = {"decision_agreement": d, "top1_agreement": t, "max_abs_err": e, "samples": n}
         agree, top1, samples, routed_err = agree + d * n, top1 + t * n, samples + n, max(routed_err, e)
@@ -130,7 +136,7 @@ def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: 
                           modality_mixes=by_mix if len(by_mix) > 1 else {})
     if quantization != "none" and real_samples:
         real = {k: v[:real_samples] for k, v in inputs.items()}
-        result.val_top1_agreement = check_routed(net, router, real, [1.01])[1]
+        result.val_top1_agreement = check_routed(net, router, real, [NEVER_EXIT])[1]
     if static_session is not None:
         result.static_max_abs_err = check_static(net, static_session, inputs)
     return result

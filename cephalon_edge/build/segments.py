@@ -20,7 +20,16 @@ from torch import nn
 
 from cephalon_edge.build.model import CephalonNet
 from cephalon_edge.build.model.layers import confidence
-from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Program, Run, segments_of
+from cephalon_edge.device.program import (
+    Encode,
+    Exit,
+    Final,
+    Gate,
+    Moe,
+    Program,
+    Run,
+    segments_of,
+)
 
 
 class ScoredHead(nn.Module):

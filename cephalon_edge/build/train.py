@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cephalon_edge.build.model import CephalonNet
 from cephalon_edge.device.data import Dataset
 from cephalon_edge.device.mixes import mix_name
-from cephalon_edge.build.model import CephalonNet
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,24 @@ import torch
 
 from cephalon_edge import __version__
 from cephalon_edge.build.checkpoint import save
-from cephalon_edge.device.data import (DIGITS_PREPROCESSING, MNIST1D_PREPROCESSING, MULTIMODAL_IMAGE_PREPROCESSING,
-                   MULTIMODAL_SIGNAL_LENGTH, builtin)
-from cephalon_edge.errors import UsageError
 from cephalon_edge.build.model import CephalonNet
 from cephalon_edge.build.spec import ModelSpec
-from cephalon_edge.build.train import MODALITY_DROPOUT, EpochCallback, TrainSpec, evaluate, evaluate_mixes, train
+from cephalon_edge.build.train import (
+    MODALITY_DROPOUT,
+    EpochCallback,
+    TrainSpec,
+    evaluate,
+    evaluate_mixes,
+    train,
+)
+from cephalon_edge.device.data import (
+    DIGITS_PREPROCESSING,
+    MNIST1D_PREPROCESSING,
+    MULTIMODAL_IMAGE_PREPROCESSING,
+    MULTIMODAL_SIGNAL_LENGTH,
+    builtin,
+)
+from cephalon_edge.errors import UsageError
 
 DIGITS_LABELS = [str(i) for i in range(10)]
 

@@ -13,13 +13,13 @@ import torch
 
 from cephalon_edge import __version__
 from cephalon_edge.build.checkpoint import load_with_metadata, save
-from cephalon_edge.device.data import Dataset, load_dataset
-from cephalon_edge.errors import DataError, UsageError
+from cephalon_edge.build.compress.prune import CRITERIA, plan
+from cephalon_edge.build.compress.quantize import MODES, recipe, simulate
 from cephalon_edge.build.model import CephalonNet
 from cephalon_edge.build.segments import build_segments
 from cephalon_edge.build.train import MODALITY_DROPOUT, TrainSpec, evaluate, train
-from cephalon_edge.build.compress.prune import CRITERIA, plan
-from cephalon_edge.build.compress.quantize import MODES, recipe, simulate
+from cephalon_edge.device.data import Dataset, load_dataset
+from cephalon_edge.errors import DataError, UsageError
 
 BYTES_PER_WEIGHT = {"none": 4, "fp16": 2, "int8": 1, "int8-dynamic": 1}
 

@@ -19,11 +19,18 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cephalon_edge.errors import UsageError
 from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.model.layers import Adapter, ExitHead, ExpertGate, SkipGate, SqueezeExcite, TaskHead
+from cephalon_edge.build.model.layers import (
+    Adapter,
+    ExitHead,
+    ExpertGate,
+    SkipGate,
+    SqueezeExcite,
+    TaskHead,
+)
 from cephalon_edge.build.segments import StaticModel, build_segments
 from cephalon_edge.build.spec import ModelSpec
+from cephalon_edge.errors import UsageError
 
 CRITERIA = ("l1", "l2", "taylor")
 ROUND_TO = 8  # channel counts stay multiples of 8: SIMD kernels run them at full width

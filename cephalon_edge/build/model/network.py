@@ -17,11 +17,18 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from cephalon_edge.errors import UsageError
+from cephalon_edge.build.model.layers import (
+    Adapter,
+    ExitHead,
+    ExpertGate,
+    SkipGate,
+    TaskHead,
+    confidence,
+    make_block,
+)
 from cephalon_edge.build.spec import ModelSpec
 from cephalon_edge.device.program import GATE_THRESHOLD
-from cephalon_edge.build.model.layers import Adapter, ExitHead, ExpertGate, SkipGate, TaskHead, confidence, make_block
-
+from cephalon_edge.errors import UsageError
 
 
 class Stage(nn.Module):

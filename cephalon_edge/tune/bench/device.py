@@ -81,7 +81,7 @@ class _DeviceRun:
         files = sorted(self.manifest.segment_files)
         static = self.manifest.static
         for f in files + ([static["file"]] if static else []):
-            self.adb.push(serial, self.manifest.root / f, f)
+            self.adb.push(serial, self.manifest.member(f), f)
         binary = self.adb.push(serial, self.binary, "benchmark_model")
         self.step = "chmod"
         self.adb.shell(serial, ["chmod", "755", binary], "chmod")
