@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,3 +95,42 @@ def atomic_directory(dest: Path, replace: bool) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def regular_file(path: Path, what: str, error: type[Exception], max_bytes: int | None = None,
+                 allow_symlink: bool = True, allow_dir: bool = False) -> Path:
+    """``path`` if it is a regular file (a FIFO, device or socket would hang or never end a
+    read), at most ``max_bytes`` long; else ``error`` with one line naming it. With
+    ``allow_symlink=False`` a symlink is refused too (it could point out of a package)."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise error(f"{what} {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        if not allow_symlink:
+            raise error(f"{what} {path} is a symlink; refused (it could point anywhere)")
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise error(f"{what} {path} is a dangling symlink") from None
+    if stat.S_ISDIR(st.st_mode) and allow_dir:
+        return path
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise error(f"{what} {path} is {kind}")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise error(f"{what} {path} is {st.st_size} bytes; more than the {max_bytes} allowed")
+    return path
+
+
+def loads_json(raw: bytes | str, what: str, error: type[Exception]) -> Any:
+    """``json.loads`` whose failures, nesting too deep included, are one-line ``error``s."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise error(f"{what}: JSON nested too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what}: not valid JSON ({exc})") from None

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from cephalon_edge.device.runtimes.base import REEXPORT, check_io
 
 from cephalon_edge.device.manifest import Manifest
-from cephalon_edge.errors import RuntimeFailure
+from cephalon_edge.errors import PackageError, RuntimeFailure
 from cephalon_edge.extras import require
 
 
@@ -68,6 +69,12 @@ class LiteRTRuntime:
                 runner = interp.get_signature_runner(seg.get("signature") or None)
             except ValueError as exc:
                 raise RuntimeFailure(f"{seg['file']} has no signature {seg.get('signature')!r} for segment {name}: {exc}") from None
+            inputs, outputs = runner.get_input_details(), runner.get_output_details()
+            if set(seg["outputs"]) - set(outputs):
+                raise PackageError(f"segment {name}: its graph has no output {sorted(set(seg['outputs']) - set(outputs))[0]!r}",
+                                   hint=REEXPORT)
+            check_io(name, seg, [inputs[n]["shape"] for n in sorted(inputs, key=lambda n: (len(n), n))],
+                     [outputs[o]["shape"] for o in (seg["outputs"] or sorted(outputs))])
             self._signatures[name] = _Signature(runner, seg["outputs"])
 
     def _open(self, file: str) -> Any:

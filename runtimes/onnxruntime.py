@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from cephalon_edge.device.runtimes.base import check_io
 
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.errors import RuntimeFailure
@@ -37,6 +38,8 @@ class OnnxRuntime:
                 sess = ort.InferenceSession(str(manifest.file_of(name)), opts, providers=list(providers))
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 raise RuntimeFailure(f"onnxruntime cannot load segment {name}: {exc}") from None
+            check_io(name, manifest.segments[name], [i.shape for i in sess.get_inputs()],
+                     [o.shape for o in sess.get_outputs()])
             self._sessions[name] = sess
             self._names[name] = (sess.get_inputs()[0].name, [o.name for o in sess.get_outputs()])
 

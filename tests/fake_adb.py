@@ -1,7 +1,7 @@
 """A fake `adb` for the tests: emulates Android devices kept in a state directory.
 
 State: ``$FAKE_ADB_DIR/devices.json`` = ``[{serial, state, props, vanish_at?}]``; each device's
-files live in ``$FAKE_ADB_DIR/<serial>/``. It answers ``devices -l``, ``shell getprop``,
+files live in ``$FAKE_ADB_DIR/<serial>/``. It answers ``devices [-l]``, ``shell getprop``,
 ``push``, ``shell mkdir/chmod/rm`` and runs ``benchmark_model`` by loading the pushed .tflite
 with the LiteRT interpreter on the host and printing benchmark_model's real output format
 (``$FAKE_ADB_FORMAT``: ``litert`` (default), ``v2`` or ``v1``). ``vanish_at`` (push, chmod,

@@ -16,7 +16,7 @@ import torch
 from cephalon_edge.build.model import CephalonNet
 from cephalon_edge.build.spec import ModelSpec
 from cephalon_edge.errors import CheckpointError
-from cephalon_edge.fsutil import atomic_path
+from cephalon_edge.fsutil import atomic_path, loads_json, regular_file
 
 FORMAT = "cephalon/1"
 METADATA_KEY = "cephalon"
@@ -25,22 +25,19 @@ CALIBRATION_PREFIX = "calibration."  # stored quantization calibration samples, 
 
 def _header(path: Path) -> dict[str, Any]:
     """Read the safetensors JSON header without touching tensor data."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) != 8:
-                raise CheckpointError(f"{path}: not a .cephalon checkpoint (file too short)")
-            size = int.from_bytes(raw, "little")
-            if size > 100_000_000:
-                raise CheckpointError(f"{path}: not a .cephalon checkpoint (header size {size} is implausible)")
-            header = json.loads(f.read(size))
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except IsADirectoryError:
+    if Path(path).is_dir():
         raise CheckpointError(f"{path} is a directory, not a .cephalon checkpoint",
-                              hint="an exported edge package is a directory; commands that take a checkpoint need the .cephalon file") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: not a .cephalon checkpoint (unreadable safetensors header)") from None
+                              hint="an exported edge package is a directory; commands that take a checkpoint need the .cephalon file")
+    regular_file(path, "checkpoint", CheckpointError)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise CheckpointError(f"{path}: not a .cephalon checkpoint (file too short)")
+        size = int.from_bytes(raw, "little")
+        if size > 100_000_000:
+            raise CheckpointError(f"{path}: not a .cephalon checkpoint (header size {size} is implausible)")
+        header = loads_json(f.read(size), f"{path}: not a .cephalon checkpoint (unreadable safetensors header)",
+                            CheckpointError)
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a .cephalon checkpoint (bad safetensors header)")
     return header
@@ -49,14 +46,14 @@ def _header(path: Path) -> dict[str, Any]:
 def read_metadata(path: Path) -> dict[str, Any]:
     """The checkpoint's metadata: ``format``, ``spec``, ``provenance``."""
     header = _header(Path(path))
-    meta = (header.get("__metadata__") or {}).get(METADATA_KEY)
+    metadata = header.get("__metadata__")
+    meta = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
     if meta is None:
         raise CheckpointError(f"{path}: a safetensors file without cephalon metadata",
                               hint="plain weights go through `cephalon-edge import STATE_DICT --spec SPEC.json`")
-    try:
-        data = json.loads(meta)
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: cephalon metadata is not valid JSON") from None
+    if not isinstance(meta, str):
+        raise CheckpointError(f"{path}: cephalon metadata must be a JSON string")
+    data = loads_json(meta, f"{path}: cephalon metadata", CheckpointError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unsupported checkpoint format {data.get('format') if isinstance(data, dict) else None!r}",
                               hint=f"this cephalon-edge reads {FORMAT}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cephalon_edge.errors import SpecError
+from cephalon_edge.fsutil import loads_json
 
 SPEC_VERSION = 1
 MODALITY_KINDS = {"image": 3, "signal": 2, "text": 1}  # kind -> rank of one sample: (C,H,W) / (C,L) / (L,)
@@ -21,7 +22,7 @@ BACKBONES = ("native", "tokens")
 BLOCK_KINDS = ("basic", "bottleneck")
 TASK_KINDS = ("classification", "regression")
 # bounds that keep a hostile spec from allocating absurd tensors before anything is checked
-MAX_WIDTH, MAX_BLOCKS, MAX_EXPERTS, MAX_DIM, MAX_INPUT, MAX_PARAMS = 1 << 16, 256, 64, 1 << 14, 1 << 26, 2_000_000_000
+MAX_WIDTH, MAX_BLOCKS, MAX_EXPERTS, MAX_DIM, MAX_INPUT, MAX_PARAMS = 1 << 16, 256, 64, 1 << 14, 1 << 26, 500_000_000
 
 
 @dataclass(frozen=True)
@@ -185,11 +186,7 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"spec is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(loads_json(text, "spec", SpecError))
 
 
 # ---- parsing with field paths -----------------------------------------------------------
@@ -353,12 +350,6 @@ def validate(spec: ModelSpec) -> None:
              "the last stage feeds the task heads; early exits go after earlier stages")
     _count(spec.exit_channels, "spec.exit_channels")
     _at_most(spec.exit_channels, MAX_WIDTH, "spec.exit_channels")
-    width, params = spec.modalities[0].adapter.channels, 0
-    for s in spec.stages:  # 3x3 convs dominate: a cheap upper-bound estimate before building anything
-        per_block = 9 * (s.channels * s.mid_channels * 2 + s.mid_channels ** 2)
-        params += (s.blocks + s.skip_blocks + s.experts) * per_block + 9 * width * s.channels
-        width = s.channels
-    _at_most(params, MAX_PARAMS, "spec (estimated parameters)")
 
     task_names = set()
     for i, t in enumerate(spec.tasks):
@@ -369,8 +360,34 @@ def validate(spec: ModelSpec) -> None:
         _require(t.kind in TASK_KINDS, f"{p}.kind", f"must be one of {list(TASK_KINDS)}, got {t.kind!r}")
         _positive_int(t.outputs, f"{p}.outputs")
         _at_most(t.outputs, 1_000_000, f"{p}.outputs")
+    _at_most(estimated_params(spec), MAX_PARAMS, "spec (estimated parameters)")
     _require(spec.tasks[0].kind == "classification", "spec.tasks[0].kind",
              "the first task is the classifier that every exit predicts; it must be a classification")
     if spec.labels:
         _require(len(spec.labels) == spec.classes, "spec.labels",
                  f"has {len(spec.labels)} names for {spec.classes} classes")
+
+
+def estimated_params(spec: ModelSpec) -> int:
+    """A cheap upper bound of every part's parameters (adapters, embeddings, blocks, skip
+    blocks, experts and their gates, exit heads, task heads), so that nothing huge is ever
+    allocated: the bound is checked before anything is built."""
+    params = 0
+    for m in spec.modalities:
+        a = m.adapter
+        in_channels = m.shape[0] if m.kind != "text" else 1
+        params += {"embedding": (a.vocab or 0) * a.channels,
+                   "patch_embed": a.patch ** len(m.shape[1:]) * in_channels * a.channels}.get(
+            a.kind, a.kernel ** len(m.shape[1:]) * in_channels * a.channels)
+        params += (a.channels + 2) * spec.stages[0].channels  # projection into the shared space
+    width = spec.modalities[0].adapter.channels
+    for s in spec.stages:  # 3x3 convs, two per block, with the inner width
+        per_block = 9 * (s.channels * s.mid_channels * 2 + s.mid_channels ** 2)
+        params += (s.blocks + s.skip_blocks + s.experts) * per_block + 9 * width * s.channels
+        params += (s.skip_blocks + 1) * (s.channels + 1) * max(1, s.experts)  # gates
+        if s.exit:
+            hidden = spec.exit_channels or s.channels
+            params += (s.channels + 1) * hidden + (hidden + 1) * spec.classes
+        width = s.channels
+    params += sum((width + 1) * t.outputs for t in spec.tasks)
+    return int(params)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
@@ -20,17 +21,17 @@ def _ms(x: float | None) -> str:
 def render_bench(report: dict[str, Any]) -> None:
     for device in report.get("devices") or [report]:
         name = device.get("device", "host")
-        table = Table(title=f"segments on {name} ({device.get('profile', report.get('profile'))}, "
+        table = Table(title=f"segments on {escape(str(name))} ({device.get('profile', report.get('profile'))}, "
                             f"{report['runtime']}), ms at batch 1")
         for col in ("segment", "cold", "min", "p50", "p90", "p99", "mean", "std"):
             table.add_column(col, justify="left" if col == "segment" else "right")
         for s in device.get("segments", []):
-            table.add_row(s["name"], _ms(s.get("cold_ms")), _ms(s.get("min_ms")), _ms(s.get("p50_ms")),
+            table.add_row(escape(s["name"]), _ms(s.get("cold_ms")), _ms(s.get("min_ms")), _ms(s.get("p50_ms")),
                           _ms(s.get("p90_ms")), _ms(s.get("p99_ms")), _ms(s["mean_ms"]), _ms(s.get("std_ms")))
         console.print(table)
         e2e, static = device.get("end_to_end"), device.get("static")
         if e2e:
-            t = Table(title=f"end to end on {e2e['dataset']} ({e2e['samples']} real samples)"
+            t = Table(title=f"end to end on {escape(e2e['dataset'])} ({e2e['samples']} real samples)"
                             + (" - expected from device segment latency" if name != "host" else ""))
             t.add_column("")
             t.add_column("routed", justify="right")
@@ -43,9 +44,9 @@ def render_bench(report: dict[str, Any]) -> None:
             console.print(f"exit rates: {rates}" + (f"; accuracy {fmt_pct(e2e['accuracy'])}" if "accuracy" in e2e else "")
                           + (f"; [bold]speedup {speedup:.2f}x[/]" if speedup else ""))
         if device.get("note"):
-            console.print(f"[yellow]note:[/] {device['note']}")
+            console.print(f"[yellow]note:[/] {escape(device['note'])}")
         if device.get("status") == "failed":
-            console.print(f"[red]{device['error']}[/] (results so far kept)")
+            console.print(f"[red]{escape(device['error'])}[/] (results so far kept)")
     mixes = report.get("modality_mixes")
     if mixes:
         t = Table(title="end to end per modality mix (ms at batch 1)")
@@ -53,7 +54,7 @@ def render_bench(report: dict[str, Any]) -> None:
             t.add_column(col, justify="left" if col == "modality" else "right", no_wrap=col == "modality")
         for name, m in mixes.items():
             e, s = m["end_to_end"], m["static"]
-            t.add_row(name, str(e["samples"]), fmt_pct(e["accuracy"]), _ms(e["mean_ms"]), _ms(e["p50_ms"]), _ms(e["p90_ms"]),
+            t.add_row(escape(name), str(e["samples"]), fmt_pct(e["accuracy"]), _ms(e["mean_ms"]), _ms(e["p50_ms"]), _ms(e["p90_ms"]),
                       _ms(s["mean_ms"]) if s else "-", f"{m['speedup']:.2f}x" if m["speedup"] else "-")
         console.print(t)
         console.print("[dim]the static model takes every modality, so it is timed for the full mix only[/]")
@@ -112,12 +113,13 @@ def devices_cmd(json_file: Optional[Path] = typer.Option(None, "--json", help="W
         for col in ("serial", "state", "model", "SoC", "Android", "ABI", "profile"):
             table.add_column(col)
         for d in report["devices"]:
-            table.add_row(d["serial"], d["state"] if not d["message"] else f"[red]{d['state']}[/]", d["model"] or "-",
-                          d["soc"] or "-", d["android"] or "-", d["abi"] or "-", d["profile"] or "-")
+            state = escape(d["state"])
+            table.add_row(escape(d["serial"]), state if not d["message"] else f"[red]{state}[/]",
+                          *(escape(d[k] or "-") for k in ("model", "soc", "android", "abi", "profile")))
         console.print(table)
         for d in report["devices"]:
             if d["message"]:
-                console.print(f"[yellow]{d['message']}[/]")
+                console.print(f"[yellow]{escape(d['message'])}[/]")
     write_report(json_file, report)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
@@ -22,7 +23,7 @@ def render_calibrate(report: dict[str, Any]) -> None:
         table.add_row("[red]*[/]" if p["chosen"] else "", ", ".join(f"{v:.3g}" for v in p["thresholds"].values()),
                       fmt_pct(p["accuracy"]), f"{p['expected_ms']:.3f} ms", f"{p['flops_ratio']:.3f}")
     console.print(table)
-    result = Table(title=f"held-out {test['dataset']} ({test['samples']} samples, batch 1)")
+    result = Table(title=f"held-out {escape(test['dataset'])} ({test['samples']} samples, batch 1)")
     result.add_column("")
     result.add_column("routed", justify="right")
     result.add_column("static" if test["static_source"] == "static model" else "full depth", justify="right")
@@ -38,7 +39,7 @@ def render_calibrate(report: dict[str, Any]) -> None:
         for col in ("mix", "n", "acc", "full", "drop", "ms", "speedup"):
             mixes.add_column(col, justify="left" if col == "mix" else "right", no_wrap=True)
         for name, m in test["modality_mixes"].items():
-            mixes.add_row(name, str(m["samples"]), fmt_pct(m["accuracy"]), fmt_pct(m["full_depth_accuracy"]),
+            mixes.add_row(escape(name), str(m["samples"]), fmt_pct(m["accuracy"]), fmt_pct(m["full_depth_accuracy"]),
                           f"{100 * m['accuracy_drop']:.2f}", f"{m['mean_ms']:.3f}",
                           f"{m['speedup']:.2f}x" + ("" if m["static_source"] == "static model" else "*"))
         console.print(mixes)
@@ -83,7 +84,7 @@ def calibrate_cmd(
     write_report(json_file, report)
     if plot is not None:
         plot_pareto(report, plot)
-        console.print(f"plot written to {plot}")
+        console.print(f"plot written to {escape(str(plot))}")
 
 
 def register(app: typer.Typer) -> None:

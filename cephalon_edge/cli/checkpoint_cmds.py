@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -18,15 +19,15 @@ def render_inspect(report: dict[str, Any]) -> None:
 
     def label(name: str) -> str:
         s = segs[name]
-        return f"[cyan]{name}[/] [dim]{s['kind']}[/]  params {fmt_count(s['params'])}  FLOPs {fmt_count(s['flops'])}"
+        return f"[cyan]{escape(name)}[/] [dim]{s['kind']}[/]  params {fmt_count(s['params'])}  FLOPs {fmt_count(s['flops'])}"
 
-    tree = Tree(f"[bold]{report['name']}[/]  params {fmt_count(report['params'])}  "
-                f"[dim]{report['checkpoint']}[/]")
+    tree = Tree(f"[bold]{escape(report['name'])}[/]  params {fmt_count(report['params'])}  "
+                f"[dim]{escape(report['checkpoint'])}[/]")
     shared = report["modalities"][0]["encoded_shape"]
     mods = tree.add("modalities" + (f" -> shared space {shared[0]} channels x {shared[1]} tokens (mean fusion)"
                                     if report["backbone"] == "tokens" else ""))
     for m in report["modalities"]:
-        mods.add(f"{m['name']} ({m['kind']}, {'x'.join(map(str, m['shape']))}) -> " + label(f"adapter.{m['name']}"))
+        mods.add(f"{escape(m['name'])} ({m['kind']}, {'x'.join(map(str, m['shape']))}) -> " + label(f"adapter.{m['name']}"))
     body = tree.add("program")
     program = Program.parse(report["program"], {n: len(s["output_shapes"]) for n, s in segs.items()},
                             [m["name"] for m in report["modalities"]])
@@ -40,7 +41,7 @@ def render_inspect(report: dict[str, Any]) -> None:
             for e in step.experts:
                 node.add(label(e))
         elif isinstance(step, (Exit, Final)):
-            node = body.add(label(step.segment) + f"  [green]exit {step.exit}[/]")
+            node = body.add(label(step.segment) + f"  [green]exit {escape(step.exit)}[/]")
             for seg in getattr(step, "tasks", {}).values():
                 node.add(label(seg) + "  [dim]on request[/]")
     console.print(tree)
@@ -77,7 +78,7 @@ def import_cmd(
 
     model = import_state_dict(state_dict, spec)
     save(model, output, {"creator": f"cephalon-edge {__version__} import", "source": str(state_dict)})
-    console.print(f"wrote [bold]{output}[/] ({model.spec.name}, "
+    console.print(f"wrote [bold]{escape(str(output))}[/] ({escape(model.spec.name)}, "
                   f"{fmt_count(sum(p.numel() for p in model.parameters()))} params)")
 
 

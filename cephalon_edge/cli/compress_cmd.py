@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
@@ -18,13 +19,13 @@ def render_plan(plan: dict[str, Any]) -> None:
         table.add_column(col)
     for row in plan["stages"]:
         inner = f"{row['inner_before']} -> {row['inner_after']}" if "inner_before" in row else "-"
-        table.add_row(row["part"], f"{row['before']} -> {row['after']}", inner)
+        table.add_row(escape(row["part"]), f"{row['before']} -> {row['after']}", inner)
     console.print(table)
 
 
 def render_compress(report: dict[str, Any]) -> None:
     before, after = report["before"], report["after"]
-    table = Table(title=f"before -> after on {report['dataset']['test']}")
+    table = Table(title=f"before -> after on {escape(str(report['dataset']['test']))}")
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -67,7 +68,7 @@ def compress_cmd(
                                      on_epoch=lambda e, loss: advance(f"fine-tuning (loss {loss:.3f})"))
     render_compress(report)
     write_report(json_file, report)
-    console.print(f"wrote [bold]{output}[/]")
+    console.print(f"wrote [bold]{escape(str(output))}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
@@ -54,7 +55,7 @@ def demo_cmd(
     for row in summary:
         table.add_row(*row)
     console.print(table)
-    console.print(f"files in [bold]{output}[/]")
+    console.print(f"files in [bold]{escape(str(output))}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.render import console, fmt_count, progress, write_report
@@ -19,15 +20,15 @@ def render_coverage(report: dict[str, Any]) -> None:
         for col in ("segment", "ops", "supported", "falls back to CPU"):
             table.add_column(col)
         for r in rows:
-            table.add_row(r["segment"], str(r["ops"]), ", ".join(r["supported_ops"]),
+            table.add_row(escape(r["segment"]), str(r["ops"]), ", ".join(r["supported_ops"]),
                           "[red]" + ", ".join(r["unsupported_ops"]) + "[/]" if r["unsupported_ops"] else "[green]none[/]")
         console.print(table)
     for note in report.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def render_export(report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['target']} package {report['package']}")
+    table = Table(title=f"{report['target']} package {escape(report['package'])}")
     for col in ("segment", "kind", "file", "size", "FLOPs", "params", "max abs err"):
         table.add_column(col, justify="left" if col in ("segment", "kind", "file") else "right")
     files = [s["file"] for s in report["segments"]]
@@ -79,12 +80,12 @@ def export_cmd(
 
     spec = ExportSpec(target=target, quantize=quantize, profile=profile, with_static=with_static,
                       verify=not no_verify, force=force, threshold=threshold)
-    with progress(f"exporting to {target}", None) as advance:
-        report = export_package(checkpoint, output, spec, on_progress=lambda name: advance(f"{target}: {name}"))
+    with progress(escape(f"exporting to {target}"), None) as advance:
+        report = export_package(checkpoint, output, spec, on_progress=lambda name: advance(escape(f"{target}: {name}")))
     render_export(report)
     render_coverage(report)
     write_report(json_file, report)
-    console.print(f"wrote [bold]{output}[/]")
+    console.print(f"wrote [bold]{escape(str(output))}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,7 +29,7 @@ def write_report(path: Path | None, report: dict[str, Any]) -> None:
     from cephalon_edge.fsutil import write_json_atomic
 
     write_json_atomic(Path(path), report)
-    err_console.print(f"report written to {path}", highlight=False)
+    err_console.print(f"report written to {escape(str(path))}", highlight=False)
 
 
 @contextmanager

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.render import console, write_report
 
 
 def render_run(report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['package']} ({report['runtime']})")
+    table = Table(title=f"{escape(report['package'])} ({report['runtime']})")
     for col in ("input", "prediction", "label", "confidence", "exit", "latency"):
         table.add_column(col, justify="right" if col in ("prediction", "confidence", "latency") else "left")
     extra = sorted({t for r in report["predictions"] for t in r["tasks"]})
@@ -20,7 +21,8 @@ def render_run(report: dict[str, Any]) -> None:
         table.add_column(t, justify="right")
     for r in report["predictions"]:
         tasks = [", ".join(f"{v:.3g}" for v in r["tasks"][t]) for t in extra]
-        table.add_row(" + ".join(Path(p).name for p in r["input"].split(" + ")), str(r["prediction"]), r["label"], f"{r['score']:.3f}", r["exit"],
+        table.add_row(escape(" + ".join(Path(p).name for p in r["input"].split(" + "))), str(r["prediction"]),
+                      escape(r["label"]), f"{r['score']:.3f}", escape(r["exit"]),
                       f"{r['latency_us'] / 1000:.3f} ms", *tasks)
     console.print(table)
 

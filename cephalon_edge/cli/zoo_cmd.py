@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.render import console, err_console, fmt_pct, progress
@@ -40,7 +41,7 @@ def build_cmd(
         provenance = build_checkpoint(name, output, epochs, seed,
                                       on_epoch=lambda epoch, loss: advance(f"training {name} (loss {loss:.3f})"))
     render_zoo_build(name, provenance)
-    console.print(f"wrote [bold]{output}[/]")
+    console.print(f"wrote [bold]{escape(str(output))}[/]")
 
 
 def render_zoo_build(name: str, provenance: dict) -> None:

@@ -26,6 +26,7 @@ from cephalon_edge.device.preprocess import (
     resize_image,
 )
 from cephalon_edge.errors import DataError
+from cephalon_edge.fsutil import regular_file
 
 SPLITS = ("train", "val", "test")
 PRESENT_PREFIX = "present_"
@@ -195,6 +196,7 @@ def builtin(name: str, split: str) -> Dataset:
 # ---- files -------------------------------------------------------------------------------
 
 def load_npz(path: Path) -> Dataset:
+    regular_file(path, "dataset", DataError)
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}

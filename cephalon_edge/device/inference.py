@@ -12,6 +12,9 @@ from cephalon_edge.device.mixes import parse_mix
 from cephalon_edge.device.preprocess import IMAGE_SUFFIXES, load_image
 from cephalon_edge.device.router import Router
 from cephalon_edge.errors import DataError, UsageError
+from cephalon_edge.fsutil import regular_file
+
+MAX_INPUT_BYTES = 2 << 30
 
 
 def load_input(path: Path, modality: Mapping[str, Any]) -> np.ndarray:
@@ -25,12 +28,16 @@ def load_input(path: Path, modality: Mapping[str, Any]) -> np.ndarray:
         return load_image(path, shape, modality.get("preprocessing", {}))[None]
     if path.suffix.lower() != ".npy":
         raise DataError(f"{path}: unsupported input file", hint=f"inputs are .npy arrays or images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    regular_file(path, "input", DataError, MAX_INPUT_BYTES)
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"input not found: {path}") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if not isinstance(arr, np.ndarray):  # an .npz renamed .npy loads as an archive
+        arr.close()
+        raise DataError(f"{path}: an .npz archive, not a .npy array", hint="save one array with numpy.save")
     text = modality.get("vocab") is not None  # token ids may be stored as integers
     if not (np.issubdtype(arr.dtype, np.floating) or (text and np.issubdtype(arr.dtype, np.integer))):
         raise DataError(f"{path}: dtype {arr.dtype}; expected "
@@ -42,7 +49,10 @@ def load_input(path: Path, modality: Mapping[str, Any]) -> np.ndarray:
                         f"{list(shape)} or [batch, {', '.join(map(str, shape))}]")
     if not np.isfinite(arr).all():
         raise DataError(f"{path}: holds NaN or infinite values")
-    return arr.astype(np.float32)
+    single = arr.astype(np.float32)
+    if not np.isfinite(single).all():
+        raise DataError(f"{path}: holds values beyond float32's range (about 3.4e38)")
+    return single
 
 
 def load_inputs(router: Router, inputs: Sequence[Path], modality: str | None

@@ -8,18 +8,20 @@ never runs.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cephalon_edge.device.program import Program
 from cephalon_edge.errors import ConcurrentChange, PackageError
-from cephalon_edge.fsutil import write_json_atomic
+from cephalon_edge.fsutil import loads_json, regular_file, write_json_atomic
 from cephalon_edge.targets import TARGETS
 
 FORMAT = "cephalon-edge/1"
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 8 << 20  # a large model's manifest is tens of kB
+MAX_ELEMENTS = 1 << 26  # per sample, of any input or segment tensor (the spec's MAX_INPUT)
 SEGMENT_KEYS = ("name", "file", "inputs", "outputs", "shapes", "dtypes", "sha256")
 TOP_KEYS = ("format", "target", "quantization", "inputs", "labels", "tasks", "segments", "program", "exit_policy")
 
@@ -146,13 +148,12 @@ class Manifest:
             raise PackageError(f"edge package not found: {root}" if not root.exists()
                                else f"{root} is a file, not an edge package directory",
                                hint="create one with `cephalon-edge export CKPT --target onnx -o DIR`")
-        try:
-            raw = (root / MANIFEST).read_bytes()
-            data = json.loads(raw)
-        except FileNotFoundError:
-            raise PackageError(f"{root}: no {MANIFEST}; not an edge package") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PackageError(f"{root}/{MANIFEST}: not valid JSON ({exc})") from None
+        path = root / MANIFEST
+        if not path.exists() and not path.is_symlink():
+            raise PackageError(f"{root}: no {MANIFEST}; not an edge package")
+        regular_file(path, "package manifest", PackageError, MAX_MANIFEST_BYTES, allow_symlink=False)
+        raw = path.read_bytes()
+        data = loads_json(raw, str(path), PackageError)
         manifest = cls(root, data, hashlib.sha256(raw).hexdigest())
         manifest.validate()
         if verify:
@@ -175,7 +176,7 @@ class Manifest:
         for key in TOP_KEYS:
             if key not in d:
                 raise bad(key, "missing")
-        if d["target"] not in TARGETS:
+        if not isinstance(d["target"], str) or d["target"] not in TARGETS:
             raise bad("target", f"unknown target {str(d['target'])[:40]!r}")
         _typed(d["quantization"], str, "quantization", bad)
         _list_of(d["labels"], str, "labels", bad)
@@ -222,8 +223,8 @@ class Manifest:
         if sorted(thresholds) != sorted(early):
             raise bad("exit_policy.thresholds", f"must name exactly the early exits {early}")
         for name, value in thresholds.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise bad(f"exit_policy.thresholds.{name}", "must be a number")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(f"exit_policy.thresholds.{name}", "must be a finite number")
         _typed(policy.get("score", "max_softmax"), str, "exit_policy.score", bad)
         if d.get("static") is not None:
             static = _typed(d["static"], dict, "static", bad)
@@ -260,8 +261,9 @@ class Manifest:
             expected[self.data["static"]["file"]] = self.data["static"]["sha256"]
         for name, digest in expected.items():
             path = safe_member(self.root, name)
-            if not path.exists():
+            if not path.exists() and not path.is_symlink():
                 raise PackageError(f"{self.root}: segment file {name} is missing", hint="re-export the package")
+            regular_file(path, "package file", PackageError, allow_symlink=False, allow_dir=True)
             if sha256_file(path) != digest:
                 raise PackageError(f"{self.root}: {name} does not match its sha256 in the manifest (modified or corrupt)",
                                    hint="re-export the package; never edit segment files in place")
@@ -284,3 +286,5 @@ def _dims(value: Any, field: str, bad: Any, positive: bool = False) -> None:
     if not isinstance(value, list) or len(value) > 8 or not all(
             isinstance(v, int) and not isinstance(v, bool) and lowest <= v <= 1 << 20 for v in value):
         raise bad(field, "must be a short list of sizes")
+    if math.prod(value) > MAX_ELEMENTS:  # per sample; bounded like a checkpoint's input
+        raise bad(field, f"{math.prod(value)} elements per sample; at most {MAX_ELEMENTS}")

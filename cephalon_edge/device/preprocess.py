@@ -6,6 +6,7 @@ input, optional ``resize``, then ``(x - mean) / std`` per channel.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,6 +15,7 @@ import numpy as np
 from cephalon_edge.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+MAX_IMAGE_PIXELS = 50_000_000  # an input image larger than this is refused before it is decoded
 
 
 def resize_image(channels_first: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -40,12 +42,22 @@ def load_image(path: Path, shape: tuple[int, ...], preprocessing: Mapping[str, A
     """Read an image file into one model-ready sample of ``shape`` (C, H, W)."""
     from PIL import Image, UnidentifiedImageError
 
+    if len(shape) != 3 or shape[1] * shape[2] > MAX_IMAGE_PIXELS:
+        raise DataError(f"{path}: the package's image input {list(shape)} is larger than {MAX_IMAGE_PIXELS} pixels")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: {img.width}x{img.height} pixels; images over {MAX_IMAGE_PIXELS} pixels "
+                                "are refused", hint="resize the image first")
             img = img.convert("L" if shape[0] == 1 else "RGB")
             arr = np.asarray(img, dtype=np.float32)
     except FileNotFoundError:
         raise DataError(f"input not found: {path}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused as a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)

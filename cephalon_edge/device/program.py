@@ -236,7 +236,7 @@ class Program:
         counters = {"gate": 0, "moe": 0, "exit": 0}
         for i, item in enumerate(raw):
             op = item.get("op")
-            if op not in STEP_KINDS:
+            if not isinstance(op, str) or op not in STEP_KINDS:
                 raise PackageError(f"{where}[{i}]: unknown step {str(op)[:40]!r}",
                                    hint="this package needs a newer cephalon-edge")
             step = _parse_step(op, item, f"[{i}]", bad)

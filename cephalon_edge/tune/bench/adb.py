@@ -17,6 +17,8 @@ from cephalon_edge.errors import DeviceError, UsageError
 
 DEVICE_ROOT = "/data/local/tmp/cephalon-edge"
 SAFE = re.compile(r"^[A-Za-z0-9._=:+-]+$")
+KNOWN_ABIS = ("arm64-v8a", "armeabi-v7a", "armeabi", "x86_64", "x86", "riscv64")
+MAX_DEVICES = 256  # lines of `adb devices` considered; more is not a USB hub, it is garbage
 PROPS = ("ro.product.model", "ro.product.manufacturer", "ro.soc.model", "ro.board.platform",
          "ro.build.version.release", "ro.build.version.sdk", "ro.product.cpu.abi")
 
@@ -56,7 +58,9 @@ class Adb:
     def _run(self, args: list[str], serial: str | None = None, step: str = "") -> str:
         cmd = [self.exe, *(["-s", serial] if serial else []), *args]
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+            # device output is data: undecodable bytes are replaced, never a traceback
+            out = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                                 timeout=self.timeout)
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{serial or 'adb'}: {step or args[0]} timed out after {self.timeout:.0f} s") from None
         if out.returncode != 0:
@@ -65,16 +69,29 @@ class Adb:
         return out.stdout
 
     def devices(self) -> list[Device]:
-        text = self._run(["devices", "-l"])
+        """Attached devices: ``adb devices`` prints ``SERIAL<TAB>STATE`` (a serial may hold spaces)."""
+        text = self._run(["devices"])
+        lines = [line for line in text.splitlines()[1:] if "\t" in line and not line.startswith("*")]
+        if len(lines) > MAX_DEVICES:
+            raise DeviceError(f"adb listed {len(lines)} devices; at most {MAX_DEVICES} are supported",
+                              hint="check `adb devices`: its output does not look like a device list")
         found = []
-        for line in text.splitlines()[1:]:
-            parts = line.split()
-            if len(parts) >= 2 and not line.startswith("*"):
-                found.append(Device(parts[0], parts[1]))
+        for line in lines:
+            serial, _, state = line.partition("\t")
+            if serial.strip() and state.split():
+                found.append(Device(serial.strip(), state.split()[0]))
         for d in found:
             if d.ready:
                 d.props = self.getprops(d.serial)
         return found
+
+    def abi(self, device: Device) -> str:
+        """The device's primary ABI, one of ``KNOWN_ABIS`` (it names a host directory)."""
+        abi = device.props.get("ro.product.cpu.abi") or "arm64-v8a"
+        if abi not in KNOWN_ABIS:
+            raise DeviceError(f"device {device.serial} reports an unknown CPU ABI {abi[:60]!r}",
+                              hint=f"known ABIs: {', '.join(KNOWN_ABIS)}")
+        return abi
 
     def getprops(self, serial: str) -> dict[str, str]:
         text = self._run(["shell", "getprop"], serial, "getprop")

@@ -15,36 +15,60 @@ from typing import Any
 
 from cephalon_edge.errors import DeviceError
 
-NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-PATTERNS = {
-    "init_us": rf"Init:\s*{NUMBER}",
-    "first_us": rf"First inference:\s*{NUMBER}",
-    "warmup_avg_us": rf"Warmup(?: \(avg\))?:\s*{NUMBER}",
-    "avg_us": rf"(?:Inference \(avg\)|no stats):\s*{NUMBER}",
-    "mem_init_mb": rf"footprint delta from the start of the tool \(MB\):\s*init={NUMBER}",
-    "mem_overall_mb": rf"footprint delta from the start of the tool \(MB\):.*overall={NUMBER}",
-    "peak_mb": rf"Overall peak memory footprint \(MB\) via periodic monitoring:\s*{NUMBER}",
+MAX_OUTPUT = 1 << 20  # characters of output read (the tail: figures come last)
+MAX_LINE = 2000  # longer lines are not benchmark_model's: ignored, so parsing stays linear
+NUMBER = r"([-+]?(?:\d{1,30}\.?\d{0,30}|\.\d{1,30})(?:[eE][-+]?\d{1,4})?)"
+PATTERNS = {  # each matched against one short line; no two unbounded wildcards in a row
+    "init_us": rf"Init:\s{{0,8}}{NUMBER}",
+    "first_us": rf"First inference:\s{{0,8}}{NUMBER}",
+    "warmup_avg_us": rf"Warmup(?: \(avg\))?:\s{{0,8}}{NUMBER}",
+    "avg_us": rf"(?:Inference \(avg\)|no stats):\s{{0,8}}{NUMBER}",
+    "mem_init_mb": rf"footprint delta from the start of the tool \(MB\):\s{{0,8}}init={NUMBER}",
+    "mem_overall_mb": rf"footprint delta from the start of the tool \(MB\):[^=]{{0,40}}=[^ ]{{0,40}} overall={NUMBER}",
+    "peak_mb": rf"Overall peak memory footprint \(MB\) via periodic monitoring:\s{{0,8}}{NUMBER}",
 }
-STATS = re.compile(rf"count=(\d+).*?min={NUMBER}.*?max={NUMBER}.*?avg={NUMBER}.*?std={NUMBER}")
+STATS_KEYS = ("count", "min", "max", "avg", "std")
+
+
+def _stats(line: str) -> dict[str, str] | None:
+    """``count=50 first=.. min=.. max=.. avg=.. std=..`` as a dict, in one pass over the tokens."""
+    fields = dict(token.partition("=")[::2] for token in line.split() if "=" in token)
+    return fields if all(k in fields for k in STATS_KEYS) else None
+
+
+def _figure(key: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise DeviceError(f"benchmark_model reported {key}={value[:40]!r}, not a number") from None
+    if not number == number or number in (float("inf"), float("-inf")) or number < 0:
+        raise DeviceError(f"benchmark_model reported {key}={value[:40]!r}; expected a finite, non-negative figure")
+    return number
 
 
 def parse(text: str) -> dict[str, Any]:
-    """Timings in microseconds and memory in MB; raises ``DeviceError`` if no average is found."""
+    """Timings in microseconds and memory in MB; raises ``DeviceError`` if no positive average
+    is found or a figure is not a finite, non-negative number. Linear in the output's length."""
+    lines = [line for line in text[-MAX_OUTPUT:].splitlines() if len(line) <= MAX_LINE]
     result: dict[str, Any] = {}
-    timing_lines = [line for line in text.splitlines() if "timings in us" in line]
+    timing_lines = [line for line in lines if "timings in us" in line]
     timing = timing_lines[-1] if timing_lines else ""
     for key, pattern in PATTERNS.items():
-        source = timing if key.endswith("_us") else text
-        m = re.search(pattern, source)
-        if m:
-            result[key] = float(m.group(1))
-    stats = STATS.findall(text)
+        for line in [timing] if key.endswith("_us") else lines:
+            m = re.search(pattern, line)
+            if m:
+                result[key] = _figure(key, m.group(1))
+    stats = [f for f in map(_stats, (line for line in lines if "count=" in line)) if f]
     if stats:  # the last line is the measured run (the earlier one is the warmup)
-        count, lo, hi, avg, std = stats[-1]
-        result.update(count=int(count), min_us=float(lo), max_us=float(hi), std_us=float(std))
-        result.setdefault("avg_us", float(avg))
+        last = stats[-1]
+        count = _figure("count", last["count"])
+        result.update(count=int(count) if count < 1e12 else 0, min_us=_figure("min", last["min"]),
+                      max_us=_figure("max", last["max"]), std_us=_figure("std", last["std"]))
+        result.setdefault("avg_us", _figure("avg", last["avg"]))
     if "avg_us" not in result:
-        tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:])[:300]
+        tail = " | ".join(line.strip() for line in lines[-3:])[:300]
         raise DeviceError(f"could not find an inference average in benchmark_model's output: {tail!r}")
+    if result["avg_us"] == 0:
+        raise DeviceError("benchmark_model reported an inference average of 0 us; the run measured nothing")
     result.setdefault("std_us", 0.0)
     return result

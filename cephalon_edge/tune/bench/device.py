@@ -136,7 +136,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     not_ready = [{"serial": d.serial, "state": d.state, "error": _state_message(d)} for d in chosen if not d.ready]
     if not ready:
         raise DeviceError("; ".join(e["error"] for e in not_ready))
-    binaries = {d.serial: find_binary(spec.benchmark_binary, d.props.get("ro.product.cpu.abi") or "arm64-v8a") for d in ready}
+    binaries = {d.serial: find_binary(spec.benchmark_binary, adb.abi(d)) for d in ready}
 
     # the exit mix of this very package on real data, measured on the host (TFLite runs here)
     data = bench_data(manifest, spec.data)
