@@ -69,33 +69,94 @@ def write_json_atomic(dest: Path, obj: Any) -> None:
 
 
 @contextmanager
-def atomic_directory(dest: Path, replace: bool) -> Iterator[Path]:
-    """Yield a fresh temporary directory next to ``dest``; on success it is renamed into place.
+def writer_lock(dest: Path) -> Iterator[None]:
+    """Hold the advisory lock of ``dest``'s writers (``fcntl.flock`` on ``.NAME.lock`` beside
+    it): two exports, or an export and a calibrate, never interleave their writes. The lock
+    file is removed on release; a waiter that locked a removed file locks again."""
+    import fcntl
 
-    An existing ``dest`` is moved aside only after the new directory is complete, and removed
-    only after the rename succeeded, so a failure at any point leaves the old one intact.
+    dest = Path(dest)
+    lock = dest.parent / f".{dest.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed it while we waited: lock the new one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or file system cannot, so the caller falls back to two renames."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+@contextmanager
+def atomic_directory(dest: Path, replace: bool) -> Iterator[Path]:
+    """Yield a fresh temporary directory next to ``dest``; on success it takes ``dest``'s place.
+
+    Writers of ``dest`` hold its lock throughout. The new directory replaces an existing one
+    in one atomic exchange (Linux), so ``dest`` always names a complete package, whatever
+    signal arrives. Elsewhere the fallback is two renames (``dest`` -> ``.old``, new -> ``dest``);
+    should a crash fall between them, the next writer puts ``.old`` back instead of deleting it.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(dest.parent, dest.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial", dir=dest.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
-    try:
-        yield tmp
-        old = None
-        if dest.exists():
-            if not replace:
+    with writer_lock(dest):
+        restore_stale_old(dest)
+        remove_stale(dest.parent, dest.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".partial", dir=dest.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
+        try:
+            yield tmp
+            if dest.exists() and not replace:
                 raise FileExistsError(dest)
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".old", dir=dest.parent))
-            old.rmdir()
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not dest.exists():
+                os.replace(tmp, dest)
+            elif exchange(tmp, dest):
+                shutil.rmtree(tmp, ignore_errors=True)  # now the previous package
+            else:
+                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".old", dir=dest.parent))
+                old.rmdir()
+                os.replace(dest, old)
+                os.replace(tmp, dest)
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
+
+def restore_stale_old(dest: Path) -> None:
+    """A writer killed between the fallback's two renames left ``dest`` missing and the
+    previous package as ``.NAME.PID.XXXX.old``: put it back."""
+    if dest.exists():
+        return
+    olds = [p for p in dest.parent.glob(f".{dest.name}.*.old") if p.is_dir()]
+    pids = [p.name[len(dest.name) + 2:].split(".")[0] for p in olds]
+    dead = [p for p, pid in zip(olds, pids) if pid.isdigit() and not _alive(int(pid))]
+    if dead:
+        os.replace(max(dead, key=lambda p: p.stat().st_mtime), dest)
 
 def regular_file(path: Path, what: str, error: type[Exception], max_bytes: int | None = None,
                  allow_symlink: bool = True, allow_dir: bool = False) -> Path:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
+import threading
 
 import typer
 from rich.markup import escape
@@ -61,11 +63,30 @@ bench_cmd.register(app)
 demo_cmd.register(app)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so every cleanup runs as for Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: Typer handles usage errors (exit 2); user errors print one
-    line and a hint and exit with their code; other exceptions are bugs and keep the traceback."""
+    line and a hint and exit with their code; other exceptions are bugs and keep the traceback.
+    SIGTERM is handled like Ctrl-C (temporaries removed, outputs as they were), exit 143."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, prog_name="cephalon-edge")
+    except SystemExit as exc:  # Typer turns Ctrl-C into exit 130; SIGTERM gets its own 143
+        cause = exc.__context__
+        while cause is not None and not isinstance(cause, Terminated):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            err_console.print("error: terminated; outputs are as they were", highlight=False)
+            sys.exit(128 + signal.SIGTERM)
+        raise
     except CephalonError as exc:
         if os.environ.get("CEPHALON_DEBUG") == "1":
             err_console.print_exception()

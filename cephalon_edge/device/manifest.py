@@ -15,7 +15,12 @@ from typing import Any
 
 from cephalon_edge.device.program import Program
 from cephalon_edge.errors import ConcurrentChange, PackageError
-from cephalon_edge.fsutil import loads_json, regular_file, write_json_atomic
+from cephalon_edge.fsutil import (
+    loads_json,
+    regular_file,
+    write_json_atomic,
+    writer_lock,
+)
 from cephalon_edge.targets import TARGETS
 
 FORMAT = "cephalon-edge/1"
@@ -137,7 +142,15 @@ class Manifest:
         return safe_member(self.root, name)
 
     def static_file(self) -> Path | None:
-        return safe_member(self.root, self.static["file"]) if self.static else None
+        """The static model's path, its sha256 checked now (it is opened later than the segments)."""
+        if not self.static:
+            return None
+        path = safe_member(self.root, self.static["file"])
+        regular_file(path, "package file", PackageError, allow_symlink=False, allow_dir=True)
+        if sha256_file(path) != self.static["sha256"]:
+            raise PackageError(f"{self.root}: {self.static['file']} does not match its sha256 in the manifest "
+                               "(modified or replaced since the package was opened)", hint="re-export the package")
+        return path
 
     # ---- opening -------------------------------------------------------------------
     @classmethod
@@ -240,16 +253,17 @@ class Manifest:
         file on disk is no longer the one this manifest was read from: another writer (an
         export replacing the package, another calibrate) got there first."""
         path = self.root / MANIFEST
-        try:
-            now = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError:
-            now = None
-        if now != self.read_sha256:
-            raise ConcurrentChange(f"{path} changed while this command ran (another export or calibrate wrote "
-                                   f"the package); nothing was written",
-                                   hint="run the command again once the other one has finished")
-        data = {**self.data, **sections}
-        write_json_atomic(path, data)
+        with writer_lock(self.root):
+            try:
+                now = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                now = None
+            if now != self.read_sha256:
+                raise ConcurrentChange(f"{path} changed while this command ran (another export or calibrate wrote "
+                                       f"the package); nothing was written",
+                                       hint="run the command again once the other one has finished")
+            data = {**self.data, **sections}
+            write_json_atomic(path, data)
         self.data = data
         self.read_sha256 = sha256_file(path)
 
