@@ -117,13 +117,13 @@ def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: 
 def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
                    on_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Export ``checkpoint`` to an edge package at ``out_dir``; returns the export report."""
+    spec = resolve(checkpoint, out_dir, spec)  # before torch is imported
     from cephalon_edge.build.checkpoint import load_with_metadata
     from cephalon_edge.build.parity import check_package, parity_inputs
     from cephalon_edge.build.segments import build_segments
     from cephalon_edge.device.router import Router
     from cephalon_edge.device.runtimes import open_runtime
 
-    spec = resolve(checkpoint, out_dir, spec)
     target = get_target(spec.target)
     converter = target.converter_module()
     net, meta = load_with_metadata(checkpoint)
