@@ -267,3 +267,106 @@ def test_tensor_of_the_wrong_dtype(tmp_path):
     save_file(tensors, str(path), metadata={"cephalon": json.dumps(checkpoint.read_metadata(path))})
     with pytest.raises(CephalonError, match="dtype torch.float16, the spec expects torch.float32"):
         checkpoint.load(path)
+
+
+# ---- surfaces the first round missed (issue 14) ------------------------------------------------
+
+BRACKETED = st.lists(st.sampled_from(list("[]/ab =x\\") + ["[/x]", "[bold]", "[/]", "[red]"]),
+                     max_size=12).map("".join)
+
+
+@FUZZ
+@given(name=BRACKETED)
+def test_bracketed_text_is_printed_as_text(tmp_path_factory, name):
+    """User text in an error reaches the terminal unchanged (rich markup never applies)."""
+    import io
+
+    from rich.console import Console
+
+    from cephalon_edge.cli.render import error_lines
+
+    out = io.StringIO()
+    for line in error_lines(f"input not found: {name}", f"check {name}"):
+        Console(file=out, width=400, highlight=False).print(line, soft_wrap=True)
+    assert out.getvalue() == f"error: input not found: {name}\nhint: check {name}\n"
+
+
+@FUZZ
+@given(depth=st.integers(1, 200_000), where=st.sampled_from(["manifest", "spec", "header", "metadata"]))
+def test_deep_nesting(package, tmp_path_factory, depth, where):
+    from cephalon_edge.build.spec import ModelSpec
+
+    deep = "[" * depth + "]" * depth
+    try:
+        if where == "manifest":
+            pkg = tmp_path_factory.mktemp("deep") / "pkg"
+            shutil.copytree(package, pkg)
+            (pkg / "manifest.json").write_text(deep)
+            Manifest.open(pkg)
+        elif where == "spec":
+            ModelSpec.from_json(deep)
+        else:
+            header = deep if where == "header" else json.dumps({"__metadata__": {"cephalon": deep}})
+            path = tmp_path_factory.mktemp("deep") / "c.cephalon"
+            path.write_bytes(len(header).to_bytes(8, "little") + header.encode())
+            checkpoint.read_metadata(path)
+    except CephalonError as exc:
+        one_line(exc)
+
+
+@FUZZ
+@given(metadata=JSON)
+def test_wrong_typed_metadata(tmp_path_factory, metadata):
+    path = tmp_path_factory.mktemp("meta") / "c.cephalon"
+    header = json.dumps({"__metadata__": metadata}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    try:
+        checkpoint.read_metadata(path)
+    except CephalonError as exc:
+        one_line(exc)
+
+
+@FUZZ
+@given(line=st.sampled_from(["count=1 min=1 max=1 avg=1 ", "count=1 first=2 curr=3 min=1 max=2 avg=1e400 std=",
+                             "Inference (avg): ", "[/x] ", "overall=" * 3, "std=0 "]),
+       repeat=st.integers(1, 50_000), newline=st.booleans(), figure=st.sampled_from(["1", "0", "-1", "1e400", "nan"]))
+def test_hostile_benchmark_model_lines(line, repeat, newline, figure):
+    text = (line + ("\n" if newline else "")) * repeat + f"Inference timings in us: Inference (avg): {figure}"
+    try:
+        parsed = benchmark_model.parse(text)
+        assert 0 < parsed["avg_us"] < float("inf")
+    except CephalonError as exc:
+        one_line(exc)
+
+
+@FUZZ
+@given(shape=st.lists(st.integers(1, 1 << 20), min_size=1, max_size=6))
+def test_manifest_shapes_by_product(package, tmp_path_factory, shape):
+    from math import prod
+
+    from cephalon_edge.device.manifest import MAX_ELEMENTS
+
+    pkg = tmp_path_factory.mktemp("shape") / "pkg"
+    shutil.copytree(package, pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["inputs"][0]["shape"] = shape
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        Manifest.open(pkg, verify=False)
+        assert prod(shape) <= MAX_ELEMENTS
+    except CephalonError as exc:
+        one_line(exc)
+
+
+@FUZZ
+@given(abi=st.text(max_size=40) | st.sampled_from(["../../evilabi", "arm64-v8a/../x", "", "x86_64"]),
+       serial=st.text(alphabet=st.characters(blacklist_characters="\t\n\r\x00"), min_size=1, max_size=30))
+def test_device_property_strings(tmp_path_factory, abi, serial):
+    from cephalon_edge.tune.bench.adb import KNOWN_ABIS, Adb, Device
+
+    adb = Adb.__new__(Adb)
+    try:
+        got = adb.abi(Device(serial, "device", {"ro.product.cpu.abi": abi}))
+        assert got in KNOWN_ABIS
+    except CephalonError as exc:
+        one_line(exc)

@@ -14,7 +14,6 @@ import sys
 import threading
 
 import typer
-from rich.markup import escape
 
 from cephalon_edge import __version__
 from cephalon_edge.cli import (
@@ -27,7 +26,7 @@ from cephalon_edge.cli import (
     run_cmd,
     zoo_cmd,
 )
-from cephalon_edge.cli.render import err_console
+from cephalon_edge.cli.render import err_console, error_lines
 from cephalon_edge.errors import CephalonError
 
 # operating-system failures a user can act on: one line instead of a traceback
@@ -90,17 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     except CephalonError as exc:
         if os.environ.get("CEPHALON_DEBUG") == "1":
             err_console.print_exception()
-        # messages carry user and device text (paths, serials, device output): data, never markup
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
+        for line in error_lines(exc.message, exc.hint):
+            err_console.print(line, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except OSError as exc:
         if exc.errno not in OS_ERRORS:
             raise
         what, code = OS_ERRORS[exc.errno]
-        err_console.print(f"[bold red]error:[/] {what}: {escape(str(exc.filename or exc.strerror))}", highlight=False,
-                          soft_wrap=True)
-        err_console.print("[yellow]hint:[/] nothing was replaced: outputs are written next to their destination and renamed "
-                          "into place only when complete", highlight=False, soft_wrap=True)
+        for line in error_lines(f"{what}: {exc.filename or exc.strerror}",
+                                "nothing was replaced: outputs are written next to their destination and renamed "
+                                "into place only when complete"):
+            err_console.print(line, highlight=False, soft_wrap=True)
         sys.exit(code)

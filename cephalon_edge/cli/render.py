@@ -15,6 +15,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from cephalon_edge.formatting import fmt_count, fmt_pct  # noqa: F401  (re-exported for the commands)
 
@@ -44,3 +45,12 @@ def progress(description: str, total: int | None) -> Iterator[Any]:
             bar.update(task, advance=1, **({"description": text} if text else {}))
 
         yield advance
+
+
+def error_lines(message: str, hint: str | None = None) -> list[Text]:
+    """``error: …`` and ``hint: …`` as rich Text: the message is data (paths, serials, device
+    output), shown exactly as it is, never read as markup."""
+    lines = [Text.assemble(("error:", "bold red"), " ", message)]
+    if hint:
+        lines.append(Text.assemble(("hint:", "yellow"), " ", hint))
+    return lines
