@@ -389,3 +389,17 @@ def test_export_checks_paths_before_importing_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.split() == ["2", "False"], out.stderr
     assert "checkpoint not found: nope.cephalon" in out.stderr
+
+
+def test_compress_writes_its_output_last(small, tmp_path):
+    """Parked in the final evaluation (the second measure), the output must not exist yet."""
+    out = tmp_path / "c.cephalon"
+    proc = parked(tmp_path, "call:cephalon_edge.build.compress:measure:2", "compress", str(small / "m.cephalon"),
+                  "-o", str(out), "--prune", "0.3", "--data", str(small / "data.npz"))
+    proc.kill()
+    proc.wait()
+    assert not out.exists()
+    res = run_cli("compress", str(small / "m.cephalon"), "-o", str(out), "--prune", "0.3", "--data",
+                  str(small / "data.npz"), "--json", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["after"]["size_bytes"] == out.stat().st_size

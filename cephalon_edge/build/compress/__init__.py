@@ -115,8 +115,7 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
     provenance = {**(meta.get("provenance") or {}), "creator": f"cephalon-edge {__version__} compress",
                   "compressed_from": str(checkpoint),
                   "compress": {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}}
-    save(model, output, provenance, quantization=quant, calibration=calibration)
-    after = measure(model, test, Path(output).stat().st_size)
+    after = measure(model, test, 0)
     if quant:
         sim = measure(simulate(model, spec.quantize, calibration), test, 0)
         after["quantized"] = {"mode": spec.quantize, "exit_accuracy": sim["exit_accuracy"],
@@ -124,5 +123,8 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
                               "estimated_size_bytes": after["params"] * BYTES_PER_WEIGHT[spec.quantize],
                               "simulated": "fake-quant in PyTorch; the target's quantizer realises it at export"}
         report["quantization"] = quant
+    # written last: Ctrl-C during the evaluation above leaves the destination as it was
+    save(model, output, provenance, quantization=quant, calibration=calibration)
+    after["size_bytes"] = Path(output).stat().st_size
     report["after"] = after
     return report
