@@ -150,3 +150,36 @@ def small_digits_checkpoint(path: Path) -> Path:
     train(net, builtin("digits", "train"), TrainSpec(epochs=6))
     checkpoint.save(net, path, {"dataset": "digits"})
     return path
+
+
+def small_package(root: Path, samples: int, with_static: bool = False) -> Path:
+    """A 5-segment net (quick to export), its checkpoint ``m.cephalon``, its ONNX package
+    ``pkg`` and ``data.npz`` labelled with its own predictions, in ``root``."""
+    from cephalon_edge.build import checkpoint
+    from cephalon_edge.build.artifacts import ExportSpec
+    from cephalon_edge.build.export import export_package
+
+    net = make_net(seed=5, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
+                   tasks=[{"name": "class", "outputs": 5}])
+    checkpoint.save(net, root / "m.cephalon")
+    export_package(root / "m.cephalon", root / "pkg", ExportSpec("onnx", with_static=with_static, verify=False))
+    labelled_npz(net, root / "data.npz", samples=samples, seed=1)
+    return root
+
+
+def spawn_parked(tmp_path: Path, point: str, *args: str) -> subprocess.Popen:
+    """Start the CLI; it parks for good once its own progress reaches ``point`` (see
+    pause_at.py). Returns the process once it is parked there: what a test then does to it
+    (kill, signal) never depends on the clock."""
+    import time
+
+    marker = tmp_path / f"parked.{abs(hash(point))}"
+    marker.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "pause_at.py"), str(marker), point, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before reaching {point}: "
+                        f"{proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.02)
+    return proc

@@ -4,16 +4,10 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import labelled_npz, make_net, run_cli
+from conftest import run_cli, small_package, spawn_parked
 
-from cephalon_edge.build import checkpoint
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
 from cephalon_edge.device.manifest import Manifest
 
 
@@ -27,14 +21,7 @@ def strays(parent, name):
 
 @pytest.fixture(scope="module")
 def exported_once(tmp_path_factory):
-    # a small net (5 segments) keeps every export here quick
-    root = tmp_path_factory.mktemp("exported")
-    net = make_net(seed=5, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
-                   tasks=[{"name": "class", "outputs": 5}])
-    checkpoint.save(net, root / "m.cephalon")
-    export_package(root / "m.cephalon", root / "pkg", ExportSpec("onnx", verify=False))
-    labelled_npz(net, root / "data.npz", samples=2000, seed=1)
-    return root
+    return small_package(tmp_path_factory.mktemp("exported"), samples=2000)
 
 
 @pytest.fixture
@@ -44,22 +31,6 @@ def exported(exported_once, tmp_path):
         shutil.copy(exported_once / name, tmp_path / name)
     shutil.copytree(exported_once / "pkg", tmp_path / "pkg")
     return tmp_path / "m.cephalon", tmp_path / "pkg", tmp_path / "data.npz"
-
-
-def _spawn_paused(tmp_path, point, *args):
-    """Start the CLI; it parks for good once its own progress reaches ``point`` (see
-    pause_at.py). Returns the process once it is parked there: kill timing never depends on
-    the clock."""
-    marker = tmp_path / f"parked.{abs(hash(point))}"
-    marker.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("pause_at.py")), str(marker), point, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    while not marker.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before reaching {point}: "
-                        f"{proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.02)
-    return proc
 
 
 def _kill(proc):
@@ -73,7 +44,7 @@ def test_sigkill_mid_export_keeps_the_previous_package(exported, tmp_path):
     ckpt, pkg, _ = exported
     before = snapshot(pkg)
     # parked on the third segment's conversion: two new segment files are written
-    proc = _spawn_paused(tmp_path, "call:torch.onnx:export:3",
+    proc = spawn_parked(tmp_path, "call:torch.onnx:export:3",
                          "export", str(ckpt), "--target", "onnx", "-o", str(pkg), "--force")
     partial = [p for p in pkg.parent.glob(".pkg.*.partial") if len(list(p.glob("*.onnx"))) >= 2]
     _kill(proc)
@@ -97,7 +68,7 @@ CALIBRATE_KILL_POINTS = [("call:cephalon_edge.tune.calibrate:collect", False),
 def test_sigkill_mid_calibrate_keeps_the_manifest(exported, tmp_path, point, updated):
     _, pkg, data = exported
     before = snapshot(pkg)
-    proc = _spawn_paused(tmp_path, point, "calibrate", str(pkg), "--data", str(data))
+    proc = spawn_parked(tmp_path, point, "calibrate", str(pkg), "--data", str(data))
     _kill(proc)
     if updated:  # killed after the atomic update: the manifest is the complete new one
         assert Manifest.open(pkg).data["exit_policy"]["calibrated"] is True

@@ -10,31 +10,22 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PIXEL, labelled_npz, make_net, run_cli, tiny_spec_dict
+from conftest import PIXEL, run_cli, small_package, spawn_parked, tiny_spec_dict
 
-from cephalon_edge.build import checkpoint
 from cephalon_edge.build.artifacts import ExportSpec
 from cephalon_edge.build.export import export_package
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.errors import DeviceError, PackageError, SpecError
 
-PAUSE = Path(__file__).with_name("pause_at.py")
-
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A 5-segment ONNX package with its static model, its checkpoint and labelled data."""
-    root = tmp_path_factory.mktemp("small")
-    net = make_net(seed=5, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
-                   tasks=[{"name": "class", "outputs": 5}])
-    checkpoint.save(net, root / "m.cephalon")
-    export_package(root / "m.cephalon", root / "pkg", ExportSpec("onnx", with_static=True, verify=False))
-    labelled_npz(net, root / "data.npz", samples=400, seed=1)
+    root = small_package(tmp_path_factory.mktemp("small"), samples=400, with_static=True)
     np.save(root / "x.npy", np.zeros((1, 12, 12), np.float32))
     return root
 
@@ -43,18 +34,6 @@ def small(tmp_path_factory):
 def pkg(small, tmp_path):
     shutil.copytree(small / "pkg", tmp_path / "pkg")
     return tmp_path / "pkg"
-
-
-def parked(tmp_path, point, *args, env=None):
-    """The CLI, parked for good at ``point`` of its own progress (see pause_at.py)."""
-    marker = tmp_path / f"parked-{abs(hash(point))}"
-    proc = subprocess.Popen([sys.executable, str(PAUSE), str(marker), point, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
-    while not marker.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"ended (exit {proc.returncode}) before {point}: {proc.stderr.read().decode()[-1500:]}")
-        time.sleep(0.02)
-    return proc
 
 
 def snapshot(root):
@@ -131,7 +110,7 @@ def test_sigint_at_the_swap_never_loses_the_package(small, tmp_path):
     pkg = tmp_path / "pkg"
     shutil.copytree(small / "pkg", pkg)
     before = snapshot(pkg)
-    proc = parked(tmp_path, "call:cephalon_edge.fsutil:exchange", "export", str(small / "m.cephalon"),
+    proc = spawn_parked(tmp_path, "call:cephalon_edge.fsutil:exchange", "export", str(small / "m.cephalon"),
                   "--target", "onnx", "-o", str(pkg), "--force", "--no-verify")
     proc.send_signal(signal.SIGINT)  # parked in a sleep: the interrupt lands there
     proc.wait(timeout=60)
@@ -357,7 +336,7 @@ def test_too_many_adb_devices_is_one_line(tmp_path):
 
 def test_sigterm_cleans_up_like_ctrl_c(small, tmp_path):
     pkg = tmp_path / "pkg"
-    proc = parked(tmp_path, "call:torch.onnx:export:3", "export", str(small / "m.cephalon"), "--target", "onnx",
+    proc = spawn_parked(tmp_path, "call:torch.onnx:export:3", "export", str(small / "m.cephalon"), "--target", "onnx",
                   "-o", str(pkg), "--no-verify")
     assert list(tmp_path.glob(".pkg.*.partial"))  # half written
     proc.terminate()
@@ -394,7 +373,7 @@ def test_export_checks_paths_before_importing_torch(tmp_path):
 def test_compress_writes_its_output_last(small, tmp_path):
     """Parked in the final evaluation (the second measure), the output must not exist yet."""
     out = tmp_path / "c.cephalon"
-    proc = parked(tmp_path, "call:cephalon_edge.build.compress:measure:2", "compress", str(small / "m.cephalon"),
+    proc = spawn_parked(tmp_path, "call:cephalon_edge.build.compress:measure:2", "compress", str(small / "m.cephalon"),
                   "-o", str(out), "--prune", "0.3", "--data", str(small / "data.npz"))
     proc.kill()
     proc.wait()
