@@ -91,15 +91,15 @@ class OneHotHead(nn.Module):
 
 def test_converter_failure_names_segment_and_op(tiny_ckpt, tmp_path, monkeypatch):
     _, ckpt, _ = tiny_ckpt
-    import cephalon_edge.build.export as export_mod
-    real = export_mod.build_segments
+    import cephalon_edge.build.segments as segments_mod  # export imports it when it runs
+    real = segments_mod.build_segments
 
     def broken(net):
         segs = real(net)
         segs.segments["exit1"].module = OneHotHead(segs.segments["exit1"].module.head)
         return segs
 
-    monkeypatch.setattr(export_mod, "build_segments", broken)
+    monkeypatch.setattr(segments_mod, "build_segments", broken)
     with pytest.raises(ExportError) as err:
         export_package(ckpt, tmp_path / "pkg", ExportSpec("tflite"))
     assert "segment exit1" in err.value.message and "aten._assert_async" in err.value.message
