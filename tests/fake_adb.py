@@ -5,7 +5,8 @@ files live in ``$FAKE_ADB_DIR/<serial>/``. It answers ``devices [-l]``, ``shell 
 ``push``, ``shell mkdir/chmod/rm`` and runs ``benchmark_model`` by loading the pushed .tflite
 with the LiteRT interpreter on the host and printing benchmark_model's real output format
 (``$FAKE_ADB_FORMAT``: ``litert`` (default), ``v2`` or ``v1``). ``vanish_at`` (push, chmod,
-run, cleanup) makes the device disappear at that step, as an unplugged phone does.
+run, cleanup) makes the device disappear at that step, as an unplugged phone does; ``hang_at: run``
+makes a benchmark run last until it is interrupted. Each run is logged to ``<serial>.runs``.
 """
 
 from __future__ import annotations
@@ -148,6 +149,11 @@ def main(argv: list[str]) -> None:
             shutil.rmtree(local(serial, args[-1]), ignore_errors=True)
         elif args[0].endswith("/benchmark_model"):
             vanish(devices, device, "run")
+            with open(STATE / f"{serial}.runs", "a") as log:
+                log.write(args[1] + "\n")
+            if device.get("hang_at") == "run":  # a long run: says it started, then runs until interrupted
+                (STATE / f"{serial}.running").write_text("1")
+                time.sleep(600)
             benchmark(serial, args)
         else:
             fail(f"fake adb: unsupported shell command {args}")

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -382,3 +383,26 @@ def test_compress_writes_its_output_last(small, tmp_path):
                   str(small / "data.npz"), "--json", str(tmp_path / "r.json"))
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "r.json").read_text())["after"]["size_bytes"] == out.stat().st_size
+
+
+def test_ctrl_c_during_device_bench_stops_and_cleans_up(small, fake_adb, tmp_path):
+    """Ctrl-C (to the whole process group, as a terminal sends it) while a device runs its
+    first segment: no further segment starts, the device folder is removed, exit 130."""
+    env, devices, state, binary = fake_adb
+    tfl = tmp_path / "tfl"
+    export_package(small / "m.cephalon", tfl, ExportSpec("tflite", verify=False))
+    devices([{"serial": "p1", "state": "device", "props": PIXEL, "hang_at": "run"}])
+    exe = Path(sys.executable).parent / "cephalon-edge"
+    proc = subprocess.Popen([str(exe), "bench", str(tfl), "--device", "p1", "--data", str(small / "data.npz"),
+                             "--benchmark-binary", str(binary), "--runs", "2", "--warmup", "0"],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    while not (state / "p1.running").exists():  # the first segment's run has started on the device
+        assert proc.poll() is None, proc.stderr.read().decode()[-1500:]
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    assert proc.returncode == 130
+    assert len((state / "p1.runs").read_text().splitlines()) == 1  # nothing started after Ctrl-C
+    assert not (state / "p1" / "data" / "local" / "tmp" / "cephalon-edge").exists() and \
+        not [p for p in (state / "p1").rglob("*") if p.is_file()]

@@ -5,6 +5,7 @@ end-to-end latency (percentiles by resampling). Devices run in parallel."""
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -68,6 +69,13 @@ class _DeviceRun:
         self.static: dict[str, Any] | None = None
         self.step = "start"
         self.on_progress = on_progress
+        self.cancelled = threading.Event()  # set on Ctrl-C: stop before the next adb step
+        self.prepared = False
+
+    def _next(self, step: str) -> None:
+        if self.cancelled.is_set():
+            raise DeviceError(f"{self.device.serial}: cancelled before {step}")
+        self.step = step
 
     def flags(self) -> list[str]:
         runtime = self.profile["runtime"]
@@ -76,17 +84,19 @@ class _DeviceRun:
 
     def run(self) -> None:
         serial = self.device.serial
-        self.step = "push"
+        self._next("push")
         self.adb.prepare(serial)
+        self.prepared = True
         files = sorted(self.manifest.segment_files)
         static = self.manifest.static
         for f in files + ([static["file"]] if static else []):
+            self._next("push")
             self.adb.push(serial, self.manifest.member(f), f)
         binary = self.adb.push(serial, self.binary, "benchmark_model")
-        self.step = "chmod"
+        self._next("chmod")
         self.adb.shell(serial, ["chmod", "755", binary], "chmod")
         for name, seg in self.manifest.segments.items():
-            self.step = f"run {name}"
+            self._next(f"run {name}")
             out = self.adb.shell(serial, [binary, f"--graph={self._remote(seg['file'])}",
                                           f"--signature_to_run_for={seg['signature']}", *self.flags()], f"run {name}")
             parsed = benchmark_model.parse(out)
@@ -96,14 +106,24 @@ class _DeviceRun:
                                   "peak_mb": parsed.get("peak_mb")})
             self.on_progress(f"{serial}: {name}")
         if static:
-            self.step = "run static"
+            self._next("run static")
             out = self.adb.shell(serial, [binary, f"--graph={self._remote(static['file'])}", *self.flags()], "run static")
             parsed = benchmark_model.parse(out)
             self.static = {"mean_ms": parsed["avg_us"] / 1000, "std_ms": parsed["std_us"] / 1000,
                            "peak_mb": parsed.get("peak_mb")}
         if not self.spec.keep:
-            self.step = "cleanup"
+            self._next("cleanup")
             self.adb.cleanup(serial)
+
+    def cancel(self) -> None:
+        """Stop before the next step and remove what was pushed (best effort: the device
+        may be gone, or the interrupt may have stopped adb too)."""
+        self.cancelled.set()
+        if self.prepared and not self.spec.keep:
+            try:
+                self.adb.cleanup(self.device.serial)
+            except DeviceError:
+                pass
 
     @staticmethod
     def _remote(file: str) -> str:
@@ -158,8 +178,19 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
         except DeviceError as exc:
             errors[run.device.serial] = f"{exc.message} (during {run.step})"
 
-    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
-        list(pool.map(one, runs))
+    pool = ThreadPoolExecutor(max_workers=len(runs))
+    futures = [pool.submit(one, run) for run in runs]
+    try:
+        for future in futures:
+            future.result()
+    except KeyboardInterrupt:  # no device starts another step; each cleans up after its current one
+        for run in runs:
+            run.cancelled.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for run in runs:
+            run.cancel()
+        raise
+    pool.shutdown()
 
     devices = []
     for run in runs:
