@@ -15,15 +15,22 @@ def time_us(fn: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - t0) / 1000.0
 
 
-def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
-    """Run each candidate once per round, alternating, so machine noise hits all of them alike."""
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int,
+                block: int = 1) -> dict[str, list[float]]:
+    """Run the candidates in alternation, so machine noise hits all of them alike. With
+    ``block`` > 1 each takes ``block`` timed calls in a row after one untimed call: a session
+    whose intra-op workers spin (ONNX Runtime's default) steals the cores of whatever runs
+    right after it, so sessions with different settings alternate by blocks, not call by call."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
+    for _ in range(max(1, runs // block)):
         for name, fn in fns.items():
-            samples[name].append(time_us(fn))
+            if block > 1:
+                fn()
+            for _ in range(block):
+                samples[name].append(time_us(fn))
     return samples
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -153,7 +154,7 @@ def main(argv: list[str]) -> None:
                 log.write(args[1] + "\n")
             if device.get("hang_at") == "run":  # a long run: says it started, then runs until interrupted
                 (STATE / f"{serial}.running").write_text("1")
-                time.sleep(600)
+                signal.pause()  # no timeout: only the interrupt ends it
             benchmark(serial, args)
         else:
             fail(f"fake adb: unsupported shell command {args}")

@@ -17,14 +17,14 @@ import functools
 import importlib
 import os
 import sys
-import time
+import threading
 from pathlib import Path
 
 
 def park(marker: Path) -> None:
+    """Say where we are, then wait for good: no timeout, only a signal ends the wait."""
     marker.write_text(str(os.getpid()))
-    while True:  # until killed
-        time.sleep(3600)
+    threading.Event().wait()
 
 
 def install(point: str, marker: Path) -> None:

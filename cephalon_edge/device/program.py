@@ -16,11 +16,21 @@ torch reference). JSON form, one object per step, as stored in ``manifest.json``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, Union
-
-import numpy as np
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Iterator,
+    Mapping,
+    Sequence,
+    Union,
+)
 
 from cephalon_edge.errors import PackageError
+
+if TYPE_CHECKING:  # numpy is imported where costs are computed, so `--help` stays light
+    import numpy as np
 
 # The thresholds of the exit policy, in one place.
 DEFAULT_EXIT_THRESHOLD = 0.9  # every early exit's threshold until `calibrate` chooses per-exit ones
@@ -205,6 +215,8 @@ class Program:
                    modalities: Sequence[str]) -> np.ndarray:
         """(N, exits) cost of stopping at each exit, following each sample's own gates
         (``gates[:, i] == 1``: block ran) and experts (``experts[:, i]``: the one chosen)."""
+        import numpy as np
+
         cum = np.zeros(len(gates))
         out = []
         for step in self.steps:
