@@ -38,7 +38,8 @@ def settings(spec: ExportSpec) -> dict[str, str]:
 
 
 def function_name(segment: str) -> str:
-    return segment.replace(".", "_")
+    """A Core ML function name (an identifier) for a segment: ``stage1+gate1.1`` -> ``stage1_gate1_1``."""
+    return "".join(c if c.isalnum() else "_" for c in segment)
 
 
 def _convert_one(module, examples: tuple, outputs: list[str], spec: ExportSpec, conf: dict[str, str], path: Path,
@@ -106,7 +107,7 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
                 ct.utils.save_multifunction(desc, str(out_dir / "segments.mlpackage"))
         if spec.with_static:
             net = segments.net
-            names = net.spec.exit_names + [t.name for t in net.spec.tasks[1:]]
+            names = StaticModel(net).output_names
             static = StaticModel(net)
             inputs = static.graph_input_names
             _convert_one(static, static.example_inputs(1), names, spec, conf, out_dir / "static.mlpackage",

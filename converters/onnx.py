@@ -10,6 +10,7 @@ convolutions stay float).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import warnings
@@ -29,6 +30,37 @@ from cephalon_edge.errors import ExportError
 
 CALIBRATION_SAMPLES = 64
 MIN_OPSET = 18
+
+
+@contextlib.contextmanager
+def _torchlib_registry_built_once():
+    """Build torch.onnx's table of aten-to-ONNX functions once for a whole package.
+
+    torch.onnx.export rebuilds it from onnxscript sources on every call (about half of the
+    time of exporting a small segment here); our exports never register custom ops, so one
+    table per opset serves every segment. Without the private hook (another torch), exports
+    just take longer.
+    """
+    try:
+        from torch.onnx._internal.exporter import _registration
+        original = _registration.ONNXRegistry.__dict__["from_torchlib"]
+        build = _registration.ONNXRegistry.from_torchlib
+    except (ImportError, AttributeError, KeyError):
+        yield
+        return
+    tables: dict = {}
+
+    def from_torchlib(*args, **kwargs):
+        key = (args, tuple(sorted(kwargs.items())))
+        if key not in tables:
+            tables[key] = build(*args, **kwargs)
+        return tables[key]
+
+    _registration.ONNXRegistry.from_torchlib = staticmethod(from_torchlib)
+    try:
+        yield
+    finally:
+        _registration.ONNXRegistry.from_torchlib = original
 
 
 def _export(module, examples: tuple, path: Path, outputs: list[str], opset: int,
@@ -104,6 +136,12 @@ def _calibration(segments: SegmentSet):
 
 def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
             on_segment: Callable[[str], None] | None = None) -> list[SegmentArtifact]:
+    with _torchlib_registry_built_once():
+        return _convert(segments, spec, out_dir, on_segment)
+
+
+def _convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
+             on_segment: Callable[[str], None] | None) -> list[SegmentArtifact]:
     artifacts = []
     model_inputs, feeds = _calibration(segments) if spec.quantize == "int8" else (None, {})
     for seg in segments:
@@ -120,7 +158,7 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
             on_segment(seg.name)
     if spec.with_static:
         net = segments.net
-        outputs = net.spec.exit_names + [t.name for t in net.spec.tasks[1:]]
+        outputs = StaticModel(net).output_names
         static = StaticModel(net)
         names = static.graph_input_names
         try:

@@ -177,7 +177,7 @@ def _convert_static(segments: SegmentSet, spec: ExportSpec, out_dir: Path) -> Se
             litert_torch.convert(static, example).export(str(path))
     except Exception as exc:
         raise _fail("the static model", exc, log) from exc
-    outputs = net.spec.exit_names + [t.name for t in net.spec.tasks[1:]]
+    outputs = StaticModel(net).output_names
     if spec.quantize != "none":
         calibration = None
         if spec.quantize == "int8":

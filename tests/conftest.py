@@ -11,8 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# `./dev test` runs two pytest workers (one per core of the CI machine): one torch thread each
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 REPO = Path(__file__).resolve().parents[1]
+
+# The test files that take longest, scheduled first so that two workers finish together.
+LONGEST_FIRST = ["test_demo.py", "test_zoo.py", "test_tflite_coreml.py", "test_multimodal.py", "test_export_specs.py",
+                 "test_install.py", "test_hardening.py", "test_faults.py", "test_compress.py"]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = Path(str(item.fspath)).name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file is kept
 
 
 def tiny_spec_dict(**overrides) -> dict:

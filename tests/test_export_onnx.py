@@ -26,29 +26,61 @@ def tiny(tmp_path_factory):
     return net, ckpt, pkg, report
 
 
+@pytest.fixture(scope="module")
+def unfused(tiny):
+    """The same checkpoint exported one segment per part (``--no-fuse``)."""
+    net, ckpt, pkg, _ = tiny
+    report = export_package(ckpt, pkg.parent / "unfused", ExportSpec("onnx", fuse=False))
+    return net, ckpt, pkg.parent / "unfused", report
+
+
 def test_export_report_and_parity(tiny):
     net, _, pkg, report = tiny
     parity = report["parity"]
     assert parity["passed"] and parity["max_abs_err"] <= 1e-4 and parity["decision_agreement"] == 1.0
     assert parity["samples"] >= 64 and parity["static_max_abs_err"] <= 1e-4
     names = [s["name"] for s in report["segments"]]
-    assert names[:2] == ["adapter.image", "stage0"]
-    assert {"gate1.1", "block1.2", "moe2.gate", "moe2.expert2", "exit2", "head.class", "head.aux"} <= set(names)
+    # fused: what always runs together is one call, up to the next decision
+    assert names[:2] == ["adapter.image+stage0+exit0", "stage1+gate1.1"]
+    assert {"block1.1", "gate1.2", "block1.2", "exit1", "stage2+moe2.gate", "moe2.expert0", "moe2.expert1", "moe2.expert2", "exit2",
+            "stage3+head.class", "head.aux"} == set(names[2:])
     for s in report["segments"]:
         assert (pkg / s["file"]).stat().st_size == s["size_bytes"] and s["max_abs_err"] <= 1e-4
     manifest = json.loads((pkg / "manifest.json").read_text())
     assert manifest["format"] == "cephalon-edge/1" and manifest["target"] == "onnx"
-    assert manifest["static"]["file"] == "static.onnx"
+    assert manifest["fused"] is True
+    first = manifest["segments"][0]
+    assert first["outputs"] == ["y", "logits", "score"]
+    assert [(p["name"], p["kind"], p["outputs"]) for p in first["parts"]] == [
+        ("adapter.image", "adapter", []), ("stage0", "stage", [0]), ("exit0", "exit", [1, 2])]
+    assert sum(p["flops"] for p in first["parts"]) == first["flops"]
     assert manifest["exit_policy"]["thresholds"] == {"exit0": 0.9, "exit1": 0.9, "exit2": 0.9}
     import onnx
-    model = onnx.load(str(pkg / "stage1.onnx"))
+    model = onnx.load(str(pkg / "stage1+gate1.1.onnx"))
     assert model.opset_import[0].version >= 18
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    # the baseline is the plain network: every task head, no exit head
+    assert manifest["static"]["file"] == "static.onnx" and manifest["static"]["outputs"] == ["class", "aux"]
+    assert [o.name for o in onnx.load(str(pkg / "static.onnx")).graph.output] == ["class", "aux"]
 
 
+def test_unfused_export_has_a_segment_per_part(tiny, unfused):
+    _, _, _, fused_report = tiny
+    _, _, pkg, report = unfused
+    assert report["parity"]["passed"] and report["parity"]["decision_agreement"] == 1.0
+    names = [s["name"] for s in report["segments"]]
+    assert names[:4] == ["adapter.image", "stage0", "exit0", "stage1"] and len(names) == 18
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    assert manifest["fused"] is False and all(len(s["parts"]) == 1 for s in manifest["segments"])
+    # the same parts, the same program, the same FLOPs: fusion changes only what is called
+    assert manifest["program"] == json.loads((tiny[2] / "manifest.json").read_text())["program"]
+    assert sum(s["flops"] for s in report["segments"]) == sum(s["flops"] for s in fused_report["segments"])
+
+
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("thresholds", [0.0, 1.01, 0.5, {"exit0": 0.3, "exit1": 0.35, "exit2": 0.4}])
-def test_router_matches_dynamic_forward(tiny, thresholds):
-    net, _, pkg, _ = tiny
+def test_router_matches_dynamic_forward(tiny, unfused, thresholds, fused):
+    net, _, pkg, _ = tiny if fused else unfused
     x = torch.randn(48, 1, 12, 12, generator=torch.Generator().manual_seed(11))
     ref = net.dynamic_forward(x, thresholds=thresholds, tasks=["aux"])
     with Router.open(pkg) as router:
@@ -110,11 +142,11 @@ def test_bad_packages_and_inputs_exit_2(tiny, tmp_path):
 
     tampered = tmp_path / "tampered"
     shutil.copytree(pkg, tampered)
-    data = bytearray((tampered / "stage1.onnx").read_bytes())
+    data = bytearray((tampered / "stage1+gate1.1.onnx").read_bytes())
     data[-10] ^= 0xFF
-    (tampered / "stage1.onnx").write_bytes(bytes(data))
+    (tampered / "stage1+gate1.1.onnx").write_bytes(bytes(data))
     res = run_cli("run", str(tampered), str(good))
-    assert res.returncode == 2 and "stage1.onnx does not match its sha256" in res.stderr
+    assert res.returncode == 2 and "stage1+gate1.1.onnx does not match its sha256" in res.stderr
 
     escaping = tmp_path / "escaping"
     shutil.copytree(pkg, escaping)
@@ -123,6 +155,14 @@ def test_bad_packages_and_inputs_exit_2(tiny, tmp_path):
     (escaping / "manifest.json").write_text(json.dumps(manifest))
     res = run_cli("run", str(escaping), str(good))
     assert res.returncode == 2 and "'../x.onnx' is not a plain file name" in res.stderr
+
+    reordered = tmp_path / "reordered"  # a fused segment's parts must be a chain of the program
+    shutil.copytree(pkg, reordered)
+    manifest = json.loads((reordered / "manifest.json").read_text())
+    manifest["segments"][0]["parts"].reverse()
+    (reordered / "manifest.json").write_text(json.dumps(manifest))
+    res = run_cli("run", str(reordered), str(good))
+    assert res.returncode == 2 and "segments[adapter.image+stage0+exit0].parts" in res.stderr, res.stderr
 
     cases = {
         "shape": (np.zeros((2, 1, 10, 12), np.float32), "shape [2, 1, 10, 12]"),

@@ -16,6 +16,7 @@ class ExportSpec:
     quantize: str | None = None  # None: the target's default (Core ML fp16, others none)
     profile: str | None = None
     with_static: bool = False
+    fuse: bool = True  # chains of parts that always run together become one segment
     verify: bool = True
     force: bool = False
     opset: int = 18

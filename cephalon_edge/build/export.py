@@ -77,7 +77,7 @@ def segment_entry(seg_set: SegmentSet, art: SegmentArtifact, root: Path) -> dict
         "shapes": {"inputs": [list(seg.input_shape)], "outputs": [list(s) for s in seg.output_shapes]},
         "dtypes": {"inputs": ["float32"], "outputs": ["float32"] * len(art.outputs)},
         "sha256": sha256_file(path), "size_bytes": size_bytes(path),
-        "flops": seg.flops, "params": seg.params, **art.extra,
+        "flops": seg.flops, "params": seg.params, "parts": seg.parts_entry(), **art.extra,
     }
 
 
@@ -93,6 +93,7 @@ def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: 
         "target": spec.target,
         "quantization": spec.quantize,
         "profile": spec.profile,
+        "fused": seg_set.fused,
         "source": {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint),
                    "dataset": provenance.get("dataset")},
         # text token ids travel as float32 like every input (exact below 2**24); "vocab" bounds them
@@ -127,7 +128,7 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
     target = get_target(spec.target)
     converter = target.converter_module()
     net, meta = load_with_metadata(checkpoint)
-    seg_set = build_segments(net)
+    seg_set = build_segments(net, fuse=spec.fuse)
     dataset = meta.get("provenance", {}).get("dataset")
     if spec.quantize == "int8":  # the recipe's stored samples, else the checkpoint's own training split
         seg_set.calibration = meta.get("calibration_samples") or \

@@ -1,9 +1,16 @@
 """Cut a CephalonNet into static segments plus a declarative program that reproduces
 ``dynamic_forward``.
 
-Segments (stable, readable names): ``adapter.<modality>``, ``stage<k>`` (the plain blocks of
-stage k), ``gate<k>.<b>`` / ``block<k>.<b>`` (a SkipNet gate and its block), ``moe<k>.gate`` /
-``moe<k>.expert<e>``, ``exit<k>`` (logits and confidence), ``head.<task>``.
+The program speaks of **parts** (stable, readable names): ``adapter.<modality>``, ``stage<k>``
+(the plain blocks of stage k), ``gate<k>.<b>`` / ``block<k>.<b>`` (a SkipNet gate and its
+block), ``moe<k>.gate`` / ``moe<k>.expert<e>``, ``exit<k>`` (logits and confidence),
+``head.<task>``.
+
+A **segment** is what is converted and run: one part, or (fused, the default) a chain of
+parts that always run together, ending at the first decision: e.g. ``adapter.image+stage0+exit0``
+returns the hidden state, the exit's logits and its score in one call. A chain never
+crosses a decision (an exit, a gate, a router), so every sample that enters it runs all of
+it; conditional parts (gated blocks, experts, extra task heads) stay segments of their own.
 
 The program's step kinds are defined in ``cephalon_edge.device.program``; ``segment_feeds``
 here is its torch executor (for parity and quantization calibration).
@@ -45,19 +52,22 @@ class ScoredHead(nn.Module):
 
 
 class StaticModel(nn.Module):
-    """The monolithic full-depth model with every head: what one would export without
-    cephalon-edge. Gated blocks and experts are all computed and masked. It takes every
-    modality, in spec order (a multi-modal static model needs all of them)."""
+    """The network as one would ship it without cephalon-edge: full depth, every task head,
+    **no exit heads**; gated blocks and experts all computed and masked, as a static graph
+    must. It takes every modality, in spec order (a multi-modal static model needs all of
+    them), and returns every task's output, the main task first. ``with_exits`` adds every
+    exit's logits after them (the whole graph, for structured pruning)."""
 
-    def __init__(self, net: CephalonNet) -> None:
+    def __init__(self, net: CephalonNet, with_exits: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.with_exits = with_exits
         self.input_names = net.spec.modality_names
+        self.output_names = [t.name for t in net.spec.tasks] + (net.spec.exit_names[:-1] if with_exits else [])
 
     def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.net(dict(zip(self.input_names, xs)))
-        extra = [out.tasks[t.name] for t in self.net.spec.tasks[1:]]
-        return (*out.exit_logits, *extra)
+        out = self.net(dict(zip(self.input_names, xs)), exits=self.with_exits)
+        return (*(out.tasks[t.name] for t in self.net.spec.tasks), *out.exit_logits[:-1])
 
     @property
     def graph_input_names(self) -> list[str]:
@@ -76,8 +86,14 @@ def example_input(modality: Any, batch: int, gen: torch.Generator) -> torch.Tens
     return torch.randn(batch, *modality.shape, generator=gen)
 
 
+TRUNK_KINDS = ("adapter", "stage", "block", "expert")  # parts that return the representation
+DECISION_KINDS = ("gate", "moe_gate", "exit", "head")  # parts a chain ends with
+
+
 @dataclass
-class Segment:
+class Part:
+    """One piece of the program: an adapter, a stage, a gate, a block, an expert, an exit or a head."""
+
     name: str
     kind: str  # adapter | stage | gate | block | moe_gate | expert | exit | head
     module: nn.Module
@@ -92,11 +108,86 @@ class Segment:
         return 2 * self.macs
 
 
+class Chain(nn.Module):
+    """Parts that always run together as one graph: trunk parts in order, then a decision
+    part on their result; returns the representation and the decision's outputs."""
+
+    def __init__(self, trunk: list[nn.Module], decision: nn.Module) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(*trunk)
+        self.decision = decision
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = self.trunk(x)
+        out = self.decision(h)
+        return (h, *(out if isinstance(out, tuple) else (out,)))
+
+
+@dataclass
+class Segment:
+    """What is converted and run: one part, or a fused chain of parts."""
+
+    name: str
+    module: nn.Module
+    outputs: list[str]
+    parts: list[Part]
+    exposes: dict[str, list[int]]  # part -> the indices of its outputs among the segment's
+
+    @property
+    def kind(self) -> str:
+        return self.parts[0].kind if len(self.parts) == 1 else "fused"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.parts[0].input_shape
+
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        if len(self.parts) == 1:
+            return self.parts[0].output_shapes
+        return [self.parts[-2].output_shapes[0], *self.parts[-1].output_shapes]
+
+    @property
+    def macs(self) -> int:
+        return sum(p.macs for p in self.parts)
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def params(self) -> int:
+        return sum(p.params for p in self.parts)
+
+    def parts_entry(self) -> list[dict[str, Any]]:
+        """The manifest's record of what this segment holds."""
+        return [{"name": p.name, "kind": p.kind, "outputs": self.exposes[p.name], "flops": p.flops,
+                 "params": p.params} for p in self.parts]
+
+
+def single(part: Part) -> Segment:
+    return Segment(part.name, part.module, list(part.outputs), [part], {part.name: list(range(len(part.outputs)))})
+
+
+def chained(parts: list[Part]) -> Segment:
+    """One segment for ``parts`` (trunk parts, then one decision part): outputs the last trunk
+    part's representation, then the decision's outputs."""
+    if len(parts) == 1:
+        return single(parts[0])
+    *trunk, decision = parts
+    exposes = {p.name: [] for p in trunk}
+    exposes[trunk[-1].name] = [0]
+    exposes[decision.name] = list(range(1, 1 + len(decision.outputs)))
+    return Segment("+".join(p.name for p in parts), Chain([p.module for p in trunk], decision.module),
+                   ["y", *decision.outputs], list(parts), exposes)
+
+
 @dataclass
 class SegmentSet:
     net: CephalonNet
-    segments: dict[str, Segment]
-    program: Program
+    segments: dict[str, Segment]  # what is converted, in program order
+    program: Program  # speaks of parts
+    parts: dict[str, Part]
     # model inputs (by modality) for quantization calibration, from the checkpoint's dataset
     calibration: dict[str, torch.Tensor] | None = None
 
@@ -106,21 +197,26 @@ class SegmentSet:
     def __getitem__(self, name: str) -> Segment:
         return self.segments[name]
 
+    @property
+    def fused(self) -> bool:
+        return any(len(s.parts) > 1 for s in self)
+
     def example_input(self, name: str, batch: int = 2, seed: int = 0) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
+        first = self.segments[name].parts[0].name
         for m in self.net.spec.modalities:
-            if name == f"adapter.{m.name}":
+            if first == f"adapter.{m.name}":
                 return example_input(m, batch, g)
         return torch.randn(batch, *self.segments[name].input_shape, generator=g)
 
     def exit_paths(self) -> list[dict[str, Any]]:
-        """Cumulative cost of reaching each exit: every segment on the way, gated blocks
+        """Cumulative cost of reaching each exit: every part on the way, gated blocks
         counted as run and one expert per MoE layer (the worst case of the path)."""
         paths = []
         for name, seen in self.program.exit_paths():
-            macs = sum(self.segments[n].macs for n in seen)
+            macs = sum(self.parts[n].macs for n in seen)
             paths.append({"name": name, "cumulative_macs": macs, "cumulative_flops": 2 * macs,
-                          "params": sum(self.segments[n].params for n in seen), "segments": seen})
+                          "params": sum(self.parts[n].params for n in seen), "segments": seen})
         return paths
 
 
@@ -147,15 +243,16 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def build_segments(net: CephalonNet) -> SegmentSet:
-    """Decompose ``net`` (put in eval mode) into segments and the program that routes them."""
+def build_segments(net: CephalonNet, fuse: bool = True) -> SegmentSet:
+    """Decompose ``net`` (put in eval mode) into parts, the program that routes them, and the
+    segments that hold them (fused chains unless ``fuse`` is false)."""
     net.eval()
     spec = net.spec
-    segments: dict[str, Segment] = {}
+    parts: dict[str, Part] = {}
     steps: list[Any] = []
 
     def add(name: str, kind: str, module: nn.Module, outputs: list[str]) -> str:
-        segments[name] = Segment(name, kind, module, outputs)
+        parts[name] = Part(name, kind, module, outputs)
         return name
 
     steps.append(Encode({m.name: add(f"adapter.{m.name}", "adapter", net.adapters[m.name], ["y"])
@@ -183,11 +280,48 @@ def build_segments(net: CephalonNet) -> SegmentSet:
     tasks = {t.name: add(f"head.{t.name}", "head", net.head(t.name), ["y"]) for t in spec.tasks[1:]}
     steps.append(Final(head, exit_i, tasks=tasks))
     program = Program(tuple(steps))
-    _measure(segments, program, spec)
-    return SegmentSet(net, segments, program)
+    _measure(parts, program, spec)
+    groups = fusion_chains(program, parts) if fuse else [[name] for name in parts]
+    segments = {seg.name: seg for seg in (chained([parts[n] for n in group]) for group in groups)}
+    return SegmentSet(net, segments, program, parts)
 
 
-def _measure(segments: dict[str, Segment], program: Program, spec: Any) -> None:
+def fusion_chains(program: Program, parts: Mapping[str, Part]) -> list[list[str]]:
+    """Group the program's parts into chains that always run together: unconditional trunk
+    parts (a single modality's adapter, stages) up to and including the next decision part.
+    Everything conditional, and the adapters of a multi-modal model, stays alone."""
+    groups: list[list[str]] = []
+    chain: list[str] = []
+
+    def close(*decision: str) -> None:
+        nonlocal chain
+        if chain or decision:
+            groups.append(chain + list(decision))
+        chain = []
+
+    for step in program:
+        if isinstance(step, Encode):
+            if len(step.adapters) == 1:
+                chain = list(step.adapters.values())
+            else:
+                groups.extend([a] for a in step.adapters.values())
+        elif isinstance(step, Run):
+            chain.append(step.segment)
+        elif isinstance(step, Gate):
+            close(step.gate)
+            groups.append([step.block])
+        elif isinstance(step, Moe):
+            close(step.gate)
+            groups.extend([e] for e in step.experts)
+        elif isinstance(step, (Exit, Final)):
+            close(step.segment)
+            if isinstance(step, Final):
+                groups.extend([t] for t in step.tasks.values())
+    assert all(parts[n].kind in TRUNK_KINDS for g in groups for n in g[:-1]), groups
+    return groups
+
+
+def _measure(segments: dict[str, Part], program: Program, spec: Any) -> None:
     """Fill in per-sample shapes, MACs and parameter counts by running one sample through."""
     h = None
     for step in program:
@@ -202,7 +336,7 @@ def _measure(segments: dict[str, Segment], program: Program, spec: Any) -> None:
             h = nxt
 
 
-def _probe(seg: Segment, x: torch.Tensor) -> torch.Tensor:
+def _probe(seg: Part, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out = seg.module(x)
     outs = out if isinstance(out, tuple) else (out,)
@@ -215,9 +349,16 @@ def _probe(seg: Segment, x: torch.Tensor) -> torch.Tensor:
 
 def segment_feeds(segset: SegmentSet, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The input of every segment when ``inputs`` go through the whole program: gated blocks
-    and every expert see the representation their gate saw (the program's torch executor)."""
+    and every expert see the representation their gate saw; a fused segment, its first
+    part's input."""
+    feeds = part_feeds(segset, inputs)
+    return {name: feeds[seg.parts[0].name] for name, seg in segset.segments.items() if seg.parts[0].name in feeds}
+
+
+def part_feeds(segset: SegmentSet, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The input of every part the ``inputs`` reach (the program's torch executor)."""
     feeds: dict[str, torch.Tensor] = {}
-    seg = segset.segments
+    seg = segset.parts
     h: torch.Tensor | None = None
     with torch.no_grad():
         for step in segset.program:

@@ -68,7 +68,8 @@ def export_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="The package directory to write."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="none | fp16 | int8 | int8-dynamic (per target; default: none, Core ML fp16)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile name."),
-    with_static: bool = typer.Option(False, "--with-static", help="Also write the monolithic full-depth model, for comparison."),
+    with_static: bool = typer.Option(False, "--with-static", help="Also write the plain network (full depth, task heads, no exit heads): the baseline speedups are measured against."),
+    no_fuse: bool = typer.Option(False, "--no-fuse", help="One segment per part (stage, gate, exit...), for per-part diagnosis; slower to run."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the parity check against PyTorch."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package (once the new one is complete)."),
     threshold: float = typer.Option(DEFAULT_EXIT_THRESHOLD, "--threshold", help="Initial exit threshold until `calibrate` sets per-exit ones."),
@@ -79,7 +80,7 @@ def export_cmd(
     from cephalon_edge.build.export import export_package
 
     spec = ExportSpec(target=target, quantize=quantize, profile=profile, with_static=with_static,
-                      verify=not no_verify, force=force, threshold=threshold)
+                      fuse=not no_fuse, verify=not no_verify, force=force, threshold=threshold)
     with progress(escape(f"exporting to {target}"), None) as advance:
         report = export_package(checkpoint, output, spec, on_progress=lambda name: advance(escape(f"{target}: {name}")))
     render_export(report)

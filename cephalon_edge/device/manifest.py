@@ -63,6 +63,22 @@ def safe_member(root: Path, name: Any) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class PartEntry:
+    """Where one part of the program lives: its segment, and which of the segment's outputs
+    are the part's (a fused segment returns the representation and its decision's outputs;
+    its inner parts return nothing of their own)."""
+
+    name: str
+    segment: str
+    position: int  # in its segment; the segment runs when its first part is called
+    outputs: tuple[int, ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+    kind: str
+    flops: float
+    params: int
+
+
 @dataclass
 class Manifest:
     """A validated manifest and the directory it describes. Read it through these
@@ -72,6 +88,7 @@ class Manifest:
     data: dict[str, Any]
     read_sha256: str = ""  # of manifest.json as it was read, so a writer can tell it changed since
     program: Program = field(init=False, repr=False)
+    parts: dict[str, PartEntry] = field(init=False, repr=False)  # every part of the program
 
     @property
     def target(self) -> str:
@@ -84,6 +101,18 @@ class Manifest:
     @property
     def segments(self) -> dict[str, dict[str, Any]]:
         return {s["name"]: s for s in self.data["segments"]}
+
+    def segment_parts(self, segment: str) -> list[PartEntry]:
+        return sorted((p for p in self.parts.values() if p.segment == segment), key=lambda p: p.position)
+
+    def part_costs(self, segment_cost: dict[str, float]) -> dict[str, float]:
+        """Per part, the cost of running it given each segment's: a fused segment's whole cost
+        falls on its first part (every sample that calls it runs all of it), none on the rest."""
+        return {name: segment_cost[p.segment] if p.position == 0 else 0.0 for name, p in self.parts.items()}
+
+    @property
+    def part_flops(self) -> dict[str, float]:
+        return {name: p.flops for name, p in self.parts.items()}
 
     @property
     def segment_files(self) -> list[str]:
@@ -228,8 +257,15 @@ class Manifest:
             if len(shapes["inputs"]) != 1 or len(shapes["outputs"]) != len(seg["outputs"]):
                 raise bad(f"segments[{i}].shapes", "do not match the segment's inputs and outputs")
             names[seg["name"]] = seg
-        self.program = Program.parse(d["program"], {n: len(seg["outputs"]) for n, seg in names.items()},
+        parts = _parts(names, bad)
+        self.program = Program.parse(d["program"], {n: len(p.outputs) for n, p in parts.items()},
                                      [m["name"] for m in inputs], where=f"{where}: program")
+        for name in names:
+            chain = sorted((p for p in parts.values() if p.segment == name), key=lambda p: p.position)
+            why = self.program.chain_error([p.name for p in chain]) if len(chain) > 1 else None
+            if why:
+                raise bad(f"segments[{name}].parts", why)
+        self.parts = parts
         policy = _typed(d["exit_policy"], dict, "exit_policy", bad)
         thresholds = _typed(policy.get("thresholds"), dict, "exit_policy.thresholds", bad)
         early = self.program.early_exits
@@ -281,6 +317,38 @@ class Manifest:
             if sha256_file(path) != digest:
                 raise PackageError(f"{self.root}: {name} does not match its sha256 in the manifest (modified or corrupt)",
                                    hint="re-export the package; never edit segment files in place")
+
+
+def _parts(segments: dict[str, dict[str, Any]], bad: Any) -> dict[str, PartEntry]:
+    """Every part, from the segments' ``parts`` lists (a segment without one is one part of
+    the same name, all its outputs its own: packages exported before fusion)."""
+    parts: dict[str, PartEntry] = {}
+    for name, seg in segments.items():
+        shapes = [tuple(s) for s in seg["shapes"]["outputs"]]
+        listed = seg.get("parts")
+        if listed is None:
+            listed = [{"name": name, "kind": seg.get("kind", "segment"), "outputs": list(range(len(shapes))),
+                       "flops": seg.get("flops", 0), "params": seg.get("params", 0)}]
+        where = f"segments[{name}].parts"
+        claimed: set[int] = set()
+        for j, part in enumerate(_list_of(listed, dict, where, bad)):
+            pname = _typed(part.get("name"), str, f"{where}[{j}].name", bad)
+            if pname in parts:
+                raise bad(f"{where}[{j}].name", f"part {pname!r} is in two segments")
+            outs = _list_of(part.get("outputs"), int, f"{where}[{j}].outputs", bad)
+            if any(isinstance(o, bool) or not 0 <= o < len(shapes) or o in claimed for o in outs):
+                raise bad(f"{where}[{j}].outputs", "must pick distinct outputs of the segment")
+            claimed.update(outs)
+            for key in ("flops", "params"):
+                value = part.get(key, 0)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                    raise bad(f"{where}[{j}].{key}", "must be a non-negative number")
+            parts[pname] = PartEntry(pname, name, j, tuple(outs), tuple(shapes[o] for o in outs),
+                                     str(part.get("kind", "segment")), float(part.get("flops", 0)),
+                                     int(part.get("params", 0)))
+        if not listed:
+            raise bad(where, "a segment holds at least one part")
+    return parts
 
 
 def _typed(value: Any, kind: type, field: str, bad: Any) -> Any:

@@ -199,6 +199,34 @@ class Program:
     def to_json(self) -> list[dict[str, Any]]:
         return [s.to_json() for s in self.steps]
 
+    # ---- fused segments -----------------------------------------------------------------
+    def chain_error(self, parts: Sequence[str]) -> str | None:
+        """Why ``parts`` cannot run as one fused segment (None when they can): they must be
+        consecutive unconditional calls of the program (one modality's adapter, stages),
+        ending at the first decision (a gate, an expert router, an exit, the final head), so
+        that every sample entering the chain runs all of it."""
+        calls: list[tuple[str, bool]] = []  # (part, ends a chain)
+        for step in self.steps:
+            if isinstance(step, Encode):
+                if len(step.adapters) == 1:
+                    calls.append((next(iter(step.adapters.values())), False))
+                else:
+                    calls.append(("", True))  # which adapters run depends on the input
+            elif isinstance(step, Run):
+                calls.append((step.segment, False))
+            else:
+                calls.append((step.gate if isinstance(step, (Gate, Moe)) else step.segment, True))
+        names = [c[0] for c in calls]
+        if parts[0] not in names:
+            return f"{parts[0]} is not an unconditional call of the program"
+        start = names.index(parts[0])
+        window = calls[start:start + len(parts)]
+        if [c[0] for c in window] != list(parts):
+            return "its parts are not consecutive calls of the program"
+        if any(ends for _, ends in window[:-1]) or not window[-1][1]:
+            return "a chain runs trunk parts up to one decision, which ends it"
+        return None
+
     # ---- costs --------------------------------------------------------------------------
     def exit_paths(self) -> list[tuple[str, list[str]]]:
         """Per exit, the segments on the way to it (the costliest common path, see

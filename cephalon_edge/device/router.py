@@ -3,7 +3,8 @@ input needs.
 
 Decisions are per sample: samples that exit leave the batch, a skip gate runs its block on
 the samples it fires for, and a mixture of experts splits the batch by the chosen expert.
-Needs numpy and one runtime, nothing else.
+The program speaks of parts; a fused segment runs when its first part is called and hands
+its other parts' outputs to the steps that follow. Needs numpy and one runtime, nothing else.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Run
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.device.scores import SCORES, entropy_confidence
-from cephalon_edge.errors import DataError, UsageError
+from cephalon_edge.errors import DataError, PackageError, UsageError
 
 
 @dataclass
@@ -62,10 +63,13 @@ class Router:
         self.program = manifest.program
         self.exit_names = self.program.exit_names
         self.inputs = manifest.inputs
-        self.classes = len(manifest.labels) or int(manifest.segments[self.program.final.segment]["shapes"]["outputs"][0][0])
+        parts = manifest.parts
+        self.classes = len(manifest.labels) or int(parts[self.program.final.segment].output_shapes[0][0])
         self.task_segments = dict(self.program.final.tasks)
-        self.task_outputs = {t: int(np.prod(manifest.segments[s]["shapes"]["outputs"][0]))
-                             for t, s in self.task_segments.items()}
+        self.task_outputs = {t: int(np.prod(parts[s].output_shapes[0])) for t, s in self.task_segments.items()}
+        # part -> (its segment, whether calling it runs the segment); segment -> (part, outputs) of its parts
+        self._part_at = {n: (p.segment, p.position == 0) for n, p in parts.items()}
+        self._segment_parts = {s: [(p.name, p.outputs) for p in manifest.segment_parts(s)] for s in manifest.segments}
         self.score = score or manifest.score
         if self.score not in SCORES:
             raise UsageError(f"package uses exit score {self.score!r}, unknown to this cephalon-edge",
@@ -157,20 +161,33 @@ class Router:
         idx = np.arange(batch)
         h: np.ndarray | None = None
 
-        def timed(segment: str, x: np.ndarray, members: np.ndarray) -> list[np.ndarray]:
-            t0 = time.perf_counter_ns()
-            out = run(segment, (x,))
-            us = (time.perf_counter_ns() - t0) / 1000.0
-            seg_us[segment] = seg_us.get(segment, 0.0) + us
-            res.latency_us[members] += us
-            return out
+        pending: dict[str, list[np.ndarray]] = {}  # outputs of parts a fused segment already ran
+
+        def timed(part: str, x: np.ndarray | None, members: np.ndarray) -> list[np.ndarray]:
+            segment, runs = self._part_at[part]
+            if runs:
+                t0 = time.perf_counter_ns()
+                out = run(segment, (x,))
+                us = (time.perf_counter_ns() - t0) / 1000.0
+                seg_us[segment] = seg_us.get(segment, 0.0) + us
+                res.latency_us[members] += us
+                for name, picked in self._segment_parts[segment]:
+                    pending[name] = [out[i] for i in picked]
+            if part not in pending:
+                raise PackageError(f"part {part} of segment {segment} was called before the segment ran",
+                                   hint="re-export the package")
+            return pending.pop(part)
 
         for step in self.program:
             if isinstance(step, Encode):
-                encoded = [timed(seg, xs[m], idx)[0] for m, seg in step.adapters.items() if m in xs]
-                h = encoded[0] if len(encoded) == 1 else np.mean(encoded, axis=0, dtype=np.float32)
+                encoded = [timed(seg, xs[m], idx) for m, seg in step.adapters.items() if m in xs]
+                if len(encoded) == 1:  # an adapter fused with the stages after it returns nothing of its own
+                    h = encoded[0][0] if encoded[0] else None
+                else:  # adapters of several modalities are never fused
+                    h = np.mean([e[0] for e in encoded], axis=0, dtype=np.float32)
             elif isinstance(step, Run):
-                h = timed(step.segment, h, idx)[0]
+                out = timed(step.segment, h, idx)
+                h = out[0] if out else None  # an inner part of a fused chain: the chain carries it
             elif isinstance(step, Gate):
                 fire = timed(step.gate, h, idx)[0].reshape(-1) > step.threshold
                 res.gates[idx, step.index] = fire

@@ -83,7 +83,8 @@ def collect(router: Router, data: Dataset, score: str, seg_ms: dict[str, float],
             batch_size: int = 64) -> ExitTable:
     """Run ``data`` through the router at full depth, every exit evaluated (with the
     modalities it holds: one mix)."""
-    flops = {n: float(s["flops"]) for n, s in router.manifest.segments.items()}
+    flops = router.manifest.part_flops
+    part_ms = router.manifest.part_costs(seg_ms)
     scores, correct, cost_ms, cost_fl = [], [], [], []
     for start in range(0, len(data), batch_size):
         sl = slice(start, start + batch_size)
@@ -91,7 +92,7 @@ def collect(router: Router, data: Dataset, score: str, seg_ms: dict[str, float],
                               collect_exits=True)
         scores.append(exit_scores(score, pred.exit_logits, pred.exit_max_softmax))
         correct.append(pred.exit_logits.argmax(-1) == data.labels[sl, None])
-        cost_ms.append(router.program.path_costs(seg_ms, pred.gates, pred.experts, list(data.inputs)))
+        cost_ms.append(router.program.path_costs(part_ms, pred.gates, pred.experts, list(data.inputs)))
         cost_fl.append(router.program.path_costs(flops, pred.gates, pred.experts, list(data.inputs)))
     return ExitTable(router.exit_names, np.concatenate(scores), np.concatenate(correct),
                      np.concatenate(cost_ms), np.concatenate(cost_fl))
@@ -243,7 +244,7 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
         early = router.exit_names[:-1]
         thresholds = result.thresholds(chosen, early)
         step("measuring on the held-out split")
-        seg_flops = {n: float(s["flops"]) for n, s in router.manifest.segments.items()}
+        seg_flops = router.manifest.part_flops
         static = router.runtime.static_runner()
         by_mix = {mix_name(mix): measure_test(router, test.with_mix(mix), thresholds, seg_flops, static, spec.rounds)
                   for mix in test_mixes}

@@ -97,7 +97,7 @@ def apply_ratio(net: CephalonNet, ratio: float, criterion: str,
     import torch_pruning as tp
 
     pruned = copy.deepcopy(net).eval()
-    view = StaticModel(pruned)
+    view = StaticModel(pruned, with_exits=True)  # exit heads are pruned with the trunk
     pruner = tp.pruner.MagnitudePruner(view, view.example_inputs(2), importance=_importance(criterion), pruning_ratio=ratio,
                                        ignored_layers=_ignored(pruned), global_pruning=False, round_to=round_to)
     if criterion == "taylor":

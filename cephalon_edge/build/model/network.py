@@ -143,7 +143,9 @@ class CephalonNet(nn.Module):
 
     # ---- training / static view ----------------------------------------------------
     def forward(self, inputs: torch.Tensor | Mapping[str, torch.Tensor],
-                present: Mapping[str, torch.Tensor] | None = None) -> TrainOutput:
+                present: Mapping[str, torch.Tensor] | None = None, exits: bool = True) -> TrainOutput:
+        """``exits=False``: the plain network, no exit head computed (``exit_logits`` holds
+        only the final classifier's)."""
         encoded = self._adapt(self._named_inputs(inputs))
         h = self._fuse(encoded, present)
         out = TrainOutput(exit_logits=[], tasks={},
@@ -166,7 +168,7 @@ class CephalonNet(nn.Module):
                 stacked = torch.stack([e(h) for e in stage.experts], 1)
                 h = (stacked * choice.view(*choice.shape, *([1] * (h.dim() - 1)))).sum(1) * straight
                 out.expert_probs.append(probs)
-            if str(k) in self.exits:
+            if exits and str(k) in self.exits:
                 out.exit_logits.append(self.exits[str(k)](h))
         for t in self.spec.tasks:
             out.tasks[t.name] = self.head(t.name)(h)

@@ -203,8 +203,8 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
         if run.device.serial in errors:
             entry.update(status="failed", error=errors[run.device.serial], step=run.step)
         elif run.segments:
-            mean = {s["name"]: s["mean_ms"] for s in run.segments}
-            var = {s["name"]: s["std_ms"] ** 2 for s in run.segments}
+            mean = manifest.part_costs({s["name"]: s["mean_ms"] for s in run.segments})
+            var = manifest.part_costs({s["name"]: s["std_ms"] ** 2 for s in run.segments})
             cols = np.arange(len(pred.exit_index)), pred.exit_index
             per_sample = manifest.program.path_costs(mean, pred.gates, pred.experts, list(data.inputs))[cols]
             per_var = manifest.program.path_costs(var, pred.gates, pred.experts, list(data.inputs))[cols]
