@@ -27,7 +27,7 @@ RUNTIMES: dict[str, str] = {
 
 
 def open_runtime(name: str, manifest: "Manifest", threads: int | None = None,
-                 segments: Sequence[str] | None = None) -> "Runtime":
+                 segments: Sequence[str] | None = None, spinning: bool = False) -> "Runtime":
     """Open ``manifest``'s segments (or only ``segments``) with runtime ``name`` (``auto``:
     the one registered for the package's target)."""
     target = get_target(manifest.target)
@@ -41,5 +41,6 @@ def open_runtime(name: str, manifest: "Manifest", threads: int | None = None,
         raise UsageError(f"{name} runs {', '.join(runs)} packages, this one is {manifest.target}",
                          hint=f"a {manifest.target} package runs with {target.runtime}")
     module, _, cls = RUNTIMES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)(manifest, threads=threads, segments=segments)
+    return getattr(importlib.import_module(module), cls)(manifest, threads=threads, segments=segments,
+                                                         spinning=spinning)
 

@@ -14,14 +14,17 @@ REEXPORT = "re-export the package; never replace segment files by hand"
 class Runtime(Protocol):
     name: str
 
-    def __init__(self, manifest: object, threads: int | None = None, segments: Sequence[str] | None = None) -> None:
-        """Open the package's segments (only ``segments`` when given)."""
+    def __init__(self, manifest: object, threads: int | None = None, segments: Sequence[str] | None = None,
+                 spinning: bool = False) -> None:
+        """Open the package's segments (only ``segments`` when given); ``spinning``: let idle
+        intra-op workers spin between calls, where the runtime has that knob."""
 
     def run(self, segment: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run one segment on float32 arrays (batch first); returns its float32 outputs."""
 
     def static_runner(self) -> Callable[..., list[np.ndarray]] | None:
-        """Run the package's static full-depth model (None if the package has none): one
+        """Run the package's plain static model with the runtime's *default* settings, as a
+        user shipping it without cephalon-edge would (None if the package has none): one
         array per package input, in manifest order."""
 
     def close(self) -> None: ...

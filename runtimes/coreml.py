@@ -17,7 +17,8 @@ NOT_HERE_HINT = "on Linux run the onnx or tflite target of the same checkpoint (
 class CoreMLRuntime:
     name = "coreml"
 
-    def __init__(self, manifest: Manifest, threads: int | None = None, segments: Sequence[str] | None = None) -> None:
+    def __init__(self, manifest: Manifest, threads: int | None = None, segments: Sequence[str] | None = None,
+                 spinning: bool = False) -> None:
         not_here = get_target(manifest.target).why_not_here()
         if not_here:
             raise UsageError(f"{not_here}; the package was checked at spec level on export", hint=NOT_HERE_HINT)

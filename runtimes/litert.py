@@ -55,7 +55,9 @@ class _Signature:
 class LiteRTRuntime:
     name = "litert"
 
-    def __init__(self, manifest: Manifest, threads: int | None = None, segments: Sequence[str] | None = None) -> None:
+    def __init__(self, manifest: Manifest, threads: int | None = None, segments: Sequence[str] | None = None,
+                 spinning: bool = False) -> None:
+        """``spinning`` is ONNX Runtime's knob; LiteRT's XNNPACK pool has none to set."""
         require("tflite", "running a tflite package")
         from ai_edge_litert.interpreter import Interpreter
 
@@ -98,10 +100,11 @@ class LiteRTRuntime:
         return [np.concatenate(parts) for parts in zip(*per_sample)]
 
     def static_runner(self) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+        """The plain static model as a user would run it: the interpreter's default settings."""
         static = self._manifest.static
         if not static:
             return None
-        interp = self._interpreter_cls(model_path=str(self._manifest.static_file()), num_threads=self._threads)
+        interp = self._interpreter_cls(model_path=str(self._manifest.static_file()))
         sig = _Signature(interp.get_signature_runner(static.get("signature") or None), static["outputs"])
         return lambda *xs: sig(*xs) if xs[0].shape[0] == 1 else \
             [np.concatenate(p) for p in zip(*(sig(*(x[i:i + 1] for x in xs)) for i in range(len(xs[0]))))]

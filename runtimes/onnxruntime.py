@@ -16,7 +16,7 @@ class OnnxRuntime:
     name = "onnxruntime"
 
     def __init__(self, manifest: Manifest, threads: int | None = None, segments: Sequence[str] | None = None,
-                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+                 spinning: bool = False, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         require("onnx", "running an onnx package")
         import onnxruntime as ort
 
@@ -27,8 +27,12 @@ class OnnxRuntime:
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3
         # A package holds one session per segment, each with its own intra-op pool; spinning
-        # workers of idle sessions steal the cores of the running one (measured: 3x slower).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # workers of idle sessions steal the cores of the running one (measured: 3x slower
+        # under load), so a profile turns spinning on only where it pays. (ONNX Runtime's
+        # process-wide pool would share one set of workers, but once set, every session of
+        # the process, the app's own and ORT's quantization tools included, must opt out of
+        # per-session threads or fail to load.)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self._ort, self._opts, self._providers = ort, opts, list(providers)
         self._manifest = manifest
         self._sessions = {}
@@ -51,12 +55,15 @@ class OnnxRuntime:
             raise RuntimeFailure(f"onnxruntime failed on segment {segment}: {exc}") from None
 
     def static_runner(self) -> Callable[..., list[np.ndarray]] | None:
-        """The package's monolithic static model with the same session options, if it has one;
-        called with one array per package input, in manifest order."""
+        """The package's plain static model as a user would run it: ONNX Runtime's default
+        session options (threads, spinning), if the package has one; called with one array
+        per package input, in manifest order."""
         path = self._manifest.static_file()
         if path is None:
             return None
-        sess = self._ort.InferenceSession(str(path), self._opts, providers=self._providers)
+        defaults = self._ort.SessionOptions()
+        defaults.log_severity_level = 3
+        sess = self._ort.InferenceSession(str(path), defaults, providers=self._providers)
         names = [i.name for i in sess.get_inputs()]
         return lambda *xs: sess.run(None, dict(zip(names, xs)))
 

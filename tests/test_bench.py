@@ -18,6 +18,10 @@ from cephalon_edge.errors import DeviceError
 from cephalon_edge.tune.bench import benchmark_model
 
 
+# the small digits model's parts, fused: what runs to exit0, and the rest to the final head
+FUSED = ["adapter.image+stage0+exit0", "stage1+head.class"]
+
+
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
@@ -75,13 +79,14 @@ def test_host_bench_report(packages, tmp_path):
     report = json.loads(report_file.read_text())
     assert report["schema"] == "cephalon-edge/bench/1" and report["runtime"] == "onnxruntime"
     assert report["profile"] == "host-cpu" and report["threads"] == 2 and report["device"] == "host"
-    assert [s["name"] for s in report["segments"]] == ["adapter.image", "stage0", "exit0", "stage1", "head.class"]
+    assert [s["name"] for s in report["segments"]] == FUSED
     for s in report["segments"]:
         assert s["cold_ms"] > s["min_ms"] > 0 and s["min_ms"] <= s["p50_ms"] <= s["p99_ms"]
     e2e = report["end_to_end"]
     assert e2e["samples"] == 40 and sum(e2e["exit_rates"].values()) == pytest.approx(1.0)
     assert report["static"]["mean_ms"] > 0
     assert report["speedup"] == pytest.approx(report["static"]["mean_ms"] / e2e["mean_ms"])
+    assert report["routing_pays"] == (report["speedup"] > 1)
     assert report["peak_rss_bytes"] > 50e6
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
@@ -115,13 +120,13 @@ def test_full_device_bench(packages, fake_adb, tmp_path, fmt):
     assert by_serial["S23"]["delegate"] == "nnapi" and "deprecated from Android 15" in by_serial["S23"]["note"]
     for d in by_serial.values():
         assert d["status"] == "ok"
-        assert [s["name"] for s in d["segments"]] == ["adapter.image", "stage0", "exit0", "stage1", "head.class"]
+        assert [s["name"] for s in d["segments"]] == FUSED
         e2e = d["end_to_end"]
         assert e2e["samples"] == 60 and e2e["p50_ms"] <= e2e["p99_ms"]
         seg = {s["name"]: s["mean_ms"] for s in d["segments"]}
         rates = e2e["exit_rates"]
-        # expected latency = every sample's own path: exit0 leavers pay the first three segments
-        lower = seg["adapter.image"] + seg["stage0"] + seg["exit0"]
+        # expected latency = every sample's own path: exit0 leavers pay the first (fused) segment
+        lower = seg[FUSED[0]]
         full = sum(seg.values())
         assert e2e["mean_ms"] == pytest.approx(rates["exit0"] * lower + rates["final"] * full, rel=1e-6)
         assert d["static"]["mean_ms"] > 0 and d["speedup"] > 0
@@ -130,15 +135,15 @@ def test_full_device_bench(packages, fake_adb, tmp_path, fmt):
 
 def test_device_vanishing_mid_run_keeps_results(packages, fake_adb, tmp_path):
     env, devices, _, binary = fake_adb
-    devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": "run:3"}])
+    devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": "run:2"}])
     out = tmp_path / "bench.json"
     res = run_cli("bench", str(packages / "tflite"), "--device", "PX8", "--benchmark-binary", str(binary),
                   "--runs", "3", "--samples", "20", "--json", str(out), env=env)
     assert res.returncode == 1
-    assert "device PX8" in res.stderr and "run exit0" in res.stderr and "Traceback" not in res.stderr
+    assert "device PX8" in res.stderr and f"run {FUSED[1]}" in res.stderr and "Traceback" not in res.stderr
     report = json.loads(out.read_text())
     entry = report["devices"][0]
-    assert entry["status"] == "failed" and [s["name"] for s in entry["segments"]] == ["adapter.image", "stage0"]
+    assert entry["status"] == "failed" and [s["name"] for s in entry["segments"]] == FUSED[:1]
 
 
 @pytest.mark.parametrize("step", ["push", "chmod", "run", "cleanup"])

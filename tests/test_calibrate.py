@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from conftest import labelled_npz, make_net, run_cli
 
 from cephalon_edge.build import checkpoint
@@ -111,6 +112,32 @@ def test_calibrate_command(package, tmp_path):
     again = json.loads(again_file.read_text())
     assert again["thresholds"] == report["thresholds"]
     assert again["segment_latency"]["measured_now"] is False
+
+
+def test_calibrate_says_when_routing_does_not_pay(tmp_path):
+    """Exits that are never confident: every sample runs to full depth, through the exit heads
+    and one call per segment, which cannot beat the plain network in one call."""
+    net = make_net(seed=3, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
+                   tasks=[{"name": "class", "outputs": 5}])
+    with torch.no_grad():
+        for param in net.exits.parameters():
+            param.zero_()  # uniform logits: max-softmax 0.2 on every sample
+    checkpoint.save(net, tmp_path / "m.cephalon")
+    export_package(tmp_path / "m.cephalon", tmp_path / "pkg", ExportSpec("onnx", with_static=True, verify=False))
+    data = labelled_npz(net, tmp_path / "data.npz", samples=80, seed=4)
+    report_file = tmp_path / "cal.json"
+    res = run_cli("calibrate", str(tmp_path / "pkg"), "--data", str(data), "--max-drop", "0",
+                  "--json", str(report_file))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(report_file.read_text())
+    assert report["test"]["exit_rates"]["final"] == 1.0
+    assert report["routing_pays"] is False and report["test"]["speedup"] < 1.0
+    assert "routing does not pay here" in res.stdout and "ship the static model" in res.stdout
+    # expected latencies price the router's own work per call, not only the segments
+    assert report["router_ms_per_call"] > 0
+    calls = len(report["segment_ms"])
+    assert report["val"]["full_depth_ms"] == pytest.approx(sum(report["segment_ms"].values())
+                                                           + calls * report["router_ms_per_call"])
 
 
 def test_calibrate_rejects_bad_input(package, tmp_path):

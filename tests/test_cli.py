@@ -33,7 +33,10 @@ def test_inspect_json_keys(tmp_path):
     assert set(report["exits"][0]) >= {"name", "cumulative_flops", "params"}
     names = {s["name"] for s in report["segments"]}
     assert {"adapter.image", "stage0", "exit0", "gate1.1", "block1.1", "moe2.gate", "moe2.expert0",
-            "head.class", "head.aux"} <= names
+            "head.class", "head.aux"} <= names  # the parts
+    assert report["fused_segments"][0] == {"name": "adapter.image+stage0+exit0",
+                                           "parts": ["adapter.image", "stage0", "exit0"]}
+    assert "exported fused: 4 chains" in res.stdout
     assert report["params"] == sum(p.numel() for p in net.parameters())
 
 

@@ -15,7 +15,8 @@ from cephalon_edge.build.zoo import (
 )
 
 
-def test_invented_one_dimensional_spec(tmp_path):
+@pytest.mark.parametrize("fuse", [True, False])
+def test_invented_one_dimensional_spec(tmp_path, fuse):
     net = make_net(
         seed=4,
         modalities=[{"name": "signal", "kind": "signal", "shape": [3, 32],
@@ -32,11 +33,15 @@ def test_invented_one_dimensional_spec(tmp_path):
         net.stages[0].moe_gate.fc.weight.normal_(0, 3)
     ckpt = tmp_path / "sig.cephalon"
     checkpoint.save(net, ckpt)
-    report = export_package(ckpt, tmp_path / "pkg", ExportSpec("onnx", with_static=True))
-    assert report["parity"]["passed"]
+    report = export_package(ckpt, tmp_path / "pkg", ExportSpec("onnx", with_static=fuse, fuse=fuse))
+    assert report["parity"]["passed"] and report["parity"]["decision_agreement"] == 1.0
     names = [s["name"] for s in report["segments"]]
-    assert names == ["adapter.signal", "stage0", "gate0.2", "block0.2", "moe0.gate", "moe0.expert0",
-                     "moe0.expert1", "exit0", "stage1", "gate1.1", "block1.1", "head.class"]
+    if fuse:  # a gate, a mixture and an exit in other places: chains end at each decision
+        assert names == ["adapter.signal+stage0+gate0.2", "block0.2", "moe0.gate", "moe0.expert0", "moe0.expert1",
+                         "exit0", "stage1+gate1.1", "block1.1", "head.class"]
+    else:
+        assert names == ["adapter.signal", "stage0", "gate0.2", "block0.2", "moe0.gate", "moe0.expert0",
+                         "moe0.expert1", "exit0", "stage1", "gate1.1", "block1.1", "head.class"]
 
 
 @pytest.mark.slow

@@ -174,7 +174,7 @@ def test_a_swapped_static_model_is_refused_when_opened(pkg, tmp_path):
     from cephalon_edge.device.router import Router
 
     with Router.open(pkg) as router:
-        (pkg / "static.onnx").write_bytes((pkg / "stage0.onnx").read_bytes())
+        (pkg / "static.onnx").write_bytes((pkg / "adapter.image+stage0+exit0.onnx").read_bytes())
         with pytest.raises(PackageError, match="static.onnx does not match its sha256"):
             router.runtime.static_runner()
 
@@ -211,11 +211,12 @@ def test_a_segment_of_another_shape_is_refused_at_open(pkg):
     from cephalon_edge.device.router import Router
 
     data = json.loads((pkg / "manifest.json").read_text())
-    exit_entry = next(s for s in data["segments"] if s["name"] == "exit0")
-    shutil.copy(pkg / "stage1.onnx", pkg / exit_entry["file"])  # a valid graph: one output, not two
-    exit_entry["sha256"] = sha256_file(pkg / exit_entry["file"])
+    first, last = data["segments"]  # adapter.image+stage0+exit0, stage1+head.class
+    # a valid graph of another shape: 12x12 in, 8 channels at 12x12 out, where 8 channels at 6x6 go in
+    shutil.copy(pkg / first["file"], pkg / last["file"])
+    last["sha256"] = sha256_file(pkg / last["file"])
     (pkg / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(PackageError, match="segment exit0"):
+    with pytest.raises(PackageError, match="segment stage1\\+head.class"):
         Router.open(pkg)
 
 

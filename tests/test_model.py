@@ -67,7 +67,7 @@ def test_resnet50_exits_final_path_matches_published_macs():
 
 def test_macs_of_a_known_layer():
     net = make_net()
-    segs = build_segments(net)
+    segs = build_segments(net).parts
     adapter = segs["adapter.image"]
     # conv 3x3, 1 -> 8 channels, 12x12 output: 8*12*12*1*9 MACs
     assert adapter.macs == 8 * 12 * 12 * 9
@@ -85,3 +85,48 @@ def test_one_dimensional_backbone():
     torch.testing.assert_close(out.logits, net(x).exit_logits[-1], atol=1e-5, rtol=1e-5)
     with pytest.raises(UsageError, match="unknown modality 'image'"):
         net.dynamic_forward({"image": x})
+
+
+def test_fused_segments_compute_what_their_parts_do():
+    from cephalon_edge.build.segments import part_feeds
+
+    net = make_net()
+    segs = build_segments(net)
+    feeds = part_feeds(segs, {"image": torch.randn(6, 1, 12, 12, generator=torch.Generator().manual_seed(2))})
+    fused = [seg for seg in segs if len(seg.parts) > 1]
+    assert [s.name for s in fused] == ["adapter.image+stage0+exit0", "stage1+gate1.1", "stage2+moe2.gate",
+                                       "stage3+head.class"]
+    with torch.no_grad():
+        for seg in fused:
+            h = feeds[seg.parts[0].name]
+            got = seg.module(h)
+            for part in seg.parts[:-1]:
+                h = part.module(h)
+            decision = seg.parts[-1].module(h)
+            want = (h, *(decision if isinstance(decision, tuple) else (decision,)))
+            assert len(got) == len(want) == len(seg.outputs)
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, atol=0, rtol=0)
+    # what a conditional part needs stays a segment of its own
+    assert {"block1.1", "block1.2", "moe2.expert0", "moe2.expert1", "moe2.expert2", "head.aux"} <= set(segs.segments)
+
+
+def test_the_static_model_is_the_plain_network():
+    from cephalon_edge.build.segments import StaticModel
+
+    net = make_net()
+    x = torch.randn(3, 1, 12, 12)
+    static = StaticModel(net)
+    with torch.no_grad():
+        out = static(x)
+        full = net(x)
+    assert static.output_names == ["class", "aux"] and len(out) == 2  # no exit heads
+    torch.testing.assert_close(out[0], full.exit_logits[-1])
+    torch.testing.assert_close(out[1], full.tasks["aux"])
+    calls = []
+    hooks = [head.register_forward_hook(lambda *a: calls.append(1)) for head in net.exits.values()]
+    with torch.no_grad():
+        static(x)
+    for h in hooks:
+        h.remove()
+    assert calls == []  # not computed and dropped: not in the graph at all

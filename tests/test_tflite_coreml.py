@@ -60,11 +60,13 @@ def test_litert_router_matches_dynamic_forward(tflite_pkg, thresholds):
 def test_delegate_coverage_report(tflite_pkg):
     _, _, report = tflite_pkg
     rows = {r["segment"]: r for r in report["delegate_coverage"]}
-    assert set(rows) >= {"stage0", "exit0", "gate1.1"}
+    assert set(rows) >= {"adapter.image+stage0+exit0", "stage1+gate1.1", "block1.1"}
     assert all(r["delegate"] == "xnnpack" for r in rows.values())
-    assert "CONV_2D" in rows["stage0"]["supported_ops"] and not rows["stage0"]["unsupported_ops"]
+    first = rows["adapter.image+stage0+exit0"]
+    assert first["parts"] == ["adapter.image", "stage0", "exit0"]  # still spoken of in parts
+    assert "CONV_2D" in rows["block1.1"]["supported_ops"] and not rows["block1.1"]["unsupported_ops"]
     # the exit's max-softmax reduction is not in XNNPACK's documented list: it falls back to the CPU
-    assert "REDUCE_MAX" in rows["exit0"]["unsupported_ops"]
+    assert "CONV_2D" in first["supported_ops"] and "REDUCE_MAX" in first["unsupported_ops"]
 
 
 def test_nnapi_profile_warns_about_deprecation(tiny_ckpt, tmp_path):
@@ -94,8 +96,8 @@ def test_converter_failure_names_segment_and_op(tiny_ckpt, tmp_path, monkeypatch
     import cephalon_edge.build.segments as segments_mod  # export imports it when it runs
     real = segments_mod.build_segments
 
-    def broken(net):
-        segs = real(net)
+    def broken(net, fuse=True):
+        segs = real(net, fuse=fuse)
         segs.segments["exit1"].module = OneHotHead(segs.segments["exit1"].module.head)
         return segs
 

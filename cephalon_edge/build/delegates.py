@@ -33,7 +33,7 @@ def tflite_ops(path: Path) -> dict[str, list[str]]:
 
 
 def coverage(manifest: Any, delegate: str) -> list[dict[str, Any]]:
-    """``[{segment, delegate, ops, supported_ops, unsupported_ops}]`` for a TFLite package."""
+    """``[{segment, parts, delegate, ops, supported_ops, unsupported_ops}]`` for a TFLite package."""
     table = documented_ops()
     if delegate not in table or delegate.startswith("_"):
         raise UsageError(f"no documented op list for delegate {delegate!r}",
@@ -47,7 +47,8 @@ def coverage(manifest: Any, delegate: str) -> list[dict[str, Any]]:
         ops = per_file[seg["file"]].get(seg.get("signature") or "serving_default", [])
         unique = sorted(set(ops))
         ok = [o for o in unique if "*" in supported or o in supported]
-        rows.append({"segment": name, "delegate": delegate, "ops": len(ops), "supported_ops": ok,
+        rows.append({"segment": name, "parts": [p.name for p in manifest.segment_parts(name)],
+                     "delegate": delegate, "ops": len(ops), "supported_ops": ok,
                      "unsupported_ops": [o for o in unique if o not in ok]})
     return rows
 

@@ -1,4 +1,5 @@
-"""What is in a checkpoint: parts, parameters and FLOPs per segment and per exit path."""
+"""What is in a checkpoint: parts, parameters and FLOPs per part and per exit path, and the
+segments an export fuses them into."""
 
 from __future__ import annotations
 
@@ -25,14 +26,15 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         "params": sum(p.numel() for p in net.parameters()),
         "backbone": spec.backbone,
         "modalities": [{"name": m.name, "kind": m.kind, "shape": list(m.shape), "adapter": m.adapter.kind,
-                        "encoded_shape": list(segset[f"adapter.{m.name}"].output_shapes[0])} for m in spec.modalities],
+                        "encoded_shape": list(segset.parts[f"adapter.{m.name}"].output_shapes[0])} for m in spec.modalities],
         "tasks": [{"name": t.name, "kind": t.kind, "outputs": t.outputs} for t in spec.tasks],
         "labels": list(spec.labels),
         "exits": [{k: p[k] for k in ("name", "cumulative_flops", "cumulative_macs", "params")}
                   for p in segset.exit_paths()],
         "segments": [{"name": s.name, "kind": s.kind, "input_shape": list(s.input_shape),
                       "output_shapes": [list(o) for o in s.output_shapes],
-                      "flops": s.flops, "macs": s.macs, "params": s.params} for s in segset],
+                      "flops": s.flops, "macs": s.macs, "params": s.params} for s in segset.parts.values()],
+        "fused_segments": [{"name": s.name, "parts": [p.name for p in s.parts]} for s in segset if len(s.parts) > 1],
         "program": segset.program.to_json(),
         "provenance": meta.get("provenance", {}),
         "quantization": meta.get("quantization"),

@@ -43,6 +43,8 @@ def render_bench(report: dict[str, Any]) -> None:
             speedup = device.get("speedup", report.get("speedup"))
             console.print(f"exit rates: {rates}" + (f"; accuracy {fmt_pct(e2e['accuracy'])}" if "accuracy" in e2e else "")
                           + (f"; [bold]speedup {speedup:.2f}x[/]" if speedup else ""))
+            if speedup is not None and speedup <= 1.0:
+                console.print("[yellow]routing does not pay here: the plain static model is as fast or faster[/]")
         if device.get("note"):
             console.print(f"[yellow]note:[/] {escape(device['note'])}")
         if device.get("status") == "failed":

@@ -47,6 +47,10 @@ def render_calibrate(report: dict[str, Any]) -> None:
     console.print(f"[bold]speedup {test['speedup']:.2f}x[/] at an accuracy drop of {100 * test['accuracy_drop']:.2f} points "
                   f"(FLOPs speedup {test['flops_speedup']:.2f}x; measured/FLOPs {test['speedup_vs_flops']:.2f}); "
                   f"validation drop {100 * val['accuracy_drop']:.2f} points")
+    if test.get("routing_pays") is False:
+        console.print(f"[yellow]routing does not pay here: the plain static model ({test['static_mean_ms']:.3f} ms) is not "
+                      f"slower than the routed package ({test['mean_ms']:.3f} ms); ship the static model, or calibrate "
+                      f"for a larger drop or a tighter --latency-budget-ms[/]")
 
 
 def calibrate_cmd(

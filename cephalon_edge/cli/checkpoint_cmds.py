@@ -45,6 +45,10 @@ def render_inspect(report: dict[str, Any]) -> None:
             for seg in getattr(step, "tasks", {}).values():
                 node.add(label(seg) + "  [dim]on request[/]")
     console.print(tree)
+    fused = report.get("fused_segments") or []
+    if fused:
+        console.print(f"exported fused: {len(fused)} chains run as one segment each "
+                      f"({escape(', '.join(f['name'] for f in fused))}); --no-fuse keeps one per part")
     acc = report.get("provenance", {}).get("metrics", {}).get("test", {}).get("exit_accuracy", {})
     table = Table(title="exit paths (gated blocks counted as run)")
     for col in ("exit", "cumulative FLOPs", "cumulative MACs", "params", "test accuracy"):

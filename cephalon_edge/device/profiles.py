@@ -57,7 +57,9 @@ def validate_profile(data: Any, source: str) -> dict[str, Any]:
     threads = runtime.get("threads", 1)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise bad("runtime.threads", f"must be a positive integer, got {threads!r}")
-    unknown = set(runtime) - {"delegate", "threads", "fallback"}
+    if not isinstance(runtime.get("spinning", False), bool):
+        raise bad("runtime.spinning", "must be true or false")
+    unknown = set(runtime) - {"delegate", "threads", "fallback", "spinning"}
     if unknown:
         raise bad(f"runtime.{sorted(unknown)[0]}", "unknown field")
     coreml = data.get("coreml", {})
@@ -94,6 +96,17 @@ def load_profile(name: str) -> dict[str, Any]:
 
 def profile_threads(name: str | None, default: int | None = None) -> int | None:
     return default if name is None else load_profile(name)["runtime"].get("threads", default)
+
+
+# ONNX Runtime's intra-op workers spin between calls unless told not to. A routed package makes
+# many short calls into several sessions; measured here (BENCHMARKS.md, "spinning"), spinning
+# gains little idle and loses much when another process holds a core, so it is off unless a
+# profile turns it on.
+DEFAULT_SPINNING = False
+
+
+def profile_spinning(name: str | None) -> bool:
+    return DEFAULT_SPINNING if name is None else load_profile(name)["runtime"].get("spinning", DEFAULT_SPINNING)
 
 
 def matches(profile: dict[str, Any], props: dict[str, str]) -> bool:

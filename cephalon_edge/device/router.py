@@ -77,10 +77,10 @@ class Router:
 
     @classmethod
     def open(cls, package_dir: str | Path, runtime: str = "auto", threads: int | None = None,
-             verify: bool = True, score: str | None = None) -> "Router":
+             verify: bool = True, score: str | None = None, spinning: bool = False) -> "Router":
         """Open a package: validate the manifest, check sha256s, create the runtime sessions."""
         manifest = Manifest.open(Path(package_dir), verify=verify)
-        return cls(manifest, open_runtime(runtime, manifest, threads=threads), score=score)
+        return cls(manifest, open_runtime(runtime, manifest, threads=threads, spinning=spinning), score=score)
 
     def close(self) -> None:
         self.runtime.close()

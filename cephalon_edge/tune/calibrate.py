@@ -28,13 +28,13 @@ import numpy as np
 from cephalon_edge import __version__
 from cephalon_edge.device.data import BUILTIN, Dataset, load_dataset
 from cephalon_edge.device.mixes import mix_name, parse_mix
-from cephalon_edge.device.profiles import profile_threads
+from cephalon_edge.device.profiles import profile_spinning, profile_threads
 from cephalon_edge.device.program import NEVER_EXIT
 from cephalon_edge.device.router import Router
 from cephalon_edge.device.scores import SCORES, exit_scores
 from cephalon_edge.errors import DataError, UsageError
 from cephalon_edge.tune.search import ExitTable, SearchResult, search, stack_tables
-from cephalon_edge.tune.timing import median_segment_ms
+from cephalon_edge.tune.timing import alternating_blocks, median_segment_ms, router_call_overhead_ms
 
 
 @dataclass(frozen=True)
@@ -130,50 +130,47 @@ def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
 
 # ---- measuring on the held-out split ---------------------------------------------------------
 
-def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], seg_flops: dict[str, float],
+def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], part_flops: dict[str, float],
                  static: Callable[..., Any] | None, rounds: int) -> dict[str, Any]:
-    """Accuracy, exit mix, FLOPs and batch-1 latency of the routed package vs the static model
-    (which takes every package input; without one, or for a partial modality mix, the routed
-    package at full depth), interleaved sample by sample so machine noise hits both alike."""
+    """Accuracy, exit mix, FLOPs and batch-1 latency of the routed package vs the plain static
+    model run with the runtime's defaults (it takes every package input; without one, or for a
+    partial modality mix, the routed package at full depth), timed in alternating blocks."""
     pred = router.predict(data.inputs, thresholds=thresholds)
     never = _never(router.score, router)
     full = router.predict(data.inputs, thresholds=never)
     order = list(router.inputs)
+
+    def sample(i: int) -> dict[str, np.ndarray]:
+        return {k: v[i:i + 1] for k, v in data.inputs.items()}
+
     if static is not None and set(data.inputs) == set(order):
-        reference, source = (lambda s: static(*(s[m] for m in order))), "static model"
+        reference, source = (lambda i: static(*(data.inputs[m][i:i + 1] for m in order))), "static model"
     else:
-        reference = lambda s: router.predict(s, thresholds=never)  # noqa: E731
+        reference = lambda i: router.predict(sample(i), thresholds=never)  # noqa: E731
         source = "routed at full depth (" + ("no static model in the package)" if static is None
                                              else "the static model takes every modality)")
-    routed_ms, static_ms = [], []
-    for _ in range(rounds):
-        for i in range(len(data)):
-            sample = {k: v[i:i + 1] for k, v in data.inputs.items()}
-            t0 = time.perf_counter_ns()
-            router.predict(sample, thresholds=thresholds)
-            t1 = time.perf_counter_ns()
-            reference(sample)
-            t2 = time.perf_counter_ns()
-            routed_ms.append((t1 - t0) / 1e6)
-            static_ms.append((t2 - t1) / 1e6)
-    flops = router.program.path_costs(seg_flops, pred.gates, pred.experts, list(data.inputs))[
+    times, _ = alternating_blocks(len(data), {"routed": lambda i: router.predict(sample(i), thresholds=thresholds),
+                                              "static": reference}, rounds=rounds)
+    flops = router.program.path_costs(part_flops, pred.gates, pred.experts, list(data.inputs))[
         np.arange(len(data)), pred.exit_index]
-    total_flops = sum(seg_flops.values())
+    kinds = {name: p.kind for name, p in router.manifest.parts.items()}
+    static_flops = sum(f for name, f in part_flops.items() if kinds[name] != "exit")  # the plain network
     accuracy = float((pred.predicted == data.labels).mean())
     full_accuracy = float((full.predicted == data.labels).mean())
-    r, s = np.asarray(routed_ms), np.asarray(static_ms)
-    flops_ratio = float(flops.mean() / total_flops)
+    r, s = times["routed"], times["static"]
+    flops_ratio = float(flops.mean() / static_flops)
     speedup = float(s.mean() / r.mean())
     return {
         "dataset": data.name, "samples": len(data), "accuracy": accuracy,
         "full_depth_accuracy": full_accuracy, "accuracy_drop": full_accuracy - accuracy,
         "exit_rates": {n: float((pred.exit_index == i).mean()) for i, n in enumerate(router.exit_names)},
-        "flops_ratio": flops_ratio, "mean_flops": float(flops.mean()), "static_flops": total_flops,
+        "flops_ratio": flops_ratio, "mean_flops": float(flops.mean()), "static_flops": static_flops,
         "mean_ms": float(r.mean()), "p50_ms": float(np.percentile(r, 50)), "p90_ms": float(np.percentile(r, 90)),
         "p99_ms": float(np.percentile(r, 99)), "static_mean_ms": float(s.mean()),
         "static_p50_ms": float(np.percentile(s, 50)), "static_p90_ms": float(np.percentile(s, 90)),
         "static_p99_ms": float(np.percentile(s, 99)), "speedup": speedup, "flops_speedup": 1 / flops_ratio,
         "speedup_vs_flops": speedup * flops_ratio,
+        "routing_pays": speedup > 1.0 if source == "static model" else None,
         "static_source": source,
     }
 
@@ -200,7 +197,7 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
     step = on_progress or (lambda _: None)
     threads = spec.threads if spec.threads is not None else profile_threads(spec.profile)
     package = Path(package)
-    with Router.open(package, threads=threads, score=spec.score) as router:
+    with Router.open(package, threads=threads, score=spec.score, spinning=profile_spinning(spec.profile)) as router:
         modalities = list(router.inputs.values())
         if spec.modality is not None:
             parse_mix(spec.modality, list(router.inputs))  # before any data is loaded
@@ -231,8 +228,11 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
             seg_ms, measured = dict(cached["segment_ms"]), False
         else:
             seg_ms, measured = median_segment_ms(router.runtime, router.manifest.segments, spec.latency_runs), True
+        # what the router itself adds per call, so expected latencies price every call made
+        per_call_ms = router_call_overhead_ms(router, val.with_mix(mixes[-1]).inputs, _never(spec.score, router))
+        call_ms = {name: ms + per_call_ms for name, ms in seg_ms.items()}
         step("scoring exits")
-        tables = [collect(router, val.with_mix(mix), spec.score, seg_ms) for mix in mixes]
+        tables = [collect(router, val.with_mix(mix), spec.score, call_ms) for mix in mixes]
         table = stack_tables(tables)
         step("searching")
         never = _never(spec.score, router)
@@ -258,7 +258,8 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
         "mode": spec.mode, "target": {"max_drop": 0.01 if spec.mode == "accuracy" and spec.max_drop is None else spec.max_drop,
                                       "latency_budget_ms": spec.latency_budget_ms, "flops_budget": spec.flops_budget},
         "profile": spec.profile, "threads": threads, "thresholds": thresholds,
-        "val": val_report, "test": test_report, "segment_ms": seg_ms,
+        "val": val_report, "test": test_report, "segment_ms": seg_ms, "router_ms_per_call": per_call_ms,
+        "routing_pays": test_report["routing_pays"],
         "pareto": [_point(result, i, table, early, i == chosen)
                    for i in sorted(_thin(result.pareto, chosen), key=lambda i: result.cost_ms[i])],
         "search": {"candidates_per_exit": [len(c) for c in result.candidates],

@@ -14,12 +14,12 @@ import numpy as np
 from cephalon_edge.device.data import Dataset, load_dataset
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.mixes import mix_name, parse_mix
-from cephalon_edge.device.profiles import load_profile
+from cephalon_edge.device.profiles import DEFAULT_SPINNING, load_profile
 from cephalon_edge.device.router import Router
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.errors import DataError, UsageError
 from cephalon_edge.targets import get_target
-from cephalon_edge.tune.timing import segment_input, stats_ms, time_segment
+from cephalon_edge.tune.timing import alternating_blocks, segment_input, stats_ms, time_segment
 
 
 @dataclass(frozen=True)
@@ -74,31 +74,27 @@ def bench_segments(manifest: Manifest, runtime_name: str, threads: int | None, r
 
 def bench_end_to_end(router: Router, data: Dataset, static: Callable[..., Any] | None,
                      warmup: int) -> tuple[dict[str, Any], dict[str, Any] | None, np.ndarray, np.ndarray]:
-    """Every sample at batch 1 through the router, then through the static model (which takes
-    every package input), interleaved."""
+    """Every sample at batch 1 through the router and through the static model (which takes
+    every package input, run with the runtime's defaults), in alternating blocks."""
     order = list(router.inputs)
+
+    def sample(i: int) -> dict[str, np.ndarray]:
+        return {k: v[i:i + 1] for k, v in data.inputs.items()}
+
+    runners: dict[str, Callable[[int], Any]] = {"routed": lambda i: router.predict(sample(i))}
+    if static is not None:
+        runners["static"] = lambda i: static(*(data.inputs[m][i:i + 1] for m in order))
     for i in range(min(warmup, len(data))):
-        router.predict({k: v[i:i + 1] for k, v in data.inputs.items()})
-        if static is not None:
-            static(*(data.inputs[m][i:i + 1] for m in order))
-    routed, fixed, exits, correct = [], [], [], []
-    for i in range(len(data)):
-        sample = {k: v[i:i + 1] for k, v in data.inputs.items()}
-        t0 = time.perf_counter_ns()
-        pred = router.predict(sample)
-        t1 = time.perf_counter_ns()
-        if static is not None:
-            static(*(sample[m] for m in order))
-        t2 = time.perf_counter_ns()
-        routed.append((t1 - t0) / 1e6)
-        fixed.append((t2 - t1) / 1e6)
-        exits.append(int(pred.exit_index[0]))
-        correct.append(int(pred.predicted[0]) == int(data.labels[i]))
-    exit_arr = np.asarray(exits)
-    end_to_end = {**stats_ms(routed), "samples": len(data), "dataset": data.name,
+        for run in runners.values():
+            run(i)
+    times, results = alternating_blocks(len(data), runners)
+    exit_arr = np.asarray([int(p.exit_index[0]) for p in results["routed"]])
+    correct = [int(p.predicted[0]) == int(data.labels[i]) for i, p in enumerate(results["routed"])]
+    end_to_end = {**stats_ms(times["routed"]), "samples": len(data), "dataset": data.name,
                   "accuracy": float(np.mean(correct)),
                   "exit_rates": {n: float((exit_arr == k).mean()) for k, n in enumerate(router.exit_names)}}
-    return end_to_end, (stats_ms(fixed) if static is not None else None), np.asarray(routed), np.asarray(fixed)
+    fixed = times.get("static", np.zeros(0))
+    return end_to_end, (stats_ms(fixed) if static is not None else None), times["routed"], fixed
 
 
 def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -116,7 +112,8 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
         data = data.subset(np.arange(min(spec.samples, len(data))))
     mixes = data.select_mixes(spec.modality, list(manifest.inputs))
     by_mix: dict[str, dict[str, Any]] = {}
-    with Router(manifest, open_runtime("auto", manifest, threads=threads)) as router:
+    spinning = profile["runtime"].get("spinning", DEFAULT_SPINNING)
+    with Router(manifest, open_runtime("auto", manifest, threads=threads, spinning=spinning)) as router:
         segments = bench_segments(manifest, router.runtime.name, threads, spec.runs, spec.warmup, step)
         static_runner = router.runtime.static_runner()
         for mix in mixes:
@@ -137,6 +134,7 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
         "thresholds": manifest.thresholds, "calibrated": manifest.calibrated,
         "segments": segments, "end_to_end": end_to_end, "static": static,
         "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"],
+        "routing_pays": None if static is None else static["mean_ms"] > end_to_end["mean_ms"],
         "peak_rss_bytes": int(peak), "runs": spec.runs, "warmup": spec.warmup,
         "latency_samples_ms": {"routed": routed_ms.round(4).tolist(),
                                "static": static_ms.round(4).tolist() if static is not None else []},
