@@ -135,7 +135,7 @@ def test_quantized_tflite(small_digits, fp32_size, tmp_path, mode):
         assert pred.logits.dtype == np.float32 and (pred.predicted == val.labels[:50]).mean() > 0.8
 
 
-@pytest.mark.parametrize("profile, files", [(None, 18), ("iphone-15-pro", 1)])
+@pytest.mark.parametrize("profile, files", [(None, 13), ("iphone-15-pro", 1)])  # 13 fused segments
 def test_coreml_spec_checks(tiny_ckpt, tmp_path, profile, files):
     _, ckpt, _ = tiny_ckpt
     out = tmp_path / "cml"
@@ -147,7 +147,9 @@ def test_coreml_spec_checks(tiny_ckpt, tmp_path, profile, files):
         assert report["verification"]["kind"] == "spec"
         assert report["verification"]["segments_checked"] == len(manifest.segments)
     if profile:
-        assert all(s["signature"] == s["name"].replace(".", "_") for s in manifest.data["segments"])
+        from cephalon_edge.build.converters.coreml import function_name
+        assert all(s["signature"] == function_name(s["name"]) for s in manifest.data["segments"])
+        assert function_name("stage1+gate1.1") == "stage1_gate1_1"
         assert report["verification"]["spec_version"] >= 9  # iOS 18 multifunction
 
 
@@ -155,12 +157,12 @@ def test_coreml_tampered_and_int8(tiny_ckpt, tmp_path):
     _, ckpt, _ = tiny_ckpt
     out = tmp_path / "cml"
     export_package(ckpt, out, ExportSpec("coreml", quantize="int8"))
-    weights = next((out / "stage3.mlpackage").rglob("weight.bin"))
+    weights = next((out / "stage3+head.class.mlpackage").rglob("weight.bin"))
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     from cephalon_edge.errors import PackageError
-    with pytest.raises(PackageError, match="stage3.mlpackage does not match its sha256"):
+    with pytest.raises(PackageError, match="stage3\\+head.class.mlpackage does not match its sha256"):
         Manifest.open(out)
 
 
