@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from conftest import GALAXY, PIXEL, run_cli, small_digits_checkpoint
 
@@ -184,3 +185,25 @@ def _check_real_adb(packages):
     assert res.returncode == 0 and "no devices attached" in res.stdout
     res = run_cli("bench", str(packages / "tflite"), "--device", "all")
     assert res.returncode == 2 and "no Android device attached" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_litert_package_runs_on_one_thread_pool(packages):
+    """Every signature of a package runs in one interpreter: one XNNPACK pool of ``threads``
+    (the caller plus threads - 1 workers), not one per segment, and ``threads`` is honoured."""
+    import gc
+    import os
+
+    from cephalon_edge.device.program import NEVER_EXIT
+    from cephalon_edge.device.router import Router
+
+    def live_threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    for threads in (1, 3):
+        gc.collect()
+        before = live_threads()
+        with Router.open(packages / "tflite", threads=threads) as router:
+            x = np.zeros((1, *router.inputs["image"]["shape"]), np.float32)
+            pred = router.predict({"image": x}, thresholds=NEVER_EXIT)  # every segment runs
+            assert len(pred.segment_us) == len(router.manifest.segments) == 2
+            assert live_threads() - before == threads - 1
