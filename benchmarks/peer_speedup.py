@@ -49,7 +49,7 @@ def plain_models(ckpt: Path, workdir: Path, example: np.ndarray, tflite: bool) -
             return self.net(x)
 
     plain = Plain().eval()
-    x = torch.from_numpy(example[:1])
+    x = torch.from_numpy(example[:2])  # a dynamic batch needs an example of more than one
     paths = {"plain onnx": workdir / f"{ckpt.stem}-plain.onnx"}
     if not paths["plain onnx"].exists():
         torch.onnx.export(plain, (x,), str(paths["plain onnx"]), dynamo=True, input_names=["x"],
@@ -59,7 +59,7 @@ def plain_models(ckpt: Path, workdir: Path, example: np.ndarray, tflite: bool) -
 
         paths["plain tflite"] = workdir / f"{ckpt.stem}-plain.tflite"
         if not paths["plain tflite"].exists():
-            litert_torch.convert(plain, (x,)).export(str(paths["plain tflite"]))
+            litert_torch.convert(plain, (x[:1],)).export(str(paths["plain tflite"]))
     return paths
 
 

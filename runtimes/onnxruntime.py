@@ -1,4 +1,9 @@
-"""ONNX Runtime: one InferenceSession per segment file, created once per package."""
+"""ONNX Runtime: one InferenceSession per segment file, created once per package.
+
+A segment below ``SINGLE_THREAD_FLOPS`` runs on the calling thread alone: waking an intra-op
+pool costs more than it saves at that size (measured per segment on digits-exits and
+mnist1d-moe, BENCHMARKS.md "threads per segment": 1.2-2x faster on one thread below ~5
+MFLOPs, even or slower on one thread above ~7 MFLOPs)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from cephalon_edge.device.runtimes.base import check_io
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.errors import RuntimeFailure
 from cephalon_edge.extras import require
+
+SINGLE_THREAD_FLOPS = 5e6
 
 
 class OnnxRuntime:
@@ -33,13 +40,19 @@ class OnnxRuntime:
         # the process, the app's own and ORT's quantization tools included, must opt out of
         # per-session threads or fail to load.)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        self._ort, self._opts, self._providers = ort, opts, list(providers)
+        single = ort.SessionOptions()
+        single.graph_optimization_level, single.log_severity_level = opts.graph_optimization_level, 3
+        single.intra_op_num_threads = single.inter_op_num_threads = 1
+        self._ort, self._providers = ort, list(providers)
         self._manifest = manifest
         self._sessions = {}
         self._names: dict[str, tuple[str, list[str]]] = {}
         for name in segments or manifest.segments:
+            flops = manifest.segments[name].get("flops")
+            small = isinstance(flops, (int, float)) and not isinstance(flops, bool) and flops < SINGLE_THREAD_FLOPS
             try:
-                sess = ort.InferenceSession(str(manifest.file_of(name)), opts, providers=list(providers))
+                sess = ort.InferenceSession(str(manifest.file_of(name)), single if small else opts,
+                                            providers=list(providers))
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 raise RuntimeFailure(f"onnxruntime cannot load segment {name}: {exc}") from None
             check_io(name, manifest.segments[name], [i.shape for i in sess.get_inputs()],

@@ -70,6 +70,7 @@ class Router:
         # part -> (its segment, whether calling it runs the segment); segment -> (part, outputs) of its parts
         self._part_at = {n: (p.segment, p.position == 0) for n, p in parts.items()}
         self._segment_parts = {s: [(p.name, p.outputs) for p in manifest.segment_parts(s)] for s in manifest.segments}
+        self._n_gates, self._n_moe, self._main_task = self.program.n_gates, self.program.n_moe, manifest.main_task
         self.score = score or manifest.score
         if self.score not in SCORES:
             raise UsageError(f"package uses exit score {self.score!r}, unknown to this cephalon-edge",
@@ -138,16 +139,15 @@ class Router:
         ``collect_exits`` also records every evaluated exit's logits (for calibration)."""
         xs, batch = self.check_inputs(inputs)
         thr = self.resolve_thresholds(thresholds)
-        main_task = self.manifest.main_task
-        wanted = [t for t in (tasks or []) if t != main_task]
+        wanted = [t for t in (tasks or []) if t != self._main_task]
         for t in wanted:
             if t not in self.task_segments:
                 raise UsageError(f"unknown task {t!r}", hint=f"tasks: {', '.join(self.task_segments) or 'none'}")
         res = Prediction(
             logits=np.zeros((batch, self.classes), np.float32), scores=np.zeros(batch, np.float32),
             exit_index=np.full(batch, -1, np.int64), exit_names=self.exit_names,
-            gates=np.full((batch, self.program.n_gates), -1, np.int8),
-            experts=np.full((batch, self.program.n_moe), -1, np.int64),
+            gates=np.full((batch, self._n_gates), -1, np.int8),
+            experts=np.full((batch, self._n_moe), -1, np.int64),
             tasks={t: np.full((batch, self.task_outputs[t]), np.nan, np.float32) for t in wanted},
             latency_us=np.zeros(batch), labels=self.manifest.labels)
         if collect_exits:
