@@ -28,13 +28,13 @@ def _burn(stop) -> None:
         pass
 
 
-def measure(pkg: Path, xs, rounds: int) -> dict[str, dict[str, float]]:
+def measure(pkg: Path, xs, rounds: int, thresholds=None) -> dict[str, dict[str, float]]:
     from cephalon_edge.device.router import Router
     from cephalon_edge.tune.timing import alternating_blocks, stats_ms
 
     routers = {f"spinning {'on' if on else 'off'}": Router.open(pkg, spinning=on) for on in (True, False)}
     name = next(iter(next(iter(routers.values())).inputs))
-    runs = {k: (lambda i, r=r: r.predict({name: xs[i:i + 1]})) for k, r in routers.items()}
+    runs = {k: (lambda i, r=r: r.predict({name: xs[i:i + 1]}, thresholds=thresholds)) for k, r in routers.items()}
     for i in range(20):
         for run in runs.values():
             run(i)
@@ -63,22 +63,26 @@ def main() -> None:
         calibrate_package(pkg, CalibrateSpec(data=f"{dataset}:val", max_drop=0.01))
     xs = next(iter(builtin(dataset, "test").inputs.values()))
 
-    idle = measure(pkg, xs, args.rounds)
-    stop = multiprocessing.Event()
-    burner = multiprocessing.Process(target=_burn, args=(stop,), daemon=True)
-    burner.start()
-    try:
-        loaded = measure(pkg, xs, args.rounds)
-    finally:
-        stop.set()
-        burner.join()
-    print(f"{args.model}, calibrated routed ONNX package, test split ({len(xs)} samples) x {args.rounds} rounds, batch 1")
-    print(f"{'condition':18} {'spinning':>8} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    for condition, rows in (("idle", idle), ("one core busy", loaded)):
+    from cephalon_edge.device.program import NEVER_EXIT
+
+    results = {}
+    for depth, thresholds in (("calibrated", None), ("full depth", NEVER_EXIT)):
+        results[("idle", depth)] = measure(pkg, xs, args.rounds, thresholds)
+        stop = multiprocessing.Event()
+        burner = multiprocessing.Process(target=_burn, args=(stop,), daemon=True)
+        burner.start()
+        try:
+            results[("one core busy", depth)] = measure(pkg, xs, args.rounds, thresholds)
+        finally:
+            stop.set()
+            burner.join()
+    print(f"{args.model}, routed ONNX package, test split ({len(xs)} samples) x {args.rounds} rounds, batch 1")
+    print(f"{'condition':14} {'thresholds':11} {'spinning':>8} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for (condition, depth), rows in results.items():
         for k, r in rows.items():
-            print(f"{condition:18} {k.split()[1]:>8} {r['mean_ms']:8.3f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f}")
-    for condition, rows in (("idle", idle), ("one core busy", loaded)):
-        print(f"{condition}: off/on mean ratio {rows['spinning off']['mean_ms'] / rows['spinning on']['mean_ms']:.2f}")
+            print(f"{condition:14} {depth:11} {k.split()[1]:>8} {r['mean_ms']:8.3f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f}")
+    for (condition, depth), rows in results.items():
+        print(f"{condition}, {depth}: off/on mean ratio {rows['spinning off']['mean_ms'] / rows['spinning on']['mean_ms']:.2f}")
 
 
 if __name__ == "__main__":
