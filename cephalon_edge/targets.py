@@ -32,6 +32,7 @@ class Target:
     system: str | None = None  # the platform.system() its runtime needs, if any
     delegate_coverage: bool = False  # documented per-delegate op lists apply (TFLite)
     android_benchmark: bool = False  # LiteRT's benchmark_model times its files on Android over adb
+    ios_benchmark: bool = False  # coremltools' model-runner app times its files on an iPhone (macOS)
 
     def why_not_here(self) -> str | None:
         """Why this machine cannot run packages of this target, or None when it can."""
@@ -52,7 +53,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            ("none", "fp16", "int8", "int8-dynamic"), "none", extra="tflite", delegate_coverage=True,
            android_benchmark=True),
     Target("coreml", "Core ML", "cephalon_edge.build.converters.coreml", "coreml",
-           ("fp16", "none", "int8", "palettize"), "fp16", extra="coreml", system="Darwin"),
+           ("fp16", "none", "int8", "palettize"), "fp16", extra="coreml", system="Darwin", ios_benchmark=True),
 )}
 
 

@@ -145,6 +145,28 @@ def fake_adb(tmp_path):
     return env, devices, state, binary
 
 
+@pytest.fixture
+def fake_xcrun(tmp_path):
+    """A fake `xcrun` (devicectl) first on PATH; returns (env, write_devices)."""
+    bindir, state = tmp_path / "xcrun-bin", tmp_path / "xcrun-state"
+    bindir.mkdir()
+    state.mkdir()
+    xcrun = bindir / "xcrun"
+    xcrun.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_xcrun.py'} \"$@\"\n")
+    xcrun.chmod(0o755)
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_XCRUN_DIR": str(state)}
+
+    def devices(entries):
+        (state / "devices.json").write_text(json.dumps(entries))
+
+    devices([])
+    return env, devices
+
+
+IPHONE_15_PRO = {"udid": "00008130-001A2B3C4D5E6F70", "name": "Ada's iPhone", "product": "iPhone16,1",
+                 "marketing": "iPhone 15 Pro", "os": "18.1"}
+
+
 def small_digits_checkpoint(path: Path) -> Path:
     """A small model trained briefly on digits (so accuracy and quantization are judged on real data)."""
     from cephalon_edge.build import checkpoint

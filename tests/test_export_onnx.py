@@ -163,6 +163,11 @@ def test_bad_packages_and_inputs_exit_2(tiny, tmp_path):
     (reordered / "manifest.json").write_text(json.dumps(manifest))
     res = run_cli("run", str(reordered), str(good))
     assert res.returncode == 2 and "segments[adapter.image+stage0+exit0].parts" in res.stderr, res.stderr
+    manifest["segments"][0]["parts"].reverse()
+    manifest["segments"][0]["parts"][1]["outputs"] = []  # stage0's representation handed to no one
+    (reordered / "manifest.json").write_text(json.dumps(manifest))
+    res = run_cli("run", str(reordered), str(good))
+    assert res.returncode == 2 and "parts[1].outputs: must pick at least one output" in res.stderr, res.stderr
 
     cases = {
         "shape": (np.zeros((2, 1, 10, 12), np.float32), "shape [2, 1, 10, 12]"),

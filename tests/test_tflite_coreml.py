@@ -191,11 +191,13 @@ def test_coreml_predictions_match_dynamic_forward(tiny_ckpt, tmp_path):
 
 def test_profile_asks_for_one_tflite_per_segment(tiny_ckpt, tmp_path):
     net, ckpt, _ = tiny_ckpt
-    report = export_package(ckpt, tmp_path / "pi", ExportSpec("tflite", profile="raspberry-pi-5"))
+    # unfused here (the multi-signature fixture above is fused): parity holds either way
+    report = export_package(ckpt, tmp_path / "pi", ExportSpec("tflite", profile="raspberry-pi-5", fuse=False))
     assert report["parity"]["passed"] and report["parity"]["decision_agreement"] == 1.0
     manifest = Manifest.open(tmp_path / "pi")
     files = [s["file"] for s in manifest.data["segments"]]
     assert files == [f"{name}.tflite" for name in manifest.segments] and len(set(files)) == len(files)
+    assert len(files) == 18 and manifest.data["fused"] is False
 
 
 def test_coreml_palettization(tiny_ckpt, tmp_path):

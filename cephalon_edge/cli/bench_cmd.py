@@ -67,7 +67,8 @@ def render_bench(report: dict[str, Any]) -> None:
 def bench_cmd(
     package: Path = typer.Argument(..., help="An edge package directory."),
     profile: str = typer.Option("host-cpu", "--profile", help="Device profile (threads, delegate)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Android device SERIAL or 'all' (over adb)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Android SERIAL or 'all' (adb; tflite packages), iPhone UDID or 'all-ios' (macOS + Xcode; coreml packages)."),
+    team_id: Optional[str] = typer.Option(None, "--team-id", help="iPhone bench: Apple development team that signs coremltools' model-runner app (or CEPHALON_IOS_TEAM_ID)."),
     data: Optional[str] = typer.Option(None, "--data", help="Real inputs for end-to-end timing (default: the package's test split)."),
     runs: int = typer.Option(50, "--runs", help="Timed runs per segment."),
     warmup: int = typer.Option(5, "--warmup", help="Warm-up runs per segment."),
@@ -80,7 +81,7 @@ def bench_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-segment bars and the latency histogram as PNG."),
 ) -> None:
-    """Per-segment and end-to-end latency on this host, or on Android devices over adb."""
+    """Per-segment and end-to-end latency on this host, on Android devices over adb, or on iPhones (macOS)."""
     from cephalon_edge.errors import DeviceError
     from cephalon_edge.tune.bench.host import BenchSpec, bench_host, validate
     from cephalon_edge.tune.plots import plot_bench
@@ -90,9 +91,9 @@ def bench_cmd(
     validate(spec)
     with progress("benchmarking", None) as advance:
         if device:
-            from cephalon_edge.tune.bench.device import bench_devices
+            from cephalon_edge.tune.bench.devices import bench_on_devices
 
-            report = bench_devices(package, spec, on_progress=advance)
+            report = bench_on_devices(package, spec, team_id=team_id, on_progress=advance)
         else:
             report = bench_host(package, spec, on_progress=advance)
     render_bench(report)
@@ -104,24 +105,28 @@ def bench_cmd(
 
 
 def devices_cmd(json_file: Optional[Path] = typer.Option(None, "--json", help="Write the list as JSON.")) -> None:
-    """List attached Android devices with model, SoC, Android version, ABI and matching profile."""
-    from cephalon_edge.tune.bench.device import list_devices
+    """List attached Android devices (adb) and iPhones/iPads (xcrun, macOS) with model, SoC, OS, ABI and matching profile."""
+    from cephalon_edge.tune.bench.devices import list_devices
 
     report = list_devices()
     if not report["devices"]:
-        console.print("no devices attached (adb devices lists none)")
+        console.print("no devices attached")
     else:
         table = Table(title="attached devices")
-        for col in ("serial", "state", "model", "SoC", "Android", "ABI", "profile"):
+        for col in ("serial", "state", "model", "SoC", "OS", "ABI", "profile"):
             table.add_column(col)
         for d in report["devices"]:
             state = escape(d["state"])
+            os_name = f"Android {d['android']}" if d["platform"] == "android" and d["android"] else \
+                f"iOS {d['ios']}" if d["platform"] == "ios" and d["ios"] else None
             table.add_row(escape(d["serial"]), state if not d["message"] else f"[red]{state}[/]",
-                          *(escape(d[k] or "-") for k in ("model", "soc", "android", "abi", "profile")))
+                          *(escape(v or "-") for v in (d["model"], d["soc"], os_name, d["abi"], d["profile"])))
         console.print(table)
         for d in report["devices"]:
             if d["message"]:
                 console.print(f"[yellow]{escape(d['message'])}[/]")
+    for note in report["notes"]:
+        console.print(f"[dim]{escape(note)}[/]")
     write_report(json_file, report)
 
 

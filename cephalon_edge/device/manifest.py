@@ -338,6 +338,9 @@ def _parts(segments: dict[str, dict[str, Any]], bad: Any) -> dict[str, PartEntry
             outs = _list_of(part.get("outputs"), int, f"{where}[{j}].outputs", bad)
             if any(isinstance(o, bool) or not 0 <= o < len(shapes) or o in claimed for o in outs):
                 raise bad(f"{where}[{j}].outputs", "must pick distinct outputs of the segment")
+            if not outs and (len(listed) == 1 or j >= len(listed) - 2):
+                # only the inner parts of a chain hand nothing out (the chain carries their result)
+                raise bad(f"{where}[{j}].outputs", "must pick at least one output of the segment")
             claimed.update(outs)
             for key in ("flops", "params"):
                 value = part.get(key, 0)

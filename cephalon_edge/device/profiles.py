@@ -15,6 +15,7 @@ from cephalon_edge.targets import COREML_COMPUTE_UNITS, QUANTIZATION_MODES, TARG
 
 OS = ("linux", "android", "ios", "macos")
 DELEGATES = ("xnnpack", "gpu", "nnapi", "npu", "cpu")
+IOS_MATCH_KEYS = ("ios.product_type",)  # from `xcrun devicectl list devices`: hardwareProperties.productType
 DEPRECATED = {"nnapi": "NNAPI is deprecated from Android 15; prefer the GPU delegate or a vendor accelerator"}
 
 TOP = {"name": str, "description": str, "os": str, "abi": str, "target": str, "quantization": str,
@@ -71,8 +72,9 @@ def validate_profile(data: Any, source: str) -> dict[str, Any]:
     if set(tflite) - {"per_segment_files"} or not isinstance(tflite.get("per_segment_files", False), bool):
         raise bad("tflite", "the only field is per_segment_files = true|false")
     for key, value in data.get("match", {}).items():
-        if not isinstance(value, str) or not key.startswith("ro."):
-            raise bad(f"match.{key}", "match rules are getprop keys (ro.*) with string values")
+        if not isinstance(value, str) or not (key.startswith("ro.") or key in IOS_MATCH_KEYS):
+            raise bad(f"match.{key}", "match rules are getprop keys (ro.*, Android) or ios.product_type "
+                                      "(iOS model identifiers such as iPhone16,1) with string values")
     for key, value in data.get("estimate", {}).items():
         if key not in ("peak_gflops", "memory_gbps") or not isinstance(value, (int, float)) or value <= 0:
             raise bad(f"estimate.{key}", "estimates are positive peak_gflops / memory_gbps figures")

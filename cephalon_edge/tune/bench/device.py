@@ -153,7 +153,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     if not chosen:
         raise UsageError("no Android device attached", hint="connect a phone with USB debugging on; `cephalon-edge devices` lists them")
     ready = [d for d in chosen if d.ready]
-    not_ready = [{"serial": d.serial, "state": d.state, "error": _state_message(d)} for d in chosen if not d.ready]
+    not_ready = [{"serial": d.serial, "state": d.state, "error": state_message(d)} for d in chosen if not d.ready]
     if not ready:
         raise DeviceError("; ".join(e["error"] for e in not_ready))
     binaries = {d.serial: find_binary(spec.benchmark_binary, adb.abi(d)) for d in ready}
@@ -219,24 +219,9 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
             "failed": [d for d in devices if d["status"] == "failed"] + not_ready}
 
 
-def _state_message(device: Device) -> str:
+def state_message(device: Device) -> str:
     if device.state == "unauthorized":
         return f"device {device.serial} is unauthorized: accept the USB debugging prompt on the phone"
     if device.state == "offline":
         return f"device {device.serial} is offline: reconnect it (or `adb reconnect`)"
     return f"device {device.serial} is {device.state}"
-
-
-def list_devices(adb: Adb | None = None) -> dict[str, Any]:
-    """The ``devices`` report: attached devices, their properties and matching profile."""
-    adb = adb or Adb()
-    rows = []
-    for d in adb.devices():
-        p = d.props
-        rows.append({"serial": d.serial, "state": d.state, "model": p.get("ro.product.model"),
-                     "manufacturer": p.get("ro.product.manufacturer"),
-                     "soc": p.get("ro.soc.model") or p.get("ro.board.platform"),
-                     "android": p.get("ro.build.version.release"), "sdk": p.get("ro.build.version.sdk"),
-                     "abi": p.get("ro.product.cpu.abi"), "profile": match_device(p) if d.ready else None,
-                     "message": None if d.ready else _state_message(d)})
-    return {"schema": "cephalon-edge/devices/1", "devices": rows}
