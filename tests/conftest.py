@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-# `./dev test` runs two pytest workers (one per core of the CI machine): one torch thread each
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+# One torch thread, in the test process and in every CLI it starts (OMP_NUM_THREADS, below):
+# `./dev test` runs two pytest workers on two cores, and trained weights then do not depend
+# on the machine or the runner (int8 agreement of a small model hangs on a sample or two).
+torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 # The test files that take longest, scheduled first so that two workers finish together.
@@ -114,7 +116,7 @@ def tiny_net():
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
     """Run the real console script in a subprocess; returns CompletedProcess."""
     exe = Path(sys.executable).parent / "cephalon-edge"
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("CEPHALON_DEBUG", None)
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
 
@@ -211,7 +213,7 @@ def spawn_parked(tmp_path: Path, point: str, *args: str) -> subprocess.Popen:
     marker = tmp_path / f"parked.{abs(hash(point))}"
     marker.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "pause_at.py"), str(marker), point, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
     while not marker.exists():
         if proc.poll() is not None:
             pytest.fail(f"the run ended (exit {proc.returncode}) before reaching {point}: "

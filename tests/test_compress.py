@@ -57,7 +57,7 @@ def digits(tmp_path_factory):
 
 def test_compress_command_report_and_recipe(digits, tmp_path):
     out, report_file = tmp_path / "c.cephalon", tmp_path / "c.json"
-    res = run_cli("compress", str(digits), "-o", str(out), "--prune", "0.4", "--finetune-epochs", "2",
+    res = run_cli("compress", str(digits), "-o", str(out), "--prune", "0.4", "--finetune-epochs", "4",
                   "--quantize", "int8", "--calib-samples", "32", "--json", str(report_file))
     assert res.returncode == 0, res.stderr
     assert "pruning plan" in res.stdout
