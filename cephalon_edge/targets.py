@@ -62,3 +62,16 @@ def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise UsageError(f"unknown target {str(name)[:40]!r}", hint=f"known targets: {', '.join(TARGETS)}")
     return TARGETS[name]
+
+
+def require_device_bench(name: str, platform: str) -> Target:
+    """The target ``name`` if its packages bench on ``platform`` devices (``android``: LiteRT's
+    benchmark_model; ``ios``: coremltools' model runner), else a UsageError naming the ones that do."""
+    flag = f"{platform}_benchmark"
+    target = get_target(name)
+    if not getattr(target, flag):
+        benched = [t for t in TARGETS.values() if getattr(t, flag)]
+        where = {"android": "device", "ios": "iPhone"}[platform]
+        raise UsageError(f"{where} bench runs {' and '.join(t.display for t in benched)} packages; this one is {name}",
+                         hint=f"export with --target {benched[0].name}")
+    return target

@@ -127,15 +127,22 @@ GALAXY = {"ro.product.model": "SM-S911B", "ro.product.manufacturer": "samsung", 
           "ro.build.version.release": "14", "ro.build.version.sdk": "34", "ro.product.cpu.abi": "arm64-v8a"}
 
 
-@pytest.fixture
-def fake_adb(tmp_path):
-    """A fake `adb` first on PATH; returns (env, write_devices, state_dir)."""
-    bindir, state = tmp_path / "bin", tmp_path / "adb-state"
+def fake_tool(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """``tmp_path/<name>-bin/<name>``, a shell stub running ``tests/fake_<name>.py``; returns
+    (its bin directory, an empty state directory for the fake)."""
+    bindir, state = tmp_path / f"{name}-bin", tmp_path / f"{name}-state"
     bindir.mkdir()
     state.mkdir()
-    adb = bindir / "adb"
-    adb.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_adb.py'} \"$@\"\n")
-    adb.chmod(0o755)
+    tool = bindir / name
+    tool.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / f'fake_{name}.py'} \"$@\"\n")
+    tool.chmod(0o755)
+    return bindir, state
+
+
+@pytest.fixture
+def fake_adb(tmp_path):
+    """A fake `adb` first on PATH; returns (env, write_devices, state_dir, benchmark binary)."""
+    bindir, state = fake_tool(tmp_path, "adb")
     binary = tmp_path / "benchmark_model"
     binary.write_bytes(b"\x7fELF fake benchmark_model")
     env = {"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_ADB_DIR": str(state),
@@ -150,12 +157,7 @@ def fake_adb(tmp_path):
 @pytest.fixture
 def fake_xcrun(tmp_path):
     """A fake `xcrun` (devicectl) first on PATH; returns (env, write_devices)."""
-    bindir, state = tmp_path / "xcrun-bin", tmp_path / "xcrun-state"
-    bindir.mkdir()
-    state.mkdir()
-    xcrun = bindir / "xcrun"
-    xcrun.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests' / 'fake_xcrun.py'} \"$@\"\n")
-    xcrun.chmod(0o755)
+    bindir, state = fake_tool(tmp_path, "xcrun")
     env = {"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_XCRUN_DIR": str(state)}
 
     def devices(entries):

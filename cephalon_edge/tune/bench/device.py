@@ -18,7 +18,7 @@ from cephalon_edge.device.profiles import DEPRECATED, load_profile, match_device
 from cephalon_edge.device.router import Router
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.errors import DeviceError, UsageError
-from cephalon_edge.targets import TARGETS, get_target
+from cephalon_edge.targets import require_device_bench
 from cephalon_edge.tune.bench import benchmark_model
 from cephalon_edge.tune.bench.adb import Adb, Device, device_path
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
@@ -136,11 +136,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     validate(spec)
     step = on_progress or (lambda _: None)
     manifest = Manifest.open(Path(package))
-    if not get_target(manifest.target).android_benchmark:
-        benched = [t for t in TARGETS.values() if t.android_benchmark]
-        raise UsageError(f"device bench runs {' and '.join(t.display for t in benched)} packages; "
-                         f"this one is {manifest.target}",
-                         hint=f"export with --target {benched[0].name}")
+    require_device_bench(manifest.target, "android")
     adb = adb or Adb()
     attached = adb.devices()
     if spec.device == "all":

@@ -31,7 +31,7 @@ from cephalon_edge.device.profiles import load_profile, matches, profile_names
 from cephalon_edge.device.router import Router
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.errors import DeviceError, UsageError
-from cephalon_edge.targets import TARGETS, get_target
+from cephalon_edge.targets import require_device_bench
 from cephalon_edge.tune.bench.device import expected_latency
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
 
@@ -141,10 +141,7 @@ def bench_ios(package: Path, spec: BenchSpec, team_id: str | None = None,
     validate(spec)
     step = on_progress or (lambda _: None)
     manifest = Manifest.open(Path(package))
-    if not get_target(manifest.target).ios_benchmark:
-        benched = [t for t in TARGETS.values() if t.ios_benchmark]
-        raise UsageError(f"iPhone bench runs {' and '.join(t.display for t in benched)} packages; "
-                         f"this one is {manifest.target}", hint=f"export with --target {benched[0].name}")
+    require_device_bench(manifest.target, "ios")
     if sys.platform != "darwin":
         raise UsageError(NEEDS_MAC, hint="run it on a Mac with the iPhone attached; on Linux, bench a tflite "
                                          "package on Android with --device SERIAL")
