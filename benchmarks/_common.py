@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 
-def time_us(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter_ns()
-    fn()
-    return (time.perf_counter_ns() - t0) / 1000.0
-
-
 def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int,
-                block: int = 1) -> dict[str, list[float]]:
-    """Run the candidates in alternation, so machine noise hits all of them alike. With
-    ``block`` > 1 each takes ``block`` timed calls in a row after one untimed call: a session
-    whose intra-op workers spin (ONNX Runtime's default) steals the cores of whatever runs
-    right after it, so sessions with different settings alternate by blocks, not call by call."""
+                block: int | None = None) -> dict[str, list[float]]:
+    """``runs`` timed calls (us) of every candidate, in alternating blocks (the library's
+    ``tune.timing.alternating_blocks``: a session whose intra-op workers spin steals the cores
+    of whatever runs right after it, so sessions alternate by blocks, not call by call)."""
+    from cephalon_edge.tune.timing import BLOCK, alternating_blocks
+
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(max(1, runs // block)):
-        for name, fn in fns.items():
-            if block > 1:
-                fn()
-            for _ in range(block):
-                samples[name].append(time_us(fn))
-    return samples
+    times, _ = alternating_blocks(runs, {name: (lambda _i, fn=fn: fn()) for name, fn in fns.items()},
+                                  block=block or BLOCK)
+    return {name: [float(ms) * 1000 for ms in t] for name, t in times.items()}
 
 
 def median(xs: list[float]) -> float:
