@@ -15,6 +15,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnxruntime",),
     "tflite": ("ai_edge_litert",),
     "coreml": ("coremltools",),
+    "executorch": ("executorch", "torch"),
     "plot": ("matplotlib",),
 }
 

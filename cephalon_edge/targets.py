@@ -31,7 +31,7 @@ class Target:
     extra: str  # the pip extra that brings the runtime
     system: str | None = None  # the platform.system() its runtime needs, if any
     delegate_coverage: bool = False  # documented per-delegate op lists apply (TFLite)
-    android_benchmark: bool = False  # LiteRT's benchmark_model times its files on Android over adb
+    android_benchmark: str | None = None  # the tool that times its files on Android over adb (tune/bench)
     ios_benchmark: bool = False  # coremltools' model-runner app times its files on an iPhone (macOS)
 
     def why_not_here(self) -> str | None:
@@ -51,7 +51,10 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            ("none", "int8", "int8-dynamic"), "none", extra="onnx"),
     Target("tflite", "TFLite", "cephalon_edge.build.converters.tflite", "litert",
            ("none", "fp16", "int8", "int8-dynamic"), "none", extra="tflite", delegate_coverage=True,
-           android_benchmark=True),
+           android_benchmark="benchmark_model"),
+    Target("executorch", "ExecuTorch", "cephalon_edge.build.converters.executorch", "executorch",
+           ("none", "int8"), "none", extra="executorch",
+           android_benchmark="executor_runner"),
     Target("coreml", "Core ML", "cephalon_edge.build.converters.coreml", "coreml",
            ("fp16", "none", "int8", "palettize"), "fp16", extra="coreml", system="Darwin", ios_benchmark=True),
 )}
@@ -66,7 +69,8 @@ def get_target(name: str) -> Target:
 
 def require_device_bench(name: str, platform: str) -> Target:
     """The target ``name`` if its packages bench on ``platform`` devices (``android``: LiteRT's
-    benchmark_model; ``ios``: coremltools' model runner), else a UsageError naming the ones that do."""
+    benchmark_model or ExecuTorch's executor_runner; ``ios``: coremltools' model runner), else a
+    UsageError naming the ones that do."""
     flag = f"{platform}_benchmark"
     target = get_target(name)
     if not getattr(target, flag):

@@ -15,9 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from cephalon_edge.build.converters._capture import captured_output
+from cephalon_edge.capture import captured_output
 
-from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact, identifier
 from cephalon_edge.build.segments import SegmentSet, StaticModel
 from cephalon_edge.errors import ExportError, UsageError
 from cephalon_edge.targets import COREML_COMPUTE_UNITS
@@ -35,11 +35,6 @@ def settings(spec: ExportSpec) -> dict[str, str]:
         raise UsageError(f"profile {spec.profile}: unknown Core ML compute units {units!r}",
                          hint=f"one of {', '.join(COREML_COMPUTE_UNITS)}")
     return {"deployment_target": target, "compute_units": units}
-
-
-def function_name(segment: str) -> str:
-    """A Core ML function name (an identifier) for a segment: ``stage1+gate1.1`` -> ``stage1_gate1_1``."""
-    return "".join(c if c.isalnum() else "_" for c in segment)
 
 
 def _convert_one(module, examples: tuple, outputs: list[str], spec: ExportSpec, conf: dict[str, str], path: Path,
@@ -91,7 +86,7 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
             _convert_one(seg.module, (segments.example_input(seg.name)[:1],), seg.outputs, spec, conf, where,
                          f"segment {seg.name}")
             artifacts.append(SegmentArtifact(seg.name, "segments.mlpackage" if multifunction else where.name, ["x"],
-                                             list(seg.outputs), signature=function_name(seg.name) if multifunction else None,
+                                             list(seg.outputs), signature=identifier(seg.name) if multifunction else None,
                                              extra=extra))
             if on_segment:
                 on_segment(seg.name)

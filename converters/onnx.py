@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from cephalon_edge.build.converters._capture import captured_output
+from cephalon_edge.capture import captured_output
 
 from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
 from cephalon_edge.build.segments import (

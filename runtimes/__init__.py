@@ -23,6 +23,7 @@ RUNTIMES: dict[str, str] = {
     "onnxruntime": "cephalon_edge.device.runtimes.onnxruntime:OnnxRuntime",
     "litert": "cephalon_edge.device.runtimes.litert:LiteRTRuntime",
     "coreml": "cephalon_edge.device.runtimes.coreml:CoreMLRuntime",
+    "executorch": "cephalon_edge.device.runtimes.executorch:ExecuTorchRuntime",
 }
 
 

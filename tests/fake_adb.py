@@ -4,7 +4,9 @@ State: ``$FAKE_ADB_DIR/devices.json`` = ``[{serial, state, props, vanish_at?}]``
 files live in ``$FAKE_ADB_DIR/<serial>/``. It answers ``devices [-l]``, ``shell getprop``,
 ``push``, ``shell mkdir/chmod/rm`` and runs ``benchmark_model`` by loading the pushed .tflite
 with the LiteRT interpreter on the host and printing benchmark_model's real output format
-(``$FAKE_ADB_FORMAT``: ``litert`` (default), ``v2`` or ``v1``). ``vanish_at`` (push, chmod,
+(``$FAKE_ADB_FORMAT``: ``litert`` (default), ``v2`` or ``v1``), and ExecuTorch's
+``executor_runner`` by running the pushed .pte's method with ``executorch.runtime`` and printing
+the runner's log lines (``$FAKE_ADB_RUNNER=old``: a runner without ``--method_name``). ``vanish_at`` (push, chmod,
 run, cleanup) makes the device disappear at that step, as an unplugged phone does; ``hang_at: run``
 makes a benchmark run last until it is interrupted. Each run is logged to ``<serial>.runs``.
 """
@@ -105,6 +107,36 @@ def benchmark(serial: str, args: list[str]) -> None:
     print("INFO: Overall peak memory footprint (MB) via periodic monitoring: 7.125")
 
 
+def executor_runner(serial: str, args: list[str]) -> None:
+    import torch
+    from executorch.runtime import Runtime
+
+    if not os.access(local(serial, args[0]), os.X_OK):
+        print(f"/system/bin/sh: {args[0]}: can't execute: Permission denied", file=sys.stderr)
+        sys.exit(126)
+    opts = dict(a[2:].split("=", 1) for a in args[1:] if a.startswith("--"))
+    if os.environ.get("FAKE_ADB_RUNNER") == "old" and "method_name" in opts:
+        print("ERROR: unknown command line flag 'method_name'", file=sys.stderr)
+        sys.exit(1)
+    stamp = "I 00:00:00.001234 executorch:executor_runner.cpp"
+    t0 = time.perf_counter()
+    program = Runtime.get().load_program(str(local(serial, opts["model_path"])))
+    name = opts.get("method_name") or sorted(program.method_names)[0]
+    method = program.load_method(name)
+    print(f"{stamp}:311] Model loaded in {(time.perf_counter() - t0) * 1000:.6f} ms.")
+    meta = method.metadata
+    inputs = [torch.ones(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+    runs, total = int(opts.get("num_executions", 1)), 0.0
+    for i in range(runs):
+        t = time.perf_counter()
+        method.execute(inputs)
+        ms = (time.perf_counter() - t) * 1000
+        total += ms
+        print(f"{stamp}:412] Iteration {i + 1} of {runs}: {ms:.6f} ms")
+    print(f"{stamp}:420] Model executed successfully {runs} time(s) in {total:.6f} ms.")
+    print(f"{stamp}:424] {meta.num_outputs()} outputs: ")
+
+
 def main(argv: list[str]) -> None:
     serial = os.environ.get("ANDROID_SERIAL")
     if argv[:1] == ["-s"]:
@@ -148,14 +180,14 @@ def main(argv: list[str]) -> None:
         elif args[0] == "rm":
             vanish(devices, device, "cleanup")
             shutil.rmtree(local(serial, args[-1]), ignore_errors=True)
-        elif args[0].endswith("/benchmark_model"):
+        elif args[0].endswith(("/benchmark_model", "/executor_runner")):
             vanish(devices, device, "run")
             with open(STATE / f"{serial}.runs", "a") as log:
                 log.write(args[1] + "\n")
             if device.get("hang_at") == "run":  # a long run: says it started, then runs until interrupted
                 (STATE / f"{serial}.running").write_text("1")
                 signal.pause()  # no timeout: only the interrupt ends it
-            benchmark(serial, args)
+            (executor_runner if args[0].endswith("/executor_runner") else benchmark)(serial, args)
         else:
             fail(f"fake adb: unsupported shell command {args}")
     else:

@@ -163,12 +163,12 @@ def test_unauthorized_missing_binary_and_unknown_device(packages, fake_adb):
     assert res.returncode == 1 and "NEW1 is unauthorized" in res.stderr
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
     res = run_cli("bench", str(packages / "tflite"), "--device", "PX8", env=env)
-    assert res.returncode == 2 and "no LiteRT benchmark_model binary for arm64-v8a" in res.stderr
+    assert res.returncode == 2 and "no benchmark_model binary for arm64-v8a" in res.stderr and "LiteRT" in res.stderr
     assert "--benchmark-binary" in res.stderr
     res = run_cli("bench", str(packages / "tflite"), "--device", "ZZZ", "--benchmark-binary", str(binary), env=env)
     assert res.returncode == 2 and "device 'ZZZ' is not attached" in res.stderr and "PX8" in res.stderr
     res = run_cli("bench", str(packages / "onnx"), "--device", "PX8", "--benchmark-binary", str(binary), env=env)
-    assert res.returncode == 2 and "device bench runs TFLite packages" in res.stderr
+    assert res.returncode == 2 and "device bench runs TFLite and ExecuTorch packages" in res.stderr
 
 
 @pytest.mark.skipif(shutil.which("adb") is None, reason="Debian's adb is not installed")

@@ -147,9 +147,9 @@ def test_coreml_spec_checks(tiny_ckpt, tmp_path, profile, files):
         assert report["verification"]["kind"] == "spec"
         assert report["verification"]["segments_checked"] == len(manifest.segments)
     if profile:
-        from cephalon_edge.build.converters.coreml import function_name
-        assert all(s["signature"] == function_name(s["name"]) for s in manifest.data["segments"])
-        assert function_name("stage1+gate1.1") == "stage1_gate1_1"
+        from cephalon_edge.build.artifacts import identifier
+        assert all(s["signature"] == identifier(s["name"]) for s in manifest.data["segments"])
+        assert identifier("stage1+gate1.1") == "stage1_gate1_1"
         assert report["verification"]["spec_version"] >= 9  # iOS 18 multifunction
 
 

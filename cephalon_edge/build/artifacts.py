@@ -8,6 +8,12 @@ from typing import Any
 from cephalon_edge.device.program import DEFAULT_EXIT_THRESHOLD
 
 
+def identifier(segment: str) -> str:
+    """A segment's name as an identifier, for formats whose functions or methods must be
+    named so (Core ML functions, ExecuTorch methods): ``stage1+gate1.1`` -> ``stage1_gate1_1``."""
+    return "".join(c if c.isalnum() else "_" for c in segment)
+
+
 @dataclass(frozen=True)
 class ExportSpec:
     """Options of one export, validated before any heavy work."""
@@ -37,5 +43,5 @@ class SegmentArtifact:
     file: str  # file name inside the package
     inputs: list[str]
     outputs: list[str]
-    signature: str | None = None  # for multi-signature files (TFLite)
+    signature: str | None = None  # for multi-signature/method/function files (TFLite, ExecuTorch, Core ML)
     extra: dict = field(default_factory=dict)

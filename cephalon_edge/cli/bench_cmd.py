@@ -74,7 +74,7 @@ def bench_cmd(
     warmup: int = typer.Option(5, "--warmup", help="Warm-up runs per segment."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Override the profile's thread count (host)."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Use at most this many data samples."),
-    benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary", help="LiteRT benchmark_model for the device's ABI."),
+    benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary", help="The device tool for the ABI: LiteRT benchmark_model (TFLite) or ExecuTorch executor_runner."),
     keep: bool = typer.Option(False, "--keep", help="Leave the pushed files on the device."),
     modality: Optional[str] = typer.Option(
         None, "--modality", help="Modality mix to time, e.g. image or image,signal (default: every mix the data allows)."),

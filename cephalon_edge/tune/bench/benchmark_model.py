@@ -1,4 +1,5 @@
-"""Parse the output of LiteRT's ``benchmark_model`` tool, every generation of it (torch-free).
+"""LiteRT's ``benchmark_model`` on Android: its command line and its output, every
+generation of it (torch-free).
 
 - old:    ``Average inference timings in us: Warmup: 2475.69, Init: 61254, no stats: 2123.45``
 - 2.4+:   ``Inference timings in us: Init: 29337, First inference: 4153, Warmup (avg): 3627.5, Inference (avg): 3571.33``
@@ -15,6 +16,11 @@ from typing import Any
 
 from cephalon_edge.errors import DeviceError
 
+NAME = "benchmark_model"
+HINT = ("download the prebuilt benchmark_model for Android {abi} from the LiteRT (TensorFlow Lite) releases "
+        "or build it with bazel (//tflite/tools/benchmark:benchmark_model)")
+DELEGATE_FLAGS = {"gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"], "xnnpack": ["--use_xnnpack=true"],
+                  "cpu": ["--use_xnnpack=false"], "npu": ["--use_nnapi=true"]}
 MAX_OUTPUT = 1 << 20  # characters of output read (the tail: figures come last)
 MAX_LINE = 2000  # longer lines are not benchmark_model's: ignored, so parsing stays linear
 NUMBER = r"([-+]?(?:\d{1,30}\.?\d{0,30}|\.\d{1,30})(?:[eE][-+]?\d{1,4})?)"
@@ -28,6 +34,19 @@ PATTERNS = {  # each matched against one short line; no two unbounded wildcards 
     "peak_mb": rf"Overall peak memory footprint \(MB\) via periodic monitoring:\s{{0,8}}{NUMBER}",
 }
 STATS_KEYS = ("count", "min", "max", "avg", "std")
+
+
+def command(binary: str, model: str, signature: str | None, runtime: dict[str, Any], runs: int,
+            warmup: int) -> list[str]:
+    """One benchmark of ``signature`` of ``model`` with the profile's delegate and threads."""
+    return [binary, f"--graph={model}", *([f"--signature_to_run_for={signature}"] if signature else []),
+            *DELEGATE_FLAGS[runtime["delegate"]], f"--num_threads={runtime.get('threads', 4)}",
+            f"--num_runs={runs}", f"--warmup_runs={warmup}"]
+
+
+def delegate(manifest: Any, runtime: dict[str, Any]) -> str:
+    """The delegate a run uses: the profile's (benchmark_model applies it at load)."""
+    return runtime["delegate"]
 
 
 def _stats(line: str) -> dict[str, str] | None:
@@ -46,9 +65,10 @@ def _figure(key: str, value: str) -> float:
     return number
 
 
-def parse(text: str) -> dict[str, Any]:
+def parse(text: str, warmup: int = 0) -> dict[str, Any]:
     """Timings in microseconds and memory in MB; raises ``DeviceError`` if no positive average
-    is found or a figure is not a finite, non-negative number. Linear in the output's length."""
+    is found or a figure is not a finite, non-negative number. Linear in the output's length.
+    (``warmup``: benchmark_model reports its warm-up runs apart already.)"""
     lines = [line for line in text[-MAX_OUTPUT:].splitlines() if len(line) <= MAX_LINE]
     result: dict[str, Any] = {}
     timing_lines = [line for line in lines if "timings in us" in line]

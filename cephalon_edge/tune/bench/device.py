@@ -1,4 +1,5 @@
-"""Android bench over adb with LiteRT's ``benchmark_model``: per-segment device latency,
+"""Android bench over adb: per-segment device latency measured by the target's own tool
+(LiteRT's ``benchmark_model`` for TFLite, ExecuTorch's ``executor_runner`` for ExecuTorch),
 combined with the exit distribution the same package shows on real data into expected
 end-to-end latency (percentiles by resampling). Devices run in parallel."""
 
@@ -8,6 +9,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
@@ -18,13 +20,12 @@ from cephalon_edge.device.profiles import DEPRECATED, load_profile, match_device
 from cephalon_edge.device.router import Router
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.errors import DeviceError, UsageError
-from cephalon_edge.targets import require_device_bench
-from cephalon_edge.tune.bench import benchmark_model
+from cephalon_edge.targets import get_target, require_device_bench
+from cephalon_edge.tune.bench import benchmark_model, executor_runner
 from cephalon_edge.tune.bench.adb import Adb, Device, device_path
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
 
-DELEGATE_FLAGS = {"gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"], "xnnpack": ["--use_xnnpack=true"],
-                  "cpu": ["--use_xnnpack=false"], "npu": ["--use_nnapi=true"]}
+TOOLS = {tool.NAME: tool for tool in (benchmark_model, executor_runner)}  # by Target.android_benchmark
 RESAMPLES = 20_000
 
 
@@ -32,20 +33,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CEPHALON_EDGE_CACHE", "~/.cache/cephalon-edge")).expanduser()
 
 
-def find_binary(explicit: Path | None, abi: str) -> Path:
-    """``--benchmark-binary``, or ``<cache>/benchmark_model/<abi>/benchmark_model``."""
+def find_binary(explicit: Path | None, abi: str, tool: ModuleType = benchmark_model) -> Path:
+    """``--benchmark-binary``, or ``<cache>/<tool>/<abi>/<tool>`` (``benchmark_model``,
+    ``executor_runner``)."""
     if explicit is not None:
         if not Path(explicit).is_file():
             raise UsageError(f"benchmark binary not found: {explicit}")
         return Path(explicit)
-    cached = cache_dir() / "benchmark_model" / abi / "benchmark_model"
+    cached = cache_dir() / tool.NAME / abi / tool.NAME
     if cached.is_file():
         return cached
-    raise UsageError(
-        f"no LiteRT benchmark_model binary for {abi}",
-        hint=f"download the prebuilt benchmark_model for Android {abi} from the LiteRT (TensorFlow Lite) "
-             f"releases or build it with bazel (//tflite/tools/benchmark:benchmark_model), then pass "
-             f"--benchmark-binary PATH or put it at {cached}")
+    raise UsageError(f"no {tool.NAME} binary for {abi}",
+                     hint=f"{tool.HINT.format(abi=abi)}, then pass --benchmark-binary PATH or put it at {cached}")
 
 
 def expected_latency(per_sample_ms: np.ndarray, per_sample_var: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -60,9 +59,10 @@ def expected_latency(per_sample_ms: np.ndarray, per_sample_var: np.ndarray, seed
 class _DeviceRun:
     """One device's bench; keeps what it measured so far if the device goes away."""
 
-    def __init__(self, adb: Adb, device: Device, manifest: Manifest, spec: BenchSpec, binary: Path,
+    def __init__(self, adb: Adb, device: Device, manifest: Manifest, spec: BenchSpec, tool: ModuleType, binary: Path,
                  on_progress: Callable[[str], None]) -> None:
         self.adb, self.device, self.manifest, self.spec, self.binary = adb, device, manifest, spec, binary
+        self.tool = tool
         self.profile_name = spec.profile if spec.profile != "host-cpu" else (match_device(device.props) or "android-arm64-cpu")
         self.profile = load_profile(self.profile_name)
         self.segments: list[dict[str, Any]] = []
@@ -77,10 +77,12 @@ class _DeviceRun:
             raise DeviceError(f"{self.device.serial}: cancelled before {step}")
         self.step = step
 
-    def flags(self) -> list[str]:
-        runtime = self.profile["runtime"]
-        return [*DELEGATE_FLAGS[runtime["delegate"]], f"--num_threads={runtime.get('threads', 4)}",
-                f"--num_runs={self.spec.runs}", f"--warmup_runs={self.spec.warmup}"]
+    def measure(self, binary: str, file: str, method: str | None, step: str) -> dict[str, Any]:
+        """One run of the tool on ``method`` of package file ``file``, parsed."""
+        self._next(step)
+        args = self.tool.command(binary, self._remote(file), method, self.profile["runtime"], self.spec.runs,
+                                 self.spec.warmup)
+        return self.tool.parse(self.adb.shell(self.device.serial, args, step), self.spec.warmup)
 
     def run(self) -> None:
         serial = self.device.serial
@@ -92,23 +94,18 @@ class _DeviceRun:
         for f in files + ([static["file"]] if static else []):
             self._next("push")
             self.adb.push(serial, self.manifest.member(f), f)
-        binary = self.adb.push(serial, self.binary, "benchmark_model")
+        binary = self.adb.push(serial, self.binary, self.tool.NAME)
         self._next("chmod")
         self.adb.shell(serial, ["chmod", "755", binary], "chmod")
         for name, seg in self.manifest.segments.items():
-            self._next(f"run {name}")
-            out = self.adb.shell(serial, [binary, f"--graph={self._remote(seg['file'])}",
-                                          f"--signature_to_run_for={seg['signature']}", *self.flags()], f"run {name}")
-            parsed = benchmark_model.parse(out)
+            parsed = self.measure(binary, seg["file"], seg.get("signature"), f"run {name}")
             self.segments.append({"name": name, "cold_ms": (parsed.get("init_us", 0) + parsed.get("first_us", 0)) / 1000,
                                   "mean_ms": parsed["avg_us"] / 1000, "std_ms": parsed["std_us"] / 1000,
                                   "min_ms": parsed.get("min_us", parsed["avg_us"]) / 1000,
                                   "peak_mb": parsed.get("peak_mb")})
             self.on_progress(f"{serial}: {name}")
         if static:
-            self._next("run static")
-            out = self.adb.shell(serial, [binary, f"--graph={self._remote(static['file'])}", *self.flags()], "run static")
-            parsed = benchmark_model.parse(out)
+            parsed = self.measure(binary, static["file"], static.get("signature"), "run static")
             self.static = {"mean_ms": parsed["avg_us"] / 1000, "std_ms": parsed["std_us"] / 1000,
                            "peak_mb": parsed.get("peak_mb")}
         if not self.spec.keep:
@@ -136,7 +133,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     validate(spec)
     step = on_progress or (lambda _: None)
     manifest = Manifest.open(Path(package))
-    require_device_bench(manifest.target, "android")
+    tool = TOOLS[require_device_bench(manifest.target, "android").android_benchmark]
     adb = adb or Adb()
     attached = adb.devices()
     if spec.device == "all":
@@ -152,7 +149,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     not_ready = [{"serial": d.serial, "state": d.state, "error": state_message(d)} for d in chosen if not d.ready]
     if not ready:
         raise DeviceError("; ".join(e["error"] for e in not_ready))
-    binaries = {d.serial: find_binary(spec.benchmark_binary, adb.abi(d)) for d in ready}
+    binaries = {d.serial: find_binary(spec.benchmark_binary, adb.abi(d), tool) for d in ready}
 
     # the exit mix of this very package on real data, measured on the host (TFLite runs here)
     data = bench_data(manifest, spec.data)
@@ -165,7 +162,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     exit_rates = {n: float((pred.exit_index == k).mean()) for k, n in enumerate(router.exit_names)}
     step("exit mix measured")
 
-    runs = [_DeviceRun(adb, d, manifest, spec, binaries[d.serial], step) for d in ready]
+    runs = [_DeviceRun(adb, d, manifest, spec, tool, binaries[d.serial], step) for d in ready]
     errors: dict[str, str] = {}
 
     def one(run: _DeviceRun) -> None:
@@ -191,9 +188,9 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     devices = []
     for run in runs:
         entry: dict[str, Any] = {"device": run.device.serial, "model": run.device.props.get("ro.product.model"),
-                                 "profile": run.profile_name, "delegate": run.profile["runtime"]["delegate"],
+                                 "profile": run.profile_name, "delegate": tool.delegate(manifest, run.profile["runtime"]),
                                  "segments": run.segments, "static": run.static, "status": "ok"}
-        note = DEPRECATED.get(run.profile["runtime"]["delegate"])
+        note = DEPRECATED.get(entry["delegate"])
         if note:
             entry["note"] = note
         if run.device.serial in errors:
@@ -209,7 +206,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
             if run.static:
                 entry["speedup"] = run.static["mean_ms"] / entry["end_to_end"]["mean_ms"]
         devices.append(entry)
-    return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": "litert (benchmark_model)",
+    return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": f"{get_target(manifest.target).runtime} ({tool.NAME})",
             "modality": mix_name(mix),
             "profile": spec.profile, "devices": devices, "not_ready": not_ready,
             "failed": [d for d in devices if d["status"] == "failed"] + not_ready}

@@ -1,5 +1,5 @@
-"""Silence converters that print progress and C++ logs to the terminal, keeping the text
-for error messages."""
+"""Silence libraries that print progress and C++ logs to the terminal (converters, and
+runtimes that log while opening a program), keeping the text for error messages (torch-free)."""
 
 from __future__ import annotations
 
