@@ -18,6 +18,8 @@ from cephalon_edge.errors import UsageError
 
 QUANTIZATION_MODES = ("none", "int8", "int8-dynamic", "fp16", "palettize")
 COREML_COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
+# what an ExecuTorch program is lowered to: a delegate, or none (the portable CPU kernels)
+EXECUTORCH_BACKENDS = ("xnnpack", "portable", "coreml")
 
 
 @dataclass(frozen=True)

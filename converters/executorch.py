@@ -28,19 +28,19 @@ from cephalon_edge.capture import captured_output
 from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact, identifier
 from cephalon_edge.build.segments import SegmentSet, StaticModel, example_input, segment_feeds
 from cephalon_edge.errors import ExportError, UsageError
+from cephalon_edge.targets import EXECUTORCH_BACKENDS
 
 SEGMENTS_FILE = "segments.pte"
 STATIC_FILE = "static.pte"
 STATIC_METHOD = "forward"
-BACKENDS = ("xnnpack", "portable", "coreml")
 CALIBRATION_SAMPLES = 64
 
 
 def backend(spec: ExportSpec) -> str:
     """The profile's ``[executorch] backend`` (default xnnpack), checked where it can run."""
     name = spec.profile_section("executorch").get("backend", "xnnpack")
-    if name not in BACKENDS:
-        raise UsageError(f"unknown ExecuTorch backend {name!r}", hint=f"one of {', '.join(BACKENDS)}")
+    if name not in EXECUTORCH_BACKENDS:
+        raise UsageError(f"unknown ExecuTorch backend {name!r}", hint=f"one of {', '.join(EXECUTORCH_BACKENDS)}")
     if name == "coreml" and platform.system() != "Darwin":
         raise UsageError("ExecuTorch's Core ML delegate lowers and runs on macOS only (this is "
                          f"{platform.system()})", hint="use a profile with [executorch] backend = \"xnnpack\"")
@@ -102,15 +102,30 @@ def _calibration(segments: SegmentSet) -> dict[str, list[tuple]]:
 
 
 def delegation(graph_module, backend_name: str) -> dict[str, Any]:
-    """``{backend, delegated_ops, portable_ops: {op: count}}`` of one lowered method."""
+    """``{backend, delegated: {op: count}, portable: {op: count}}`` of one lowered method: the
+    ops its delegate runs, and those left to ExecuTorch's portable CPU kernels."""
     from executorch.devtools.backend_debug import get_delegation_info
 
     info = get_delegation_info(graph_module)
-    portable = Counter({op: b.non_delegated for op, b in info.delegation_by_operator.items() if b.non_delegated})
+    count = {kind: Counter({op: getattr(b, kind) for op, b in info.delegation_by_operator.items() if getattr(b, kind)})
+             for kind in ("delegated", "non_delegated")}
     for op in ("getitem", "alloc"):  # bookkeeping nodes, not kernels
-        portable.pop(op, None)
-    return {"backend": backend_name, "delegated_ops": int(info.num_delegated_nodes),
-            "portable_ops": dict(sorted(portable.items()))}
+        count["non_delegated"].pop(op, None)
+    return {"backend": backend_name, "delegated": dict(sorted(count["delegated"].items())),
+            "portable": dict(sorted(count["non_delegated"].items()))}
+
+
+def delegate_coverage(manifest: Any) -> list[dict[str, Any]]:
+    """Per segment, the ops of its method the delegate runs and those that stay on the portable
+    CPU kernels, as lowered (the export report's ``delegate_coverage``)."""
+    rows = []
+    for name, seg in manifest.segments.items():
+        info = seg.get("delegation") or {"backend": "portable", "delegated": {}, "portable": {}}
+        rows.append({"segment": name, "parts": [p.name for p in manifest.segment_parts(name)],
+                     "delegate": info["backend"], "source": "lowered program",
+                     "ops": sum(info["delegated"].values()) + sum(info["portable"].values()),
+                     "supported_ops": list(info["delegated"]), "unsupported_ops": list(info["portable"])})
+    return rows
 
 
 def _lower(programs: dict[str, Any], backend_name: str, what: str) -> tuple[bytes, dict[str, dict[str, Any]]]:

@@ -1,12 +1,14 @@
 """ExecuTorch: one program per ``.pte`` file, each segment a method loaded once.
 
-ExecuTorch's Python runtime (``executorch.runtime``) takes and returns torch tensors, so this
-runtime imports torch (lazily, when a package is opened): a device-only install runs
-ExecuTorch packages with the ``executorch`` extra, which brings torch. (The torch-free
-``executorch-numpy-runtime`` requires Python 3.12 or newer.) Segments are lowered at
-batch 1; larger batches run sample by sample. The XNNPACK thread pool is process-wide:
-``threads`` resizes it when given, else ExecuTorch's default (its count of performant cores)
-stays, for the segments and the static model alike.
+ExecuTorch's Python runtime takes and returns torch tensors, so this runtime imports torch
+(lazily, when a package is opened): a device-only install runs ExecuTorch packages with the
+``executorch`` extra, which brings torch. (The torch-free ``executorch-numpy-runtime``
+requires Python 3.12 or newer.) It binds ExecuTorch's runtime extension directly
+(``executorch.extension.pybindings._C``, what ``executorch.runtime`` wraps): the public
+wrapper's import pulls in ExecuTorch's whole compiler, 14 s per process start here against
+4.7 s. Segments are lowered at batch 1; larger batches run sample by sample. The XNNPACK
+thread pool is process-wide: ``threads`` resizes it when given, else ExecuTorch's default
+(its count of performant cores) stays, for the segments and the static model alike.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from cephalon_edge.extras import require
 
 
 def _load():
-    """ExecuTorch's runtime singleton and torch, imported quietly (torchao and the CPU probe
-    of XNNPACK log to stderr on first use)."""
+    """ExecuTorch's runtime extension and torch, imported quietly (the CPU probe of XNNPACK
+    logs to stderr on first use)."""
     with captured_output():
         import torch
-        from executorch.runtime import Runtime
+        from executorch.extension.pybindings import _C
 
-        return Runtime.get(), torch
+        return _C, torch
 
 
 class _Method:
@@ -40,7 +42,7 @@ class _Method:
 
     def __call__(self, *xs: np.ndarray) -> list[np.ndarray]:
         tensors = [self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in xs]
-        return [o.numpy() for o in self.method.execute(tensors)]
+        return [o.numpy() for o in self.method.call(tensors)]
 
     def batched(self, *xs: np.ndarray) -> list[np.ndarray]:
         if xs[0].shape[0] == 1:
@@ -61,11 +63,9 @@ class ExecuTorchRuntime:
                  spinning: bool = False) -> None:
         """``spinning`` is ONNX Runtime's knob; ExecuTorch's thread pool has none to set."""
         require("executorch", "running an executorch package")
-        self._runtime, self._torch = _load()
+        self._et, self._torch = _load()
         if threads:
-            from executorch.extension.pybindings import portable_lib
-
-            portable_lib._unsafe_reset_threadpool(int(threads))
+            self._et._unsafe_reset_threadpool(int(threads))
         self._manifest = manifest
         self._programs: dict[str, Any] = {}
         self._methods: dict[str, _Method] = {}
@@ -73,20 +73,23 @@ class ExecuTorchRuntime:
             seg = manifest.segments[name]
             program = self._program(seg["file"])
             method_name = seg.get("signature") or "forward"
-            if method_name not in program.method_names:
+            if method_name not in {program.get_method_name(i) for i in range(program.num_methods())}:
                 raise PackageError(f"segment {name}: {seg['file']} has no method {method_name!r}", hint=REEXPORT)
             method = self._method(program, method_name, seg["file"])
-            check_io(name, seg, *_shapes(method.metadata))
+            check_io(name, seg, *_shapes(method.method_meta()))
             self._methods[name] = _Method(method, self._torch)
 
     def _program(self, file: str) -> Any:
         if file not in self._programs:
             path = self._manifest.member(file)
             try:
-                self._programs[file] = self._runtime.load_program(str(path))
+                self._programs[file] = self._load_program(path)
             except (RuntimeError, ValueError) as exc:
                 raise RuntimeFailure(f"ExecuTorch cannot load {file}: {exc}") from None
         return self._programs[file]
+
+    def _load_program(self, path) -> Any:
+        return self._et._load_program(str(path), program_verification=self._et.Verification.InternalConsistency)
 
     @staticmethod
     def _method(program: Any, name: str, file: str) -> Any:
@@ -110,7 +113,7 @@ class ExecuTorchRuntime:
         static = self._manifest.static
         if not static:
             return None
-        program = self._runtime.load_program(str(self._manifest.static_file()))
+        program = self._load_program(self._manifest.static_file())
         return _Method(self._method(program, static.get("signature") or "forward", static["file"]), self._torch).batched
 
     def close(self) -> None:

@@ -109,7 +109,7 @@ def benchmark(serial: str, args: list[str]) -> None:
 
 def executor_runner(serial: str, args: list[str]) -> None:
     import torch
-    from executorch.runtime import Runtime
+    from executorch.extension.pybindings import _C  # what executorch.runtime wraps, without the compiler
 
     if not os.access(local(serial, args[0]), os.X_OK):
         print(f"/system/bin/sh: {args[0]}: can't execute: Permission denied", file=sys.stderr)
@@ -120,16 +120,16 @@ def executor_runner(serial: str, args: list[str]) -> None:
         sys.exit(1)
     stamp = "I 00:00:00.001234 executorch:executor_runner.cpp"
     t0 = time.perf_counter()
-    program = Runtime.get().load_program(str(local(serial, opts["model_path"])))
-    name = opts.get("method_name") or sorted(program.method_names)[0]
+    program = _C._load_program(str(local(serial, opts["model_path"])))
+    name = opts.get("method_name") or program.get_method_name(0)
     method = program.load_method(name)
     print(f"{stamp}:311] Model loaded in {(time.perf_counter() - t0) * 1000:.6f} ms.")
-    meta = method.metadata
+    meta = method.method_meta()
     inputs = [torch.ones(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
     runs, total = int(opts.get("num_executions", 1)), 0.0
     for i in range(runs):
         t = time.perf_counter()
-        method.execute(inputs)
+        method.call(inputs)
         ms = (time.perf_counter() - t) * 1000
         total += ms
         print(f"{stamp}:412] Iteration {i + 1} of {runs}: {ms:.6f} ms")

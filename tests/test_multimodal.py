@@ -209,7 +209,7 @@ def mm_exports(mm_checkpoint, tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["onnx", "tflite"])
+@pytest.mark.parametrize("target", ["onnx", "tflite", "executorch"])
 def test_adapter_and_routed_parity_for_every_subset(mm_checkpoint, mm_exports, target):
     from cephalon_edge.build import checkpoint
     from cephalon_edge.build.parity import median_thresholds

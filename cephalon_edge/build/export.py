@@ -178,17 +178,19 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
 
 
 def _delegate_coverage(root: Path, spec: ExportSpec, target: Target) -> tuple[list[dict[str, Any]] | None, list[str]]:
-    """With a profile, on a target with documented delegate op lists: which ops each
-    segment's delegate supports."""
-    if not spec.profile:
-        return None, []
+    """Which ops each segment's delegate runs: as lowered, where the converter knows
+    (``delegate_coverage(manifest)``: ExecuTorch); else, with a profile, on a target with
+    documented delegate op lists (TFLite), which ops the profile's delegate supports."""
     from cephalon_edge.build.delegates import coverage, deprecation_note
 
     notes = []
     preferred = spec.profile_settings.get("target")
-    if preferred and preferred != target.name:
+    if spec.profile and preferred and preferred != target.name:
         notes.append(f"profile {spec.profile} prefers the {preferred} target")
-    if not target.delegate_coverage:
+    converter = target.converter_module()
+    if hasattr(converter, "delegate_coverage"):
+        return converter.delegate_coverage(Manifest.open(root, verify=False)), notes
+    if not spec.profile or not target.delegate_coverage:
         return None, notes
     delegate = spec.profile_section("runtime").get("delegate", "cpu")
     note = deprecation_note(delegate)

@@ -16,8 +16,9 @@ from cephalon_edge.device.program import DEFAULT_EXIT_THRESHOLD
 def render_coverage(report: dict[str, Any]) -> None:
     rows = report.get("delegate_coverage")
     if rows:
-        table = Table(title=f"delegate coverage ({rows[0]['delegate']}, from its documented op list)")
-        for col in ("segment", "ops", "supported", "falls back to CPU"):
+        source = rows[0].get("source", "documented op list")
+        table = Table(title=f"delegate coverage ({escape(rows[0]['delegate'])}, from its {source})")
+        for col in ("segment", "ops", "delegated" if source == "lowered program" else "supported", "falls back to CPU"):
             table.add_column(col)
         for r in rows:
             table.add_row(escape(r["segment"]), str(r["ops"]), ", ".join(r["supported_ops"]),

@@ -11,7 +11,7 @@ from importlib.resources import files
 from typing import Any
 
 from cephalon_edge.errors import UsageError
-from cephalon_edge.targets import COREML_COMPUTE_UNITS, QUANTIZATION_MODES, TARGETS
+from cephalon_edge.targets import COREML_COMPUTE_UNITS, EXECUTORCH_BACKENDS, QUANTIZATION_MODES, TARGETS
 
 OS = ("linux", "android", "ios", "macos")
 DELEGATES = ("xnnpack", "gpu", "nnapi", "npu", "cpu")
@@ -19,7 +19,7 @@ IOS_MATCH_KEYS = ("ios.product_type",)  # from `xcrun devicectl list devices`: h
 DEPRECATED = {"nnapi": "NNAPI is deprecated from Android 15; prefer the GPU delegate or a vendor accelerator"}
 
 TOP = {"name": str, "description": str, "os": str, "abi": str, "target": str, "quantization": str,
-       "runtime": dict, "coreml": dict, "tflite": dict, "match": dict, "estimate": dict}
+       "runtime": dict, "coreml": dict, "tflite": dict, "executorch": dict, "match": dict, "estimate": dict}
 REQUIRED = ("name", "description", "os", "abi", "target", "quantization", "runtime")
 
 
@@ -71,6 +71,9 @@ def validate_profile(data: Any, source: str) -> dict[str, Any]:
     tflite = data.get("tflite", {})
     if set(tflite) - {"per_segment_files"} or not isinstance(tflite.get("per_segment_files", False), bool):
         raise bad("tflite", "the only field is per_segment_files = true|false")
+    executorch = data.get("executorch", {})
+    if set(executorch) - {"backend"} or executorch.get("backend", "xnnpack") not in EXECUTORCH_BACKENDS:
+        raise bad("executorch", f"the only field is backend = {' | '.join(map(repr, EXECUTORCH_BACKENDS))}")
     for key, value in data.get("match", {}).items():
         if not isinstance(value, str) or not (key.startswith("ro.") or key in IOS_MATCH_KEYS):
             raise bad(f"match.{key}", "match rules are getprop keys (ro.*, Android) or ios.product_type "

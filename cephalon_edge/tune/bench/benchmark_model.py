@@ -49,6 +49,11 @@ def delegate(manifest: Any, runtime: dict[str, Any]) -> str:
     return runtime["delegate"]
 
 
+def diagnose(text: str) -> DeviceError | None:
+    """The error to report for a failed run's output (benchmark_model's own last line says it)."""
+    return None
+
+
 def _stats(line: str) -> dict[str, str] | None:
     """``count=50 first=.. min=.. max=.. avg=.. std=..`` as a dict, in one pass over the tokens."""
     fields = dict(token.partition("=")[::2] for token in line.split() if "=" in token)

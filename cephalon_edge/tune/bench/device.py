@@ -82,7 +82,11 @@ class _DeviceRun:
         self._next(step)
         args = self.tool.command(binary, self._remote(file), method, self.profile["runtime"], self.spec.runs,
                                  self.spec.warmup)
-        return self.tool.parse(self.adb.shell(self.device.serial, args, step), self.spec.warmup)
+        try:
+            out = self.adb.shell(self.device.serial, args, step)
+        except DeviceError as exc:
+            raise self.tool.diagnose(exc.message) or exc from None
+        return self.tool.parse(out, self.spec.warmup)
 
     def run(self) -> None:
         serial = self.device.serial

@@ -45,13 +45,22 @@ def delegate(manifest: Any, runtime: dict[str, Any]) -> str:
     return ",".join(sorted(backends))
 
 
+def diagnose(text: str) -> DeviceError | None:
+    """The error to report for a failed run's output, when the runner says something known."""
+    if "unknown command line flag 'method_name'" in text[-MAX_OUTPUT:]:
+        return DeviceError("this executor_runner cannot select a method (no --method_name flag) and a package "
+                           "holds one method per segment: use the executor_runner of ExecuTorch 1.0 or newer",
+                           hint=HINT.format(abi="the device's ABI"))
+    return None
+
+
 def parse(text: str, warmup: int = 0) -> dict[str, Any]:
     """Timings in microseconds (the benchmark_model parser's keys): the mean, spread and
     minimum of the iterations after ``warmup``; ``init_us`` (load) and ``first_us``."""
     lines = [line for line in text[-MAX_OUTPUT:].splitlines() if len(line) <= MAX_LINE]
-    if any("unknown command line flag 'method_name'" in line for line in lines):
-        raise DeviceError("this executor_runner cannot select a method (no --method_name flag); a package holds "
-                          "one method per segment", hint=HINT.format(abi="the device's ABI"))
+    error = diagnose(text)
+    if error:
+        raise error
     iterations = [(int(m.group(1)), float(m.group(2))) for m in map(ITERATION.search, lines) if m]
     times = [ms * 1000 for _, ms in sorted(iterations)]
     result: dict[str, Any] = {}
