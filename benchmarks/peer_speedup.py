@@ -1,9 +1,11 @@
 """Peer speedup: the calibrated routed package vs the plain network as a user ships it without us.
 
 "Plain" is the same trained network with its final heads only (no exit heads), exported by
-hand the standard way (``torch.onnx.export``; ``litert_torch.convert``) and run with each
+hand the standard way (``torch.onnx.export``; ``litert_torch.convert``; ExecuTorch's
+``torch.export`` -> ``to_edge_transform_and_lower(XnnpackPartitioner)``) and run with each
 runtime's *default* settings (``onnxruntime.InferenceSession(path)``; LiteRT's
-``Interpreter(model_path=...)``). The routed packages (ONNX and TFLite, fused segments) are
+``Interpreter(model_path=...)``; ``executorch.runtime.Runtime.get().load_program(path)``).
+The routed packages (ONNX, TFLite and ExecuTorch, fused segments) are
 calibrated on the val split at ``--max-drop 0.01`` and opened as an app would
 (``Router.open``). Every candidate runs the test split at batch 1; sessions are timed in
 alternating blocks of 16 samples (each block starts with an untimed call), never call by
@@ -14,6 +16,7 @@ resnet50-exits (untrained, so no meaningful exit mix) is measured forced to full
 cannot exit early, against the plain model on ONNX Runtime.
 
     .venv/bin/python benchmarks/peer_speedup.py [--workdir DIR] [--models digits-exits,mnist1d-moe,resnet50-exits]
+        [--targets onnx,tflite,executorch]
 
 Targets: digits-exits >= 3.0x against the fastest plain model at <= 1 point, measured/FLOPs
 >= 0.4; mnist1d-moe >= 1.3x; resnet50-exits at full depth <= 1.03x of plain ONNX Runtime.
@@ -33,7 +36,7 @@ from _common import workdir_of, zoo_checkpoint  # noqa: E402
 DATASETS = {"digits-exits": "digits", "mnist1d-moe": "mnist1d"}
 
 
-def plain_models(ckpt: Path, workdir: Path, example: np.ndarray, tflite: bool) -> dict[str, Path]:
+def plain_models(ckpt: Path, workdir: Path, example: np.ndarray, targets: list[str]) -> dict[str, Path]:
     """The plain network exported by hand: what a user would ship without cephalon-edge."""
     import torch
 
@@ -54,12 +57,21 @@ def plain_models(ckpt: Path, workdir: Path, example: np.ndarray, tflite: bool) -
     if not paths["plain onnx"].exists():
         torch.onnx.export(plain, (x,), str(paths["plain onnx"]), dynamo=True, input_names=["x"],
                           dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
-    if tflite:
+    if "tflite" in targets:
         import litert_torch
 
         paths["plain tflite"] = workdir / f"{ckpt.stem}-plain.tflite"
         if not paths["plain tflite"].exists():
             litert_torch.convert(plain, (x[:1],)).export(str(paths["plain tflite"]))
+    if "executorch" in targets:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        paths["plain executorch"] = workdir / f"{ckpt.stem}-plain.pte"
+        if not paths["plain executorch"].exists():
+            program = torch.export.export(plain, (x[:1],))
+            lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+            paths["plain executorch"].write_bytes(lowered.buffer)
     return paths
 
 
@@ -71,6 +83,12 @@ def plain_runner(kind: str, path: Path):
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         return lambda x: sess.run(None, {name: x})[0]
+    if kind == "plain executorch":
+        import torch
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(str(path)).load_method("forward")
+        return lambda x: method.execute([torch.from_numpy(x)])[0].numpy()
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=str(path)).get_signature_runner()
@@ -108,7 +126,7 @@ def routed(router, thresholds=None):
     return lambda x: router.predict({next(iter(router.inputs)): x}, thresholds=thresholds).logits
 
 
-def zoo_model(name: str, workdir: Path, rounds: int) -> list[str]:
+def zoo_model(name: str, workdir: Path, rounds: int, targets: list[str]) -> list[str]:
     from cephalon_edge.device.data import builtin
     from cephalon_edge.device.manifest import Manifest
     from cephalon_edge.device.router import Router
@@ -119,24 +137,24 @@ def zoo_model(name: str, workdir: Path, rounds: int) -> list[str]:
     test = builtin(dataset, "test")
     xs, labels = next(iter(test.inputs.values())), test.labels
     candidates, flops = {}, None
-    for target in ("onnx", "tflite"):
+    for target in targets:
         pkg = package(ckpt, workdir, target)
         report = calibrate_package(pkg, CalibrateSpec(data=f"{dataset}:val", max_drop=0.01, remeasure=True))
         router = Router.open(pkg)
         candidates[f"routed {target}"] = routed(router)
         if flops is None:
             flops = report["test"]["flops_speedup"]
-    for kind, path in plain_models(ckpt, workdir, xs, tflite=True).items():
+    for kind, path in plain_models(ckpt, workdir, xs, targets).items():
         candidates[kind] = plain_runner(kind, path)
     rows = measure(candidates, xs, labels, rounds)
     fastest = min((k for k in rows if k.startswith("plain")), key=lambda k: rows[k]["mean_ms"])
     lines = [f"{name}: test split ({len(xs)} samples), FLOPs speedup of the routed path {flops:.2f}x; "
              f"fastest plain model: {fastest}"]
-    lines.append(f"  {'candidate':14} {'accuracy':>8} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    lines.append(f"  {'candidate':16} {'accuracy':>8} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
                  f"{'vs fastest plain':>16} {'measured/FLOPs':>14}")
     for cand, r in rows.items():
         speedup = rows[fastest]["mean_ms"] / r["mean_ms"]
-        lines.append(f"  {cand:14} {100 * r['accuracy']:7.2f}% {r['mean_ms']:8.3f} {r['p50_ms']:8.3f} "
+        lines.append(f"  {cand:16} {100 * r['accuracy']:7.2f}% {r['mean_ms']:8.3f} {r['p50_ms']:8.3f} "
                      f"{r['p99_ms']:8.3f} {speedup:15.2f}x "
                      + (f"{speedup / flops:14.2f}" if cand.startswith("routed") else ""))
     manifest = Manifest.open(package(ckpt, workdir, "onnx"), verify=False)
@@ -159,7 +177,7 @@ def resnet_full_depth(workdir: Path, rounds: int) -> list[str]:
         checkpoint.save(CephalonNet(resnet50_exits_spec()).eval(), ckpt)
     xs = np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)
     router = Router.open(package(ckpt, workdir, "onnx"))
-    paths = plain_models(ckpt, workdir, xs, tflite=False)
+    paths = plain_models(ckpt, workdir, xs, ["onnx"])
     rows = measure({"routed onnx": routed(router, NEVER_EXIT), "plain onnx": plain_runner("plain onnx", paths["plain onnx"])},
                    xs, None, rounds)
     ratio = rows["routed onnx"]["p50_ms"] / rows["plain onnx"]["p50_ms"]
@@ -173,10 +191,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--models", default="digits-exits,mnist1d-moe,resnet50-exits")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--targets", default="onnx,tflite,executorch")
     args = parser.parse_args()
     workdir = workdir_of(args.workdir, "cephalon-peer-")
     for name in args.models.split(","):
-        lines = resnet_full_depth(workdir, args.rounds) if name == "resnet50-exits" else zoo_model(name, workdir, args.rounds)
+        lines = resnet_full_depth(workdir, args.rounds) if name == "resnet50-exits" else zoo_model(name, workdir, args.rounds,
+                                                                                             args.targets.split(","))
         print("\n".join(lines), flush=True)
 
 

@@ -153,7 +153,9 @@ def _export_every_target(ckpt: Path, output: Path, view: DemoView, summary: Summ
         if exported["delegate_coverage"]:
             fallback = sum(1 for r in exported["delegate_coverage"] if r["unsupported_ops"])
             delegate = exported["delegate_coverage"][0]["delegate"]
-            summary.append((f"{target.display} segments falling back from {delegate}",
+            lowered = exported["delegate_coverage"][0].get("source") == "lowered program"
+            summary.append((f"{target.display} segments with ops left to the portable kernels" if lowered
+                            else f"{target.display} segments falling back from {delegate}",
                             f"{fallback} of {len(exported['delegate_coverage'])}"))
     return output / f"digits-exits-{main.name}"
 

@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "tflite": ("ai_edge_litert",),
     "coreml": ("coremltools",),
     "executorch": ("executorch", "torch"),
+    "update": ("bsdiff4", "detools", "cryptography"),
     "plot": ("matplotlib",),
 }
 

@@ -13,6 +13,9 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (out / "digits-exits.cephalon").is_file()
     manifest = json.loads((out / "digits-exits-onnx" / "manifest.json").read_text())
     assert manifest["static"]["file"] == "static.onnx"
+    # every registered target: ExecuTorch's one program, verified by parity like ONNX's files
+    assert "ExecuTorch parity max abs error" in res.stdout and "TFLite parity max abs error" in res.stdout
+    assert (out / "digits-exits-executorch" / "segments.pte").is_file()
     assert len(list((out / "inputs").glob("test*.npy"))) == 6
     for mix in ("image", "signal", "image+signal"):  # one prediction per modality mix
         assert f"multimodal {mix}: test accuracy" in res.stdout

@@ -24,6 +24,7 @@ from cephalon_edge.cli import (
     demo_cmd,
     export_cmd,
     run_cmd,
+    update_cmds,
     zoo_cmd,
 )
 from cephalon_edge.cli.render import err_console, error_lines
@@ -59,6 +60,7 @@ export_cmd.register(app)
 run_cmd.register(app)
 calibrate_cmd.register(app)
 bench_cmd.register(app)
+update_cmds.register(app)
 demo_cmd.register(app)
 
 

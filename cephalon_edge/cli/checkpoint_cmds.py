@@ -60,10 +60,18 @@ def render_inspect(report: dict[str, Any]) -> None:
 
 
 def inspect_cmd(
-    checkpoint: Path = typer.Argument(..., help="A .cephalon checkpoint."),
+    checkpoint: Path = typer.Argument(..., help="A .cephalon checkpoint, or an update file."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
-    """Show a checkpoint's modalities, stages, exits, gates, experts and heads with params and FLOPs."""
+    """Show a checkpoint's modalities, stages, exits, gates, experts and heads with params and FLOPs
+    (or an update file's base, result, changes and sizes)."""
+    from cephalon_edge.device.updates.archive import is_update_file
+
+    if is_update_file(checkpoint):
+        from cephalon_edge.cli.update_cmds import render_update_file
+
+        write_report(json_file, render_update_file(checkpoint))
+        return
     from cephalon_edge.build.inspection import inspect_checkpoint
 
     report = inspect_checkpoint(checkpoint)

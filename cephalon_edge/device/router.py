@@ -23,6 +23,24 @@ from cephalon_edge.device.scores import SCORES, entropy_confidence
 from cephalon_edge.errors import DataError, PackageError, UsageError
 
 
+class LayeredRuntime:
+    """After ``Router.reload``: the segments that changed run on freshly opened sessions, the
+    rest on the sessions the router already had."""
+
+    def __init__(self, base: Any, fresh: Any, segments: set[str]) -> None:
+        self.base, self.fresh, self.segments, self.name = base, fresh, segments, fresh.name
+
+    def run(self, segment: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return (self.fresh if segment in self.segments else self.base).run(segment, inputs)
+
+    def static_runner(self) -> Any:
+        return self.fresh.static_runner()
+
+    def close(self) -> None:
+        self.fresh.close()
+        self.base.close()
+
+
 @dataclass
 class Prediction:
     """Per-sample results of one ``Router.predict`` call."""
@@ -58,8 +76,15 @@ class Router:
     def __init__(self, manifest: Manifest, runtime: Any, score: str | None = None) -> None:
         """``score``: route with this exit score instead of the package's own (calibrate
         chooses thresholds for a score before writing it into the manifest)."""
-        self.manifest = manifest
         self.runtime = runtime
+        self._score_override = score
+        self._open_args: dict[str, Any] = {}
+        self._bind(manifest)
+
+    def _bind(self, manifest: Manifest) -> None:
+        """Take the package's program, parts and settings from ``manifest``."""
+        score = self._score_override
+        self.manifest = manifest
         self.program = manifest.program
         self.exit_names = self.program.exit_names
         self.inputs = manifest.inputs
@@ -81,7 +106,25 @@ class Router:
              verify: bool = True, score: str | None = None, spinning: bool = False) -> "Router":
         """Open a package: validate the manifest, check sha256s, create the runtime sessions."""
         manifest = Manifest.open(Path(package_dir), verify=verify)
-        return cls(manifest, open_runtime(runtime, manifest, threads=threads, spinning=spinning), score=score)
+        router = cls(manifest, open_runtime(runtime, manifest, threads=threads, spinning=spinning), score=score)
+        router._open_args = {"threads": threads, "spinning": spinning}
+        return router
+
+    def reload(self) -> dict[str, list[str]]:
+        """Re-open the package in place, between predictions (after ``apply``): the new
+        manifest is validated and every file checked; segments whose file, method and shapes
+        did not change keep their runtime sessions, the others are opened anew. Returns
+        ``{"reopened": [...], "kept": [...]}``. On any error the router is as it was."""
+        new = Manifest.open(self.manifest.root)
+        old = self.manifest.segments
+        same = {n for n, s in new.segments.items()
+                if n in old and all(old[n].get(k) == s.get(k) for k in ("file", "sha256", "signature", "shapes"))}
+        changed = [n for n in new.segments if n not in same]
+        if changed:
+            fresh = open_runtime(self.runtime.name, new, segments=changed, **self._open_args)
+            self.runtime = LayeredRuntime(self.runtime, fresh, set(changed))
+        self._bind(new)
+        return {"reopened": changed, "kept": sorted(same)}
 
     def close(self) -> None:
         self.runtime.close()

@@ -1,0 +1,176 @@
+"""The update file: one zip archive holding a header, the new manifest and only what changed.
+
+Members::
+
+    update.json            the header (below); what a signature signs, byte for byte
+    manifest.json          the new package's manifest
+    files/<name>           a changed file, whole ("full"), or
+    files/<name>.<algo>    its binary delta against the base's file of the same name ("delta")
+    files/<dir>/<path>     every file of a changed directory member (Core ML .mlpackage, "tree")
+    signature.ed25519      optional: Ed25519 signature of update.json's bytes
+
+The header pins everything by sha256: the base manifest it applies to, the resulting
+manifest, each payload and each resulting file. Reading validates names, sizes and every
+payload's digest before anything is written (torch-free).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cephalon_edge.errors import UsageError
+from cephalon_edge.fsutil import loads_json, regular_file
+
+FORMAT = "cephalon-edge-update/1"
+HEADER = "update.json"
+MANIFEST = "manifest.json"
+SIGNATURE = "signature.ed25519"
+MAX_HEADER_BYTES = 4 << 20
+MAX_TOTAL_BYTES = 8 << 30  # uncompressed, all members: a bound against archive bombs
+ACTIONS = ("full", "delta", "tree")
+ALGORITHMS = ("bsdiff4", "detools")
+
+
+class UpdateError(UsageError):
+    """An update file that is malformed, tampered with, or made for another package (exit 2)."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Update:
+    """A read and validated update file: header, raw header bytes (what is signed), the new
+    manifest's bytes, the payloads by member name, and the signature if any."""
+
+    path: Path
+    header: dict[str, Any]
+    header_bytes: bytes
+    manifest_bytes: bytes
+    payloads: dict[str, bytes]
+    signature: bytes | None
+
+    @property
+    def base_manifest_sha256(self) -> str:
+        return self.header["base"]["manifest_sha256"]
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return self.header["files"]
+
+    @property
+    def transfer_bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    """The header's bytes as stored: what a signature covers."""
+    return (json.dumps(header, indent=1, sort_keys=True) + "\n").encode()
+
+
+def write_update(path: Path, header_bytes: bytes, manifest_bytes: bytes, payloads: dict[str, bytes],
+                 signature: bytes | None = None) -> None:
+    """Write the archive to ``path`` (a temporary path: the caller renames it into place)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(HEADER, header_bytes)
+        z.writestr(MANIFEST, manifest_bytes)
+        for name, data in payloads.items():
+            z.writestr(name, data)
+        if signature is not None:
+            z.writestr(SIGNATURE, signature)
+
+
+def is_update_file(path: Path) -> bool:
+    """Whether ``path`` is an update file (a zip archive with an update header)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return HEADER in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _bad(path: Path, why: str) -> UpdateError:
+    return UpdateError(f"update {path}: {why}", hint="make the update again with `cephalon-edge diff OLD NEW -o UPDATE`")
+
+
+def read_update(path: Path) -> Update:
+    """Read ``path`` and validate it; every payload's sha256 is checked here."""
+    path = regular_file(Path(path), "update file", UpdateError)
+    if not zipfile.is_zipfile(path):
+        raise _bad(path, "not an update file (not a zip archive)")
+    with zipfile.ZipFile(path) as z:
+        infos = {i.filename: i for i in z.infolist()}
+        if sum(i.file_size for i in infos.values()) > MAX_TOTAL_BYTES:
+            raise _bad(path, f"its members unpack to more than {MAX_TOTAL_BYTES} bytes")
+        for name in (HEADER, MANIFEST):
+            if name not in infos:
+                raise _bad(path, f"no {name}")
+        if infos[HEADER].file_size > MAX_HEADER_BYTES:
+            raise _bad(path, f"{HEADER} is larger than {MAX_HEADER_BYTES} bytes")
+        try:
+            header_bytes, manifest_bytes = z.read(HEADER), z.read(MANIFEST)
+            signature = z.read(SIGNATURE) if SIGNATURE in infos else None
+            header = loads_json(header_bytes, f"{path}: {HEADER}", UpdateError)
+            _validate_header(path, header)
+            wanted = {f["payload"] for f in header["files"] if f["action"] != "tree"} | {
+                f"{f['payload']}/{m['path']}" for f in header["files"] if f["action"] == "tree" for m in f["members"]}
+            missing = sorted(wanted - set(infos))
+            if missing:
+                raise _bad(path, f"payload {missing[0]} is missing")
+            payloads = {name: z.read(name) for name in sorted(wanted)}
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise _bad(path, f"corrupt archive ({exc})") from None
+    if sha256_bytes(manifest_bytes) != header["result"]["manifest_sha256"]:
+        raise _bad(path, "its manifest does not match the sha256 in its header (tampered or corrupt)")
+    for f in header["files"]:
+        pairs = [(f["payload"], f["payload_sha256"])] if f["action"] != "tree" else \
+            [(f"{f['payload']}/{m['path']}", m["sha256"]) for m in f["members"]]
+        for name, digest in pairs:
+            if sha256_bytes(payloads[name]) != digest:
+                raise _bad(path, f"payload {name} does not match the sha256 in its header (tampered or corrupt)")
+    return Update(path, header, header_bytes, manifest_bytes, payloads, signature)
+
+
+def _validate_header(path: Path, header: Any) -> None:
+    from cephalon_edge.device.manifest import safe_member
+
+    def need(cond: bool, why: str) -> None:
+        if not cond:
+            raise _bad(path, why)
+
+    need(isinstance(header, dict) and header.get("format") == FORMAT, f"unsupported format (this cephalon-edge reads {FORMAT})")
+    for key in ("base", "result"):
+        need(isinstance(header.get(key), dict) and isinstance(header[key].get("manifest_sha256"), str),
+             f"{HEADER}: {key}.manifest_sha256 missing")
+    need(isinstance(header.get("files"), list) and isinstance(header.get("keep"), list), f"{HEADER}: files/keep missing")
+    names = set()
+    for f in header["files"]:
+        need(isinstance(f, dict) and f.get("action") in ACTIONS, f"{HEADER}: a file entry has no known action")
+        need(isinstance(f.get("name"), str) and f["name"] not in names, f"{HEADER}: file names must be unique strings")
+        names.add(f["name"])
+        try:
+            safe_member(Path("."), f["name"])
+        except UsageError:
+            raise _bad(path, f"file name {str(f['name'])[:60]!r} would leave the package") from None
+        need(f.get("payload") == f"files/{f['name']}" + (f".{f.get('algorithm')}" if f["action"] == "delta" else ""),
+             f"{HEADER}: {f['name']}: unexpected payload name")
+        if f["action"] == "delta":
+            need(f.get("algorithm") in ALGORITHMS and isinstance(f.get("base_sha256"), str),
+                 f"{HEADER}: {f['name']}: a delta needs a known algorithm and its base's sha256")
+        if f["action"] == "tree":
+            need(isinstance(f.get("members"), list), f"{HEADER}: {f['name']}: a tree lists its members")
+            for m in f["members"]:
+                rel = m.get("path") if isinstance(m, dict) else None
+                need(isinstance(rel, str) and rel and not rel.startswith("/") and ".." not in rel.split("/")
+                     and "\\" not in rel and "\x00" not in rel, f"{HEADER}: {f['name']}: bad member path")
+        else:
+            need(isinstance(f.get("payload_sha256"), str) and isinstance(f.get("sha256"), str),
+                 f"{HEADER}: {f['name']}: sha256s missing")
+    for name in header["keep"]:
+        need(isinstance(name, str) and name not in names, f"{HEADER}: keep names unchanged files only")

@@ -1,0 +1,189 @@
+"""Field updates: diff / apply / signed updates / Router.reload, on real exports of a small
+digits model before and after calibration and an exit-head fine-tune."""
+
+import json
+import shutil
+import signal
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli, small_digits_checkpoint, spawn_parked
+
+from cephalon_edge.build.artifacts import ExportSpec
+from cephalon_edge.build.export import export_package
+from cephalon_edge.device.updates.apply import apply_update
+from cephalon_edge.device.updates.diff import make_update
+
+pytestmark = pytest.mark.slow
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def finetune_exit_heads(ckpt: Path, out: Path) -> Path:
+    """A real fine-tune of the early exit heads only (trunk and final head frozen), on digits."""
+    from cephalon_edge.build import checkpoint
+    from cephalon_edge.device.data import builtin
+
+    net, meta = checkpoint.load_with_metadata(ckpt)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    heads = [p for name, p in net.named_parameters() if name.startswith("exits.")]
+    assert heads, [n for n, _ in net.named_parameters()]
+    for p in heads:
+        p.requires_grad_(True)
+    train = builtin("digits", "train")
+    x, y = torch.from_numpy(train.inputs["image"][:256]), torch.from_numpy(train.labels[:256]).long()
+    opt = torch.optim.SGD(heads, lr=0.05)
+    net.eval()
+    for _ in range(3):
+        loss = sum(torch.nn.functional.cross_entropy(logits, y) for logits in net(x).exit_logits[:-1])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    checkpoint.save(net, out, meta.get("provenance"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    """ONNX (one segment per part) and TFLite packages of the model, of its exit-head fine-tune,
+    and of the model after calibration."""
+    from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
+
+    root = tmp_path_factory.mktemp("updates")
+    ckpt = small_digits_checkpoint(root / "small.cephalon")
+    tuned = finetune_exit_heads(ckpt, root / "tuned.cephalon")
+    for name, source in (("base", ckpt), ("tuned", tuned)):
+        export_package(source, root / f"onnx-{name}", ExportSpec("onnx", fuse=False, verify=False))
+        export_package(source, root / f"tflite-{name}", ExportSpec("tflite", verify=False))
+    for target in ("onnx", "tflite"):
+        shutil.copytree(root / f"{target}-base", root / f"{target}-calibrated")
+        calibrate_package(root / f"{target}-calibrated", CalibrateSpec(data="digits:val", max_drop=0.02))
+    return root
+
+
+def test_a_threshold_update_is_manifest_only_and_gives_the_calibrated_package(packages, tmp_path):
+    update = tmp_path / "thresholds.update"
+    report = make_update(packages / "onnx-base", packages / "onnx-calibrated", update)
+    assert report["manifest_only"] and report["files"] == [] and update.stat().st_size < 10_000
+    assert "exit_policy" in report["changes"]["manifest_sections"]
+    device = tmp_path / "device"
+    shutil.copytree(packages / "onnx-base", device)
+    apply_update(device, update)
+    assert tree_bytes(device) == tree_bytes(packages / "onnx-calibrated")
+    # TFLite: the one multi-signature file stays; no model bytes travel
+    report = make_update(packages / "tflite-base", packages / "tflite-calibrated", tmp_path / "t.update")
+    assert report["manifest_only"] and report["bytes"] < 10_000
+
+
+def test_an_exit_head_finetune_ships_only_the_exit_segment_and_reloads_in_place(packages, tmp_path):
+    from cephalon_edge.device.data import builtin
+    from cephalon_edge.device.router import Router
+
+    update = tmp_path / "heads.update"
+    report = make_update(packages / "onnx-base", packages / "onnx-tuned", update)
+    assert [f["name"] for f in report["files"]] == ["exit0.onnx"]
+    assert report["changes"]["segments"] == {"added": [], "removed": [], "changed": ["exit0"]}
+    device = tmp_path / "device"
+    shutil.copytree(packages / "onnx-base", device)
+    x = builtin("digits", "test").inputs["image"][:64]
+    with Router.open(device) as router:
+        before = router.predict({"image": x}, thresholds=0.5)
+        apply_update(device, update)
+        assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
+        reloaded = router.reload()
+        assert reloaded["reopened"] == ["exit0"] and "stage1" in reloaded["kept"]
+        after = router.predict({"image": x}, thresholds=0.5)
+    with Router.open(packages / "onnx-tuned") as fresh:
+        expected = fresh.predict({"image": x}, thresholds=0.5)
+    assert np.array_equal(after.exit_index, expected.exit_index)
+    assert np.abs(after.logits - expected.logits).max() < 1e-5
+    assert not np.array_equal(before.scores, after.scores)  # the new exit head is the one answering
+
+
+def test_a_tflite_finetune_travels_as_a_small_binary_delta(packages, tmp_path):
+    update = tmp_path / "heads.update"
+    report = make_update(packages / "tflite-base", packages / "tflite-tuned", update)
+    (entry,) = report["files"]
+    assert entry["name"] == "segments.tflite" and entry["action"] == "delta" and entry["algorithm"] == "bsdiff4"
+    assert report["bytes"] < 0.3 * report["package_bytes"]
+    out = tmp_path / "applied"
+    apply_update(packages / "tflite-base", update, out=out)
+    assert tree_bytes(out) == tree_bytes(packages / "tflite-tuned")
+    detools = make_update(packages / "tflite-base", packages / "tflite-tuned", tmp_path / "d.update", algorithm="detools")
+    apply_update(packages / "tflite-base", tmp_path / "d.update", out=tmp_path / "applied-detools")
+    assert tree_bytes(tmp_path / "applied-detools") == tree_bytes(packages / "tflite-tuned")
+    assert detools["files"][0]["action"] == "delta"
+
+
+def _rewrite(update: Path, out: Path, member: str, change) -> Path:
+    with zipfile.ZipFile(update) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            dst.writestr(info.filename, change(data) if info.filename == member else data)
+    return out
+
+
+def test_tampered_wrong_base_and_bad_signatures_are_refused_untouched(packages, tmp_path):
+    device = tmp_path / "device"
+    shutil.copytree(packages / "onnx-base", device)
+    before = tree_bytes(device)
+    heads = tmp_path / "heads.update"
+    assert run_cli("keys", "new", "-o", str(tmp_path / "key")).returncode == 0
+    assert run_cli("keys", "new", "-o", str(tmp_path / "other")).returncode == 0
+    res = run_cli("diff", str(packages / "onnx-base"), str(packages / "onnx-tuned"), "-o", str(heads),
+                  "--sign", str(tmp_path / "key"))
+    assert res.returncode == 0, res.stderr
+    flip = lambda data: data[:100] + bytes([data[100] ^ 1]) + data[101:]  # noqa: E731
+    cases = {
+        "tampered payload": (_rewrite(heads, tmp_path / "t1", "files/exit0.onnx.bsdiff4"
+                                      if "files/exit0.onnx.bsdiff4" in zipfile.ZipFile(heads).namelist()
+                                      else "files/exit0.onnx", flip), [], "does not match the sha256"),
+        "tampered manifest": (_rewrite(heads, tmp_path / "t2", "manifest.json",
+                                       lambda d: d.replace(b'"calibrated": false', b'"calibrated": true ')), [],
+                              "does not match the sha256"),
+        "wrong base": (tmp_path / "cal.update", [], "was made for another package"),
+        "other key": (heads, ["--trust", str(tmp_path / "other.pub")], "not signed by the trusted key"),
+        "unsigned": (tmp_path / "unsigned.update", ["--trust", str(tmp_path / "key.pub")], "is not signed"),
+        "forged header": (_rewrite(heads, tmp_path / "t3", "update.json", lambda d: d.replace(b'"name"', b'"name" ')),
+                          ["--trust", str(tmp_path / "key.pub")], "not signed by the trusted key"),
+    }
+    make_update(packages / "onnx-calibrated", packages / "onnx-tuned", tmp_path / "cal.update")
+    make_update(packages / "onnx-base", packages / "onnx-tuned", tmp_path / "unsigned.update")
+    for what, (update, extra, message) in cases.items():
+        res = run_cli("apply", str(device), str(update), *extra)
+        assert res.returncode == 2 and message in res.stderr, (what, res.stderr)
+        assert "Traceback" not in res.stderr and tree_bytes(device) == before, what
+    # the genuine signed update applies, and `inspect` describes an update file
+    res = run_cli("apply", str(device), str(heads), "--trust", str(tmp_path / "key.pub"), "--dry-run")
+    assert res.returncode == 0 and "would update" in res.stdout and tree_bytes(device) == before
+    res = run_cli("inspect", str(heads), "--json", str(tmp_path / "inspect.json"))
+    assert res.returncode == 0, res.stderr
+    described = json.loads((tmp_path / "inspect.json").read_text())
+    assert described["signed"] and [f["name"] for f in described["files"]] == ["exit0.onnx"]
+    res = run_cli("apply", str(device), str(heads), "--trust", str(tmp_path / "key.pub"))
+    assert res.returncode == 0, res.stderr
+    assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
+
+
+def test_sigkill_mid_apply_leaves_the_package_as_it_was(packages, tmp_path):
+    device = tmp_path / "device"
+    shutil.copytree(packages / "onnx-base", device)
+    before = tree_bytes(device)
+    update = tmp_path / "heads.update"
+    make_update(packages / "onnx-base", packages / "onnx-tuned", update)
+    # parked while the changed file is being written into the new package, then killed
+    proc = spawn_parked(tmp_path, "call:cephalon_edge.device.updates.apply:write_file", "apply", str(device), str(update))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert tree_bytes(device) == before
+    # and the next apply goes through (the dead writer's temporary directory is cleared)
+    res = run_cli("apply", str(device), str(update))
+    assert res.returncode == 0, res.stderr
+    assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".device.")]
