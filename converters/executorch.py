@@ -26,7 +26,7 @@ from typing import Any, Callable
 from cephalon_edge.capture import captured_output
 
 from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact, identifier
-from cephalon_edge.build.segments import SegmentSet, StaticModel, example_input, segment_feeds
+from cephalon_edge.build.segments import SegmentSet, StaticModel, calibration_inputs, segment_feeds
 from cephalon_edge.errors import ExportError, UsageError
 from cephalon_edge.targets import EXECUTORCH_BACKENDS
 
@@ -91,13 +91,7 @@ def _quantized(module, example: tuple, samples: list[tuple]):
 
 def _calibration(segments: SegmentSet) -> dict[str, list[tuple]]:
     """Per segment, batch-1 inputs that really reach it (from the model inputs, or random ones)."""
-    import torch
-
-    inputs = segments.calibration
-    if inputs is None:
-        gen = torch.Generator().manual_seed(0)
-        inputs = {m.name: example_input(m, CALIBRATION_SAMPLES, gen) for m in segments.net.spec.modalities}
-    feeds = segment_feeds(segments, {k: v[:CALIBRATION_SAMPLES] for k, v in inputs.items()})
+    feeds = segment_feeds(segments, calibration_inputs(segments, CALIBRATION_SAMPLES))
     return {name: [(x[i:i + 1],) for i in range(len(x))] for name, x in feeds.items()}
 
 
@@ -141,8 +135,8 @@ def _lower(programs: dict[str, Any], backend_name: str, what: str) -> tuple[byte
             coverage = {m: delegation(edge.exported_program(m).graph_module, backend_name) for m in programs}
             buffer = edge.to_executorch().buffer
     except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"ExecuTorch lowering of {what} failed: {detail[:300]}") from exc
+        said = str(exc).strip().splitlines() or "".join(log).strip().splitlines()[-1:]
+        raise ExportError(f"ExecuTorch lowering of {what} failed: {(said or [type(exc).__name__])[0][:300]}") from exc
     return buffer, coverage
 
 

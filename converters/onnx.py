@@ -23,7 +23,7 @@ from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
 from cephalon_edge.build.segments import (
     SegmentSet,
     StaticModel,
-    example_input,
+    calibration_inputs,
     segment_feeds,
 )
 from cephalon_edge.errors import ExportError
@@ -124,13 +124,7 @@ def _quantize(path: Path, mode: str, calibration, what: str) -> None:
 
 def _calibration(segments: SegmentSet):
     """Per segment, the inputs that really reach it, from the model inputs (or random ones)."""
-    import torch
-
-    inputs = segments.calibration
-    if inputs is None:
-        gen = torch.Generator().manual_seed(0)
-        inputs = {m.name: example_input(m, CALIBRATION_SAMPLES, gen) for m in segments.net.spec.modalities}
-    inputs = {k: v[:CALIBRATION_SAMPLES] for k, v in inputs.items()}
+    inputs = calibration_inputs(segments, CALIBRATION_SAMPLES)
     return inputs, {name: x.numpy() for name, x in segment_feeds(segments, inputs).items()}
 
 

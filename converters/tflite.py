@@ -20,7 +20,7 @@ from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
 from cephalon_edge.build.segments import (
     SegmentSet,
     StaticModel,
-    example_input,
+    calibration_inputs,
     segment_feeds,
 )
 from cephalon_edge.errors import ExportError
@@ -83,13 +83,7 @@ def _quantize(path: Path, mode: str, calibration: dict[str, list[dict]] | None, 
 
 def _calibration_feeds(segments: SegmentSet) -> dict[str, list[dict]]:
     """Per signature, batch-1 inputs that really reach the segment (from the model inputs)."""
-    import torch
-
-    inputs = segments.calibration
-    if inputs is None:
-        gen = torch.Generator().manual_seed(0)
-        inputs = {m.name: example_input(m, CALIBRATION_SAMPLES, gen) for m in segments.net.spec.modalities}
-    feeds = segment_feeds(segments, {k: v[:CALIBRATION_SAMPLES] for k, v in inputs.items()})
+    feeds = segment_feeds(segments, calibration_inputs(segments, CALIBRATION_SAMPLES))
     return {name: [{"args_0": x[i:i + 1].numpy()} for i in range(len(x))] for name, x in feeds.items()}
 
 

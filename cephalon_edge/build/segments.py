@@ -347,6 +347,17 @@ def _probe(seg: Part, x: torch.Tensor) -> torch.Tensor:
     return outs[0]
 
 
+def calibration_inputs(segset: SegmentSet, samples: int) -> dict[str, torch.Tensor]:
+    """Model inputs for quantization calibration: the samples export provides
+    (``segset.calibration``: the recipe's or the training split's), else seeded random ones;
+    at most ``samples`` of them."""
+    inputs = segset.calibration
+    if inputs is None:
+        gen = torch.Generator().manual_seed(0)
+        inputs = {m.name: example_input(m, samples, gen) for m in segset.net.spec.modalities}
+    return {k: v[:samples] for k, v in inputs.items()}
+
+
 def segment_feeds(segset: SegmentSet, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The input of every segment when ``inputs`` go through the whole program: gated blocks
     and every expert see the representation their gate saw; a fused segment, its first

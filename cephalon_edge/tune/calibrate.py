@@ -18,7 +18,6 @@ held-out report is given per mix.
 from __future__ import annotations
 
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
