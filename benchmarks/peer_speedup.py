@@ -157,8 +157,8 @@ def zoo_model(name: str, workdir: Path, rounds: int, targets: list[str]) -> list
         lines.append(f"  {cand:16} {100 * r['accuracy']:7.2f}% {r['mean_ms']:8.3f} {r['p50_ms']:8.3f} "
                      f"{r['p99_ms']:8.3f} {speedup:15.2f}x "
                      + (f"{speedup / flops:14.2f}" if cand.startswith("routed") else ""))
-    manifest = Manifest.open(package(ckpt, workdir, "onnx"), verify=False)
-    lines.append(f"  routed onnx: {len(manifest.segments)} segments; thresholds {manifest.thresholds}")
+    manifest = Manifest.open(package(ckpt, workdir, targets[0]), verify=False)
+    lines.append(f"  routed {targets[0]}: {len(manifest.segments)} segments; thresholds {manifest.thresholds}")
     return lines
 
 
