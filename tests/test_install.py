@@ -96,10 +96,18 @@ def test_device_half_alone_runs_benches_and_calibrates(wheel, tmp_path):
               "--json", str(tmp_path / "bench.json"))
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "bench.json").read_text())["static"]["mean_ms"] > 0
+    shutil.copytree(pkg, tmp_path / "pkg-v1")
     res = cli("calibrate", str(pkg), "--data", str(data))
     assert res.returncode == 0, res.stderr
     manifest = json.loads((pkg / "manifest.json").read_text())
     assert manifest["exit_policy"]["calibrated"] is True
+    # a manifest-only field update needs no extra; signatures name theirs
+    assert cli("diff", str(tmp_path / "pkg-v1"), str(pkg), "-o", str(tmp_path / "u")).returncode == 0
+    res = cli("apply", str(tmp_path / "pkg-v1"), str(tmp_path / "u"), "--trust", str(tmp_path / "u"))
+    assert res.returncode == 2 and "pip install 'cephalon-edge[update]'" in res.stderr
+    res = cli("apply", str(tmp_path / "pkg-v1"), str(tmp_path / "u"))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "pkg-v1" / "manifest.json").read_bytes() == (pkg / "manifest.json").read_bytes()
     # the build half says which extra it needs, in one line
     res = cli("export", str(tmp_path / "m.cephalon"), "--target", "onnx", "-o", str(tmp_path / "again"))
     assert res.returncode == 2 and "Traceback" not in res.stderr

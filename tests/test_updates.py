@@ -61,6 +61,7 @@ def packages(tmp_path_factory):
     for name, source in (("base", ckpt), ("tuned", tuned)):
         export_package(source, root / f"onnx-{name}", ExportSpec("onnx", fuse=False, verify=False))
         export_package(source, root / f"tflite-{name}", ExportSpec("tflite", verify=False))
+        export_package(source, root / f"coreml-{name}", ExportSpec("coreml", verify=False))
     for target in ("onnx", "tflite"):
         shutil.copytree(root / f"{target}-base", root / f"{target}-calibrated")
         calibrate_package(root / f"{target}-calibrated", CalibrateSpec(data="digits:val", max_drop=0.02))
@@ -74,8 +75,13 @@ def test_a_threshold_update_is_manifest_only_and_gives_the_calibrated_package(pa
     assert "exit_policy" in report["changes"]["manifest_sections"]
     device = tmp_path / "device"
     shutil.copytree(packages / "onnx-base", device)
-    apply_update(device, update)
-    assert tree_bytes(device) == tree_bytes(packages / "onnx-calibrated")
+    from cephalon_edge.device.router import Router
+
+    with Router.open(device) as router:
+        apply_update(device, update)
+        assert tree_bytes(device) == tree_bytes(packages / "onnx-calibrated")
+        assert router.reload() == {"reopened": [], "kept": sorted(router.manifest.segments)}
+        assert router.manifest.calibrated and router.manifest.thresholds == Router.open(device).manifest.thresholds
     # TFLite: the one multi-signature file stays; no model bytes travel
     report = make_update(packages / "tflite-base", packages / "tflite-calibrated", tmp_path / "t.update")
     assert report["manifest_only"] and report["bytes"] < 10_000
@@ -119,6 +125,19 @@ def test_a_tflite_finetune_travels_as_a_small_binary_delta(packages, tmp_path):
     apply_update(packages / "tflite-base", tmp_path / "d.update", out=tmp_path / "applied-detools")
     assert tree_bytes(tmp_path / "applied-detools") == tree_bytes(packages / "tflite-tuned")
     assert detools["files"][0]["action"] == "delta"
+
+
+def test_a_core_ml_update_ships_only_the_changed_files_of_its_model_packages(packages, tmp_path):
+    update = tmp_path / "heads.update"
+    report = make_update(packages / "coreml-base", packages / "coreml-tuned", update)
+    assert all(f["action"] == "tree" for f in report["files"])
+    # the weights of the segment without the exit head are kept; what changed travels
+    exit_segment = next(f for f in report["files"] if "exit0" in f["name"])
+    assert exit_segment["payload_bytes"] > 0
+    assert report["bytes"] < 0.6 * report["package_bytes"]
+    out = tmp_path / "applied"
+    apply_update(packages / "coreml-base", update, out=out)
+    assert tree_bytes(out) == tree_bytes(packages / "coreml-tuned")
 
 
 def _rewrite(update: Path, out: Path, member: str, change) -> Path:

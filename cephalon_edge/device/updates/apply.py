@@ -43,9 +43,7 @@ def plan(update: Update) -> dict[str, Any]:
             "base": update.header["base"], "signed": update.signature is not None,
             "transfer_bytes": update.transfer_bytes,
             "files": [{"name": f["name"], "action": f["action"], "algorithm": f.get("algorithm"),
-                       "payload_bytes": f.get("payload_bytes", sum(len(update.payloads[f"{f['payload']}/{m['path']}"])
-                                                                  for m in f.get("members", [])))}
-                      for f in update.files],
+                       "payload_bytes": f.get("payload_bytes", 0)} for f in update.files],
             "keep": update.header["keep"], "manifest_only": not update.files,
             "changes": update.header.get("changes", {})}
 
@@ -74,7 +72,13 @@ def write_file(tmp: Path, base: Manifest, update: Update, entry: dict[str, Any])
         for m in entry["members"]:
             path = dst / m["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(update.payloads[f"{entry['payload']}/{m['path']}"])
+            if m.get("keep"):
+                src = base.member(name) / m["path"]
+                if not src.is_file() or sha256_file(src) != m["sha256"]:
+                    raise UpdateError(f"{update.path}: {name}/{m['path']} is not in the package as the update expects")
+                _link_or_copy(src, path)
+            else:
+                path.write_bytes(update.payloads[f"{entry['payload']}/{m['path']}"])
         return
     payload = update.payloads[entry["payload"]]
     if entry["action"] == "full":
@@ -103,8 +107,11 @@ def apply_update(package: Path, update_path: Path, out: Path | None = None, trus
         check_signature(update.header_bytes, update.signature, trust, f"update {update_path}")
     package = Path(package)
     dest = Path(out) if out is not None else package
-    if out is not None and dest.exists() and not force:
-        raise UsageError(f"{dest} already exists", hint="pass --force to replace it, or omit -o to update in place")
+    if out is not None and dest.exists():
+        if not force:
+            raise UsageError(f"{dest} already exists", hint="pass --force to replace it, or omit -o to update in place")
+        if not dest.is_dir() or (any(dest.iterdir()) and not (dest / MANIFEST).exists()):
+            raise UsageError(f"{dest} is not an edge package; refusing to replace it")
     base = check_base(update, package)
     report = {"schema": "cephalon-edge/apply/1", "package": str(package), "output": str(dest),
               "dry_run": dry_run, **plan(update)}

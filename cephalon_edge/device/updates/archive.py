@@ -6,7 +6,8 @@ Members::
     manifest.json          the new package's manifest
     files/<name>           a changed file, whole ("full"), or
     files/<name>.<algo>    its binary delta against the base's file of the same name ("delta")
-    files/<dir>/<path>     every file of a changed directory member (Core ML .mlpackage, "tree")
+    files/<dir>/<path>     the changed files of a changed directory (Core ML .mlpackage, "tree");
+                           its unchanged files are kept from the base's directory
     signature.ed25519      optional: Ed25519 signature of update.json's bytes
 
 The header pins everything by sha256: the base manifest it applies to, the resulting
@@ -119,7 +120,8 @@ def read_update(path: Path) -> Update:
             header = loads_json(header_bytes, f"{path}: {HEADER}", UpdateError)
             _validate_header(path, header)
             wanted = {f["payload"] for f in header["files"] if f["action"] != "tree"} | {
-                f"{f['payload']}/{m['path']}" for f in header["files"] if f["action"] == "tree" for m in f["members"]}
+                f"{f['payload']}/{m['path']}" for f in header["files"] if f["action"] == "tree"
+                for m in f["members"] if not m.get("keep")}
             missing = sorted(wanted - set(infos))
             if missing:
                 raise _bad(path, f"payload {missing[0]} is missing")
@@ -130,7 +132,7 @@ def read_update(path: Path) -> Update:
         raise _bad(path, "its manifest does not match the sha256 in its header (tampered or corrupt)")
     for f in header["files"]:
         pairs = [(f["payload"], f["payload_sha256"])] if f["action"] != "tree" else \
-            [(f"{f['payload']}/{m['path']}", m["sha256"]) for m in f["members"]]
+            [(f"{f['payload']}/{m['path']}", m["sha256"]) for m in f["members"] if not m.get("keep")]
         for name, digest in pairs:
             if sha256_bytes(payloads[name]) != digest:
                 raise _bad(path, f"payload {name} does not match the sha256 in its header (tampered or corrupt)")
@@ -153,6 +155,8 @@ def _validate_header(path: Path, header: Any) -> None:
     for f in header["files"]:
         need(isinstance(f, dict) and f.get("action") in ACTIONS, f"{HEADER}: a file entry has no known action")
         need(isinstance(f.get("name"), str) and f["name"] not in names, f"{HEADER}: file names must be unique strings")
+        need(isinstance(f.get("payload_bytes", 0), int) and not isinstance(f.get("payload_bytes", 0), bool),
+             f"{HEADER}: {f['name']}: payload_bytes must be a number of bytes")
         names.add(f["name"])
         try:
             safe_member(Path("."), f["name"])
@@ -169,6 +173,7 @@ def _validate_header(path: Path, header: Any) -> None:
                 rel = m.get("path") if isinstance(m, dict) else None
                 need(isinstance(rel, str) and rel and not rel.startswith("/") and ".." not in rel.split("/")
                      and "\\" not in rel and "\x00" not in rel, f"{HEADER}: {f['name']}: bad member path")
+                need(isinstance(m.get("sha256"), str), f"{HEADER}: {f['name']}: {rel}: sha256 missing")
         else:
             need(isinstance(f.get("payload_sha256"), str) and isinstance(f.get("sha256"), str),
                  f"{HEADER}: {f['name']}: sha256s missing")

@@ -45,6 +45,25 @@ def changed_sections(old: Manifest, new: Manifest) -> list[str]:
     return [k for k in keys if old.data.get(k) != new.data.get(k)]
 
 
+def _tree_entry(name: str, digest: str, path: Path, base: Path | None, payloads: dict[str, bytes]) -> dict[str, Any]:
+    """A changed directory (Core ML ``.mlpackage``): its files that the base's directory of the
+    same name holds unchanged are kept, the others travel whole."""
+    members = []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path).as_posix()
+        data = file.read_bytes()
+        member = {"path": rel, "sha256": sha256_bytes(data)}
+        old = base / rel if base is not None and base.is_dir() else None
+        if old is not None and old.is_file() and sha256_bytes(old.read_bytes()) == member["sha256"]:
+            member["keep"] = True
+        else:
+            payloads[f"files/{name}/{rel}"] = data
+        members.append(member)
+    changed = [len(payloads[f"files/{name}/{m['path']}"]) for m in members if not m.get("keep")]
+    return {"name": name, "action": "tree", "sha256": digest, "payload": f"files/{name}", "members": members,
+            "payload_bytes": sum(changed)}
+
+
 def make_update(old_dir: Path, new_dir: Path, out: Path, algorithm: str = DEFAULT_ALGORITHM,
                 sign_key: Path | None = None, force: bool = False,
                 on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -70,13 +89,8 @@ def make_update(old_dir: Path, new_dir: Path, out: Path, algorithm: str = DEFAUL
             continue
         path = new.member(name)
         if path.is_dir():
-            members = sorted(p for p in path.rglob("*") if p.is_file())
-            rel = [m.relative_to(path).as_posix() for m in members]
-            for r, m in zip(rel, members):
-                payloads[f"files/{name}/{r}"] = m.read_bytes()
-            entries.append({"name": name, "action": "tree", "sha256": digest, "payload": f"files/{name}",
-                            "members": [{"path": r, "sha256": sha256_bytes(payloads[f'files/{name}/{r}'])} for r in rel]})
-            step(f"{name}: whole directory")
+            entries.append(_tree_entry(name, digest, path, old.member(name) if name in old_files else None, payloads))
+            step(f"{name}: {sum(1 for m in entries[-1]['members'] if not m.get('keep'))} changed file(s)")
             continue
         data = path.read_bytes()
         entry = {"name": name, "action": "full", "sha256": digest, "bytes": len(data), "payload": f"files/{name}"}
