@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cephalon_edge.device.manifest import MANIFEST, Manifest, sha256_file
-from cephalon_edge.device.updates.archive import Update, UpdateError, read_update, sha256_bytes
+from cephalon_edge.device.updates.archive import Update, UpdateError, member_payload, read_update, sha256_bytes
 from cephalon_edge.device.updates.deltas import apply_delta
 from cephalon_edge.errors import PackageError, UsageError
 from cephalon_edge.fsutil import atomic_directory
@@ -72,28 +72,34 @@ def write_file(tmp: Path, base: Manifest, update: Update, entry: dict[str, Any])
         for m in entry["members"]:
             path = dst / m["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
+            src = base.member(name) / m["path"]
             if m.get("keep"):
-                src = base.member(name) / m["path"]
                 if not src.is_file() or sha256_file(src) != m["sha256"]:
                     raise UpdateError(f"{update.path}: {name}/{m['path']} is not in the package as the update expects")
                 _link_or_copy(src, path)
-            else:
-                path.write_bytes(update.payloads[f"{entry['payload']}/{m['path']}"])
+                continue
+            data = update.payloads[member_payload(entry["payload"], m)]
+            if m.get("algorithm"):
+                data = _patched(update, src, data, m, f"{name}/{m['path']}")
+            if sha256_bytes(data) != m["sha256"]:
+                raise UpdateError(f"{update.path}: {name}/{m['path']} does not match the sha256 in its header")
+            path.write_bytes(data)
         return
     payload = update.payloads[entry["payload"]]
-    if entry["action"] == "full":
-        dst.write_bytes(payload)
-        return
-    src = base.member(name)
+    dst.write_bytes(payload if entry["action"] == "full" else _patched(update, base.member(name), payload, entry, name))
+
+
+def _patched(update: Update, src: Path, delta: bytes, entry: dict[str, Any], what: str) -> bytes:
+    """The base's file ``src`` with ``delta`` applied, checked against the result's sha256."""
     if not src.is_file() or sha256_file(src) != entry["base_sha256"]:
-        raise UpdateError(f"{update.path}: the delta of {name} is for another version of it than the package's")
+        raise UpdateError(f"{update.path}: the delta of {what} is for another version of it than the package's")
     try:
-        data = apply_delta(src.read_bytes(), payload, entry["algorithm"])
+        data = apply_delta(src.read_bytes(), delta, entry["algorithm"])
     except Exception as exc:  # the delta libraries raise their own errors on corrupt input
-        raise UpdateError(f"{update.path}: the delta of {name} does not apply ({str(exc)[:120]})") from None
+        raise UpdateError(f"{update.path}: the delta of {what} does not apply ({str(exc)[:120]})") from None
     if sha256_bytes(data) != entry["sha256"]:
-        raise UpdateError(f"{update.path}: patching {name} gave a file that does not match its sha256")
-    dst.write_bytes(data)
+        raise UpdateError(f"{update.path}: patching {what} gave a file that does not match its sha256")
+    return data
 
 
 def apply_update(package: Path, update_path: Path, out: Path | None = None, trust: Path | None = None,

@@ -70,6 +70,11 @@ class Update:
         return self.path.stat().st_size
 
 
+def member_payload(tree_payload: str, member: dict[str, Any]) -> str:
+    """The archive member holding a changed file of a directory: whole, or its delta."""
+    return f"{tree_payload}/{member['path']}" + (f".{member['algorithm']}" if member.get("algorithm") else "")
+
+
 def encode_header(header: dict[str, Any]) -> bytes:
     """The header's bytes as stored: what a signature covers."""
     return (json.dumps(header, indent=1, sort_keys=True) + "\n").encode()
@@ -120,7 +125,7 @@ def read_update(path: Path) -> Update:
             header = loads_json(header_bytes, f"{path}: {HEADER}", UpdateError)
             _validate_header(path, header)
             wanted = {f["payload"] for f in header["files"] if f["action"] != "tree"} | {
-                f"{f['payload']}/{m['path']}" for f in header["files"] if f["action"] == "tree"
+                member_payload(f["payload"], m) for f in header["files"] if f["action"] == "tree"
                 for m in f["members"] if not m.get("keep")}
             missing = sorted(wanted - set(infos))
             if missing:
@@ -132,9 +137,9 @@ def read_update(path: Path) -> Update:
         raise _bad(path, "its manifest does not match the sha256 in its header (tampered or corrupt)")
     for f in header["files"]:
         pairs = [(f["payload"], f["payload_sha256"])] if f["action"] != "tree" else \
-            [(f"{f['payload']}/{m['path']}", m["sha256"]) for m in f["members"] if not m.get("keep")]
-        for name, digest in pairs:
-            if sha256_bytes(payloads[name]) != digest:
+            [(member_payload(f["payload"], m), None) for m in f["members"] if not m.get("keep")]
+        for name, digest in pairs:  # a directory's files are checked as they are written (apply)
+            if digest is not None and sha256_bytes(payloads[name]) != digest:
                 raise _bad(path, f"payload {name} does not match the sha256 in its header (tampered or corrupt)")
     return Update(path, header, header_bytes, manifest_bytes, payloads, signature)
 
@@ -174,6 +179,8 @@ def _validate_header(path: Path, header: Any) -> None:
                 need(isinstance(rel, str) and rel and not rel.startswith("/") and ".." not in rel.split("/")
                      and "\\" not in rel and "\x00" not in rel, f"{HEADER}: {f['name']}: bad member path")
                 need(isinstance(m.get("sha256"), str), f"{HEADER}: {f['name']}: {rel}: sha256 missing")
+                need(m.get("algorithm") is None or (m["algorithm"] in ALGORITHMS and isinstance(m.get("base_sha256"), str)),
+                     f"{HEADER}: {f['name']}: {rel}: a delta needs a known algorithm and its base's sha256")
         else:
             need(isinstance(f.get("payload_sha256"), str) and isinstance(f.get("sha256"), str),
                  f"{HEADER}: {f['name']}: sha256s missing")

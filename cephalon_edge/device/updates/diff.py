@@ -17,6 +17,7 @@ from cephalon_edge.device.updates.archive import (
     ALGORITHMS,
     FORMAT,
     encode_header,
+    member_payload,
     sha256_bytes,
     write_update,
 )
@@ -45,23 +46,32 @@ def changed_sections(old: Manifest, new: Manifest) -> list[str]:
     return [k for k in keys if old.data.get(k) != new.data.get(k)]
 
 
-def _tree_entry(name: str, digest: str, path: Path, base: Path | None, payloads: dict[str, bytes]) -> dict[str, Any]:
+def _tree_entry(name: str, digest: str, path: Path, base: Path | None, payloads: dict[str, bytes],
+                algorithm: str) -> dict[str, Any]:
     """A changed directory (Core ML ``.mlpackage``): its files that the base's directory of the
-    same name holds unchanged are kept, the others travel whole."""
-    members = []
+    same name holds unchanged are kept; a changed one travels as a delta against the base's
+    file of the same path when that is smaller, else whole."""
+    members, sent = [], 0
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = file.relative_to(path).as_posix()
         data = file.read_bytes()
         member = {"path": rel, "sha256": sha256_bytes(data)}
-        old = base / rel if base is not None and base.is_dir() else None
-        if old is not None and old.is_file() and sha256_bytes(old.read_bytes()) == member["sha256"]:
+        old = base / rel if base is not None and base.is_dir() and (base / rel).is_file() else None
+        old_bytes = old.read_bytes() if old is not None else None
+        if old_bytes is not None and sha256_bytes(old_bytes) == member["sha256"]:
             member["keep"] = True
         else:
-            payloads[f"files/{name}/{rel}"] = data
+            payload = data
+            if old_bytes is not None:
+                delta = make_delta(old_bytes, data, algorithm)
+                if len(delta) < len(data):
+                    member.update(algorithm=algorithm, base_sha256=sha256_bytes(old_bytes))
+                    payload = delta
+            payloads[member_payload(f"files/{name}", member)] = payload
+            sent += len(payload)
         members.append(member)
-    changed = [len(payloads[f"files/{name}/{m['path']}"]) for m in members if not m.get("keep")]
     return {"name": name, "action": "tree", "sha256": digest, "payload": f"files/{name}", "members": members,
-            "payload_bytes": sum(changed)}
+            "payload_bytes": sent}
 
 
 def make_update(old_dir: Path, new_dir: Path, out: Path, algorithm: str = DEFAULT_ALGORITHM,
@@ -89,7 +99,8 @@ def make_update(old_dir: Path, new_dir: Path, out: Path, algorithm: str = DEFAUL
             continue
         path = new.member(name)
         if path.is_dir():
-            entries.append(_tree_entry(name, digest, path, old.member(name) if name in old_files else None, payloads))
+            entries.append(_tree_entry(name, digest, path, old.member(name) if name in old_files else None, payloads,
+                                       algorithm))
             step(f"{name}: {sum(1 for m in entries[-1]['members'] if not m.get('keep'))} changed file(s)")
             continue
         data = path.read_bytes()
