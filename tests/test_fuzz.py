@@ -218,6 +218,47 @@ def test_benchmark_model_output(text, cut, comma):
             one_line(exc)
 
 
+RUNNER_OUTPUT = ("I 00:00:00.001 executorch:executor_runner.cpp:311] Model loaded in 3.25 ms.\n"
+                 "I 00:00:00.002 executorch:executor_runner.cpp:412] Iteration 1 of 2: 0.9 ms\n"
+                 "I 00:00:00.003 executorch:executor_runner.cpp:412] Iteration 2 of 2: 0.8 ms\n"
+                 "I 00:00:00.004 executorch:executor_runner.cpp:420] Model executed successfully 2 time(s) in 1.7 ms.\n")
+
+
+@FUZZ
+@given(text=st.text(max_size=300), cut=st.integers(0, len(RUNNER_OUTPUT)), warmup=st.integers(0, 5))
+def test_executor_runner_output(text, cut, warmup):
+    from cephalon_edge.tune.bench import executor_runner
+
+    for candidate in (text, RUNNER_OUTPUT[:cut], RUNNER_OUTPUT + text, text + RUNNER_OUTPUT):
+        try:
+            parsed = executor_runner.parse(candidate, warmup)
+            assert 0 < parsed["avg_us"] < float("inf") and parsed["count"] >= 1
+        except CephalonError as exc:
+            one_line(exc)
+
+
+@FUZZ
+@given(data=st.binary(max_size=400), member=st.sampled_from(["update.json", "manifest.json", "files/x.onnx"]))
+def test_hostile_update_files_are_one_line_errors(tmp_path_factory, data, member):
+    import zipfile
+
+    from cephalon_edge.device.updates.archive import read_update
+
+    path = tmp_path_factory.mktemp("upd") / "u"
+    for raw in (data, None):
+        if raw is None:  # a zip whose members are the fuzz
+            with zipfile.ZipFile(path, "w") as z:
+                if member != "update.json":
+                    z.writestr("update.json", b'{"format": "cephalon-edge-update/1"}')
+                z.writestr(member, data)
+        else:
+            path.write_bytes(raw)
+        try:
+            read_update(path)
+        except CephalonError as exc:
+            one_line(exc)
+
+
 def test_huge_declared_shapes_are_refused_before_allocating(tmp_path):
     from conftest import tiny_spec_dict
 
