@@ -93,7 +93,10 @@ def write_update(path: Path, header_bytes: bytes, manifest_bytes: bytes, payload
 
 
 def is_update_file(path: Path) -> bool:
-    """Whether ``path`` is an update file (a zip archive with an update header)."""
+    """Whether ``path`` is an update file (a zip archive with an update header). Only a regular
+    file is opened: a FIFO would block the read."""
+    if not Path(path).is_file():
+        return False
     try:
         with zipfile.ZipFile(path) as z:
             return HEADER in z.namelist()

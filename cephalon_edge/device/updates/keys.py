@@ -65,9 +65,9 @@ def sign(data: bytes, private_key: Path) -> bytes:
 
 def check_signature(data: bytes, signature: bytes | None, public_key: Path, what: str) -> None:
     """Refuse (exit 2) ``data`` that is unsigned or whose signature is not the trusted key's."""
+    key = _load(public_key, private=False)  # says which extra to install when it is missing
     from cryptography.exceptions import InvalidSignature
 
-    key = _load(public_key, private=False)
     if signature is None:
         raise UpdateError(f"{what} is not signed and --trust was given; refused",
                           hint="sign updates with `cephalon-edge diff OLD NEW -o UPDATE --sign KEY`")
