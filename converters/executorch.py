@@ -103,8 +103,9 @@ def delegation(graph_module, backend_name: str) -> dict[str, Any]:
     info = get_delegation_info(graph_module)
     count = {kind: Counter({op: getattr(b, kind) for op, b in info.delegation_by_operator.items() if getattr(b, kind)})
              for kind in ("delegated", "non_delegated")}
-    for op in ("getitem", "alloc"):  # bookkeeping nodes, not kernels
-        count["non_delegated"].pop(op, None)
+    for kind in count.values():
+        for op in ("getitem", "alloc"):  # bookkeeping nodes, not kernels
+            kind.pop(op, None)
     return {"backend": backend_name, "delegated": dict(sorted(count["delegated"].items())),
             "portable": dict(sorted(count["non_delegated"].items()))}
 
