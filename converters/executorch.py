@@ -47,6 +47,12 @@ def backend(spec: ExportSpec) -> str:
     return name
 
 
+def _first_line(exc: BaseException, log: list[str] | None = None) -> str:
+    """What a failure says, in one line: the exception's first line, else the captured log's last."""
+    said = str(exc).strip().splitlines() or "".join(log or []).strip().splitlines()[-1:]
+    return (said or [type(exc).__name__])[0][:300]
+
+
 def _partitioners(name: str) -> list[Any]:
     if name == "xnnpack":
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -136,8 +142,7 @@ def _lower(programs: dict[str, Any], backend_name: str, what: str) -> tuple[byte
             coverage = {m: delegation(edge.exported_program(m).graph_module, backend_name) for m in programs}
             buffer = edge.to_executorch().buffer
     except Exception as exc:
-        said = str(exc).strip().splitlines() or "".join(log).strip().splitlines()[-1:]
-        raise ExportError(f"ExecuTorch lowering of {what} failed: {(said or [type(exc).__name__])[0][:300]}") from exc
+        raise ExportError(f"ExecuTorch lowering of {what} failed: {_first_line(exc, log)}") from exc
     return buffer, coverage
 
 
@@ -156,8 +161,7 @@ def convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
                 module = _quantized(module, example, feeds[seg.name])
             programs[identifier(seg.name)] = _capture(module, example)
         except Exception as exc:
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ExportError(f"torch.export of segment {seg.name} failed: {detail[:300]}") from exc
+            raise ExportError(f"torch.export of segment {seg.name} failed: {_first_line(exc)}") from exc
         if on_segment:
             on_segment(seg.name)
     buffer, coverage = _lower(programs, backend_name, "the segments")
@@ -186,8 +190,7 @@ def _convert_static(segments: SegmentSet, spec: ExportSpec, out_dir: Path, backe
             module = _quantized(static, example, [tuple(x[i:i + 1] for x in xs) for i in range(len(xs[0]))])
         program = _capture(module, example)
     except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"torch.export of the static model failed: {detail[:300]}") from exc
+        raise ExportError(f"torch.export of the static model failed: {_first_line(exc)}") from exc
     buffer, _ = _lower({STATIC_METHOD: program}, backend_name, "the static model")
     (out_dir / STATIC_FILE).write_bytes(buffer)
     return SegmentArtifact("static", STATIC_FILE, static.graph_input_names, static.output_names,
