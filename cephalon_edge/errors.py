@@ -65,3 +65,8 @@ class ConcurrentChange(CephalonError):
     """Another process changed an output while this command was working on it."""
 
     exit_code = 1
+
+
+class Note(UserWarning):
+    """Something the user should know that is not an error (images converted, a held-out
+    drop over budget): ``warnings.warn(text, Note)``; the CLI prints it as ``note: text``."""

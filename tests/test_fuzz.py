@@ -15,6 +15,7 @@ from cephalon_edge.build import checkpoint
 from cephalon_edge.build.artifacts import ExportSpec
 from cephalon_edge.build.export import export_package
 from cephalon_edge.device.data import load_dataset
+from cephalon_edge.device.data_checks import Contract
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.profiles import load_profile, validate_profile
 from cephalon_edge.device.router import Router
@@ -133,7 +134,7 @@ def test_npz_datasets(tmp_path_factory, shape, dtype, poison, labels):
     path = tmp_path_factory.mktemp("d") / "d.npz"
     np.savez(path, image=arr, labels=np.zeros(max(labels, 0), np.int64) if labels >= 0 else np.zeros((2, 2)))
     try:
-        ds = load_dataset(str(path), modalities=[{"name": "image", "shape": [1, 12, 12]}])
+        ds = load_dataset(str(path), Contract(({"name": "image", "shape": [1, 12, 12]},), ("0",)))
         assert ds.inputs["image"].shape[1:] == (1, 12, 12) and np.isfinite(ds.inputs["image"]).all()
     except CephalonError as exc:
         one_line(exc)

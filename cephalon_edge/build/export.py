@@ -96,11 +96,8 @@ def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: 
         "fused": seg_set.fused,
         "source": {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint),
                    "dataset": provenance.get("dataset")},
-        # text token ids travel as float32 like every input (exact below 2**24); "vocab" bounds them
-        "inputs": [{"name": m.name, "kind": m.kind, "shape": list(m.shape), "dtype": "float32",
-                    "preprocessing": dataclasses.asdict(m.preprocessing),
-                    **({"vocab": m.adapter.vocab} if m.kind == "text" else {})} for m in net_spec.modalities],
-        "labels": list(net_spec.labels) or [str(i) for i in range(net_spec.classes)],
+        "inputs": net_spec.input_entries(),
+        "labels": net_spec.label_names,
         "tasks": [dataclasses.asdict(t) for t in net_spec.tasks],
         "segments": [segment_entry(seg_set, a, root) for a in artifacts if a.name != "static"],
         "program": seg_set.program.to_json(),

@@ -10,10 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cephalon_edge.errors import SpecError
 from cephalon_edge.fsutil import loads_json
+
+if TYPE_CHECKING:
+    from cephalon_edge.device.data_checks import Contract
 
 SPEC_VERSION = 1
 MODALITY_KINDS = {"image": 3, "signal": 2, "text": 1}  # kind -> rank of one sample: (C,H,W) / (C,L) / (L,)
@@ -170,6 +173,26 @@ class ModelSpec:
     @property
     def moe_names(self) -> list[str]:
         return [f"moe{k}" for k, s in enumerate(self.stages) if s.experts]
+
+    @property
+    def label_names(self) -> list[str]:
+        """The classes' names: the spec's ``labels``, else ``0``..``N-1``."""
+        return list(self.labels) or [str(i) for i in range(self.classes)]
+
+    def input_entries(self) -> list[dict[str, Any]]:
+        """The inputs as a manifest lists them (name, kind, shape, preprocessing, vocab of
+        text); what datasets are checked against on both halves."""
+        # text token ids travel as float32 like every input (exact below 2**24); "vocab" bounds them
+        return [{"name": m.name, "kind": m.kind, "shape": list(m.shape), "dtype": "float32",
+                 "preprocessing": dataclasses.asdict(m.preprocessing),
+                 **({"vocab": m.adapter.vocab} if m.kind == "text" else {})} for m in self.modalities]
+
+    def contract(self) -> "Contract":
+        """What datasets for this model are checked against."""
+        from cephalon_edge.device.data_checks import Contract
+
+        return Contract(tuple(self.input_entries()), tuple(self.label_names),
+                        tuple(dataclasses.asdict(t) for t in self.tasks))
 
     # ---- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 import typer
 
@@ -28,7 +29,7 @@ from cephalon_edge.cli import (
     zoo_cmd,
 )
 from cephalon_edge.cli.render import err_console, error_lines
-from cephalon_edge.errors import CephalonError
+from cephalon_edge.errors import CephalonError, Note
 
 # operating-system failures a user can act on: one line instead of a traceback
 OS_ERRORS = {errno.ENOSPC: ("no space left on device", 1), errno.EDQUOT: ("disk quota exceeded", 1),
@@ -64,6 +65,22 @@ update_cmds.register(app)
 demo_cmd.register(app)
 
 
+def _show_notes() -> None:
+    """Print ``Note`` warnings as ``note: …`` lines (data, never markup); others as Python does."""
+    from rich.text import Text
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, Note):
+            err_console.print(Text.assemble(("note:", "cyan"), " ", str(message)), highlight=False, soft_wrap=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", Note)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so every cleanup runs as for Ctrl-C."""
 
@@ -78,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     SIGTERM is handled like Ctrl-C (temporaries removed, outputs as they were), exit 143."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    _show_notes()
     try:
         app(args=argv, prog_name="cephalon-edge")
     except SystemExit as exc:  # Typer turns Ctrl-C into exit 130; SIGTERM gets its own 143

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cephalon_edge.cli.options import label_map_option
 from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
 
 profiles_app = typer.Typer(help="Device profiles.", no_args_is_help=True)
@@ -70,6 +71,7 @@ def bench_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="Android SERIAL or 'all' (adb; tflite packages), iPhone UDID or 'all-ios' (macOS + Xcode; coreml packages)."),
     team_id: Optional[str] = typer.Option(None, "--team-id", help="iPhone bench: Apple development team that signs coremltools' model-runner app (or CEPHALON_IOS_TEAM_ID)."),
     data: Optional[str] = typer.Option(None, "--data", help="Real inputs for end-to-end timing (default: the package's test split)."),
+    label_map: Optional[Path] = label_map_option(),
     runs: int = typer.Option(50, "--runs", help="Timed runs per segment."),
     warmup: int = typer.Option(5, "--warmup", help="Warm-up runs per segment."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Override the profile's thread count (host)."),
@@ -86,7 +88,7 @@ def bench_cmd(
     from cephalon_edge.tune.bench.host import BenchSpec, bench_host, validate
     from cephalon_edge.tune.plots import plot_bench
 
-    spec = BenchSpec(profile=profile, data=data, runs=runs, warmup=warmup, threads=threads, samples=samples,
+    spec = BenchSpec(profile=profile, data=data, label_map=label_map, runs=runs, warmup=warmup, threads=threads, samples=samples,
                      device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality)
     validate(spec)
     with progress("benchmarking", None) as advance:

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cephalon_edge.cli.options import label_map_option
 from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
 
 
@@ -61,6 +62,7 @@ def calibrate_cmd(
     flops_budget: Optional[float] = typer.Option(None, "--flops-budget", help="Budget mode: FLOPs per sample (<= 1: fraction of full depth)."),
     score: str = typer.Option("max_softmax", "--score", help="max_softmax | entropy | patience."),
     test_data: Optional[str] = typer.Option(None, "--test-data", help="Held-out data for the report (default: the built-in test split, or half of --data)."),
+    label_map: Optional[Path] = label_map_option(),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile whose runtime settings to measure with."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (overrides the profile)."),
     remeasure: bool = typer.Option(False, "--remeasure", help="Measure segment latency again instead of reusing this host's cached figures."),
@@ -79,7 +81,7 @@ def calibrate_cmd(
     from cephalon_edge.tune.plots import plot_pareto
 
     spec = CalibrateSpec(data=data, max_drop=max_drop, latency_budget_ms=latency_budget_ms, flops_budget=flops_budget,
-                         score=score, test_data=test_data, profile=profile, threads=threads,
+                         score=score, test_data=test_data, label_map=label_map, profile=profile, threads=threads,
                          remeasure=remeasure, modality=modality)
     validate_spec(spec)
     with progress("calibrating", 4) as advance:

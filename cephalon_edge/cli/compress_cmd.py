@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cephalon_edge.cli.options import label_map_option
 from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
 
 
@@ -53,6 +54,7 @@ def compress_cmd(
     criterion: str = typer.Option("l1", "--prune-criterion", help="l1 | l2 | taylor channel importance."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Recovery fine-tuning epochs (distilled from the original)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset (default: the checkpoint's own)."),
+    label_map: Optional[Path] = label_map_option(),
     quantize: str = typer.Option("none", "--quantize", help="none | int8 | int8-dynamic | fp16 recipe for export."),
     calib_samples: int = typer.Option(128, "--calib-samples", help="Calibration samples stored with the recipe."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
@@ -60,7 +62,7 @@ def compress_cmd(
     """Structured pruning, recovery fine-tuning and a quantization recipe, with the cost in accuracy."""
     from cephalon_edge.build.compress import CompressSpec, compress_checkpoint, validate
 
-    spec = CompressSpec(prune=prune, criterion=criterion, finetune_epochs=finetune_epochs, data=data,
+    spec = CompressSpec(prune=prune, criterion=criterion, finetune_epochs=finetune_epochs, data=data, label_map=label_map,
                         quantize=quantize, calib_samples=calib_samples)
     validate(checkpoint, output, spec)
     with progress("fine-tuning", finetune_epochs or None) as advance:

@@ -2,22 +2,26 @@
 and image folders.
 
 ``DATASET`` strings: ``digits``, ``digits:val``, ``mnist1d:test``, ``multimodal:test``, a
-``.npz`` path (one model-ready array per modality name plus ``labels``, and optionally a
+``.npz`` path (one model-ready array per modality name plus ``labels``, optionally a
 boolean ``present_<modality>`` mask per modality: rows where it is false are absent and must
-still be finite, zeros by convention), or a folder with one subfolder of images per class
-(raw images, preprocessed with the model's preprocessing).
+still be finite, zeros by convention, and ``target_<task>`` arrays for extra tasks), or a
+folder with one subfolder of images per class, named after the model's labels (raw images,
+preprocessed with the model's preprocessing; a label map renames folders).
+Every dataset given with a model's ``Contract`` is checked against it (``data_checks``).
 Built-in splits are 60/20/20 train/val/test, fixed by seed 0.
 """
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from cephalon_edge.device.data_checks import Contract, check_dataset
 from cephalon_edge.device.mixes import mix_name, modality_mixes, parse_mix
 from cephalon_edge.device.preprocess import (
     IMAGE_SUFFIXES,
@@ -25,11 +29,12 @@ from cephalon_edge.device.preprocess import (
     normalize,
     resize_image,
 )
-from cephalon_edge.errors import DataError
+from cephalon_edge.errors import DataError, Note
 from cephalon_edge.fsutil import regular_file
 
 SPLITS = ("train", "val", "test")
 PRESENT_PREFIX = "present_"
+TARGET_PREFIX = "target_"
 SPLIT_SEED = 0
 
 
@@ -44,6 +49,7 @@ class Dataset:
     # modality -> (N,) bool: which samples hold that modality; a modality without a mask is
     # present in every sample
     present: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what loading changed (images converted...)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -51,7 +57,7 @@ class Dataset:
     def subset(self, index: np.ndarray) -> "Dataset":
         return Dataset(self.name, {k: v[index] for k, v in self.inputs.items()}, self.labels[index],
                        {k: v[index] for k, v in self.targets.items()}, self.label_names,
-                       {k: v[index] for k, v in self.present.items()})
+                       {k: v[index] for k, v in self.present.items()}, self.notes)
 
     def has(self, modality: str) -> np.ndarray:
         """(N,) bool: the samples that hold ``modality``."""
@@ -209,6 +215,12 @@ def load_npz(path: Path) -> Dataset:
     labels = arrays.pop("labels")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: 'labels' must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    targets = {}
+    for k in [k for k in arrays if k.startswith(TARGET_PREFIX)]:
+        y = arrays.pop(k)
+        if not np.issubdtype(y.dtype, np.number) or y.shape[:1] != labels.shape or not np.isfinite(y).all():
+            raise DataError(f"{path}: {k!r} must hold {len(labels)} finite numeric targets, got {y.dtype} {list(y.shape)}")
+        targets[k[len(TARGET_PREFIX):]] = y
     present = {}
     for k in [k for k in arrays if k.startswith(PRESENT_PREFIX)]:
         mask, name = arrays.pop(k), k[len(PRESENT_PREFIX):]
@@ -227,40 +239,96 @@ def load_npz(path: Path) -> Dataset:
         if not np.isfinite(v).all():
             raise DataError(f"{path}: array {k!r} holds NaN or infinite values")
         inputs[k] = v.astype(np.float32)
-    return Dataset(str(path), inputs, labels.astype(np.int64), present=present)
+    return Dataset(str(path), inputs, labels.astype(np.int64), targets, present=present)
 
 
-def load_image_folder(path: Path, modality: dict[str, Any], label_names: list[str]) -> Dataset:
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-    if not classes:
+def read_label_map(path: Path | None) -> dict[str, str]:
+    """A ``--label-map`` file: a JSON object from folder name to the model's label."""
+    if path is None:
+        return {}
+    from cephalon_edge.fsutil import loads_json
+
+    regular_file(Path(path), "label map", DataError, max_bytes=10_000_000)
+    mapping = loads_json(Path(path).read_bytes(), f"label map {path}", DataError)
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, (str, int)) and
+                                                not isinstance(v, bool) for k, v in mapping.items()):
+        raise DataError(f"label map {path}: must be a JSON object from folder name to label",
+                        hint='e.g. {"zero": "0", "one": "1"}')
+    return {k: str(v) for k, v in mapping.items()}
+
+
+def folder_labels(path: Path, folders: list[str], label_names: Sequence[str],
+                  label_map: Mapping[str, str]) -> dict[str, int]:
+    """Each class folder's label index, matched by name (through the label map); never by
+    alphabetical order, which silently mislabels folders named otherwise."""
+    index = {name: i for i, name in enumerate(label_names)}
+    unknown_targets = sorted({v for v in label_map.values() if v not in index})
+    if unknown_targets:
+        raise DataError(f"label map: {', '.join(map(repr, unknown_targets[:5]))} is not a label of the model",
+                        hint=f"the model's labels: {_shown(label_names)}")
+    unmatched = [f for f in folders if label_map.get(f, f) not in index]
+    if unmatched:
+        raise DataError(f"{path}: class folders {_shown(unmatched)} match no label of the model",
+                        hint=f"name the folders after the model's labels ({_shown(label_names)}) or pass "
+                             '--label-map FILE, a JSON object such as {"zero": "0"}')
+    return {f: index[label_map.get(f, f)] for f in folders}
+
+
+def _shown(names: Sequence[str], most: int = 6) -> str:
+    return ", ".join(repr(n) for n in names[:most]) + (f" (and {len(names) - most} more)" if len(names) > most else "")
+
+
+def load_image_folder(path: Path, modality: Mapping[str, Any], label_names: Sequence[str],
+                      label_map: Mapping[str, str] | None = None) -> Dataset:
+    folders = sorted(p.name for p in path.iterdir() if p.is_dir())
+    if not folders:
         raise DataError(f"{path}: no class subfolders", hint="an image dataset has one subfolder of images per class")
-    xs, ys = [], []
-    for ci, cls in enumerate(classes):
-        label = label_names.index(cls) if cls in label_names else ci
-        for f in sorted((path / cls).iterdir()):
+    labels = folder_labels(path, folders, label_names, label_map or {})
+    xs, ys, seen = [], [], set()
+    for folder in folders:
+        for f in sorted((path / folder).iterdir()):
             if f.suffix.lower() in IMAGE_SUFFIXES:
-                xs.append(load_image(f, tuple(modality["shape"]), modality["preprocessing"]))
-                ys.append(label)
+                xs.append(load_image(f, tuple(modality["shape"]), modality["preprocessing"], seen))
+                ys.append(labels[folder])
     if not xs:
         raise DataError(f"{path}: no images found in the class subfolders")
-    return Dataset(str(path), {modality["name"]: np.stack(xs)}, np.asarray(ys, dtype=np.int64), {}, label_names)
+    return Dataset(str(path), {modality["name"]: np.stack(xs)}, np.asarray(ys, dtype=np.int64), {},
+                   list(label_names), notes=_conversion_notes(seen, tuple(modality["shape"])))
 
 
-def load_dataset(ref: str, modalities: list[dict[str, Any]] | None = None,
-                 label_names: list[str] | None = None, default_split: str = "test") -> Dataset:
-    """Resolve a ``DATASET`` string. ``modalities`` (name, shape, preprocessing dicts) are
-    needed to preprocess an image folder and to check shapes."""
+def _conversion_notes(seen: set[tuple[int, int, int]], shape: tuple[int, ...]) -> list[str]:
+    """What was done to images whose channels or size differ from the model's input."""
+    channels = sorted({c for c, _, _ in seen if c != shape[0]})
+    sizes = sorted({(h, w) for _, h, w in seen if (h, w) != tuple(shape[1:])})
+    notes = []
+    if channels:
+        notes.append(f"images with {'/'.join(map(str, channels))} channels converted to the model's {shape[0]}")
+    if sizes:
+        shown = ", ".join(f"{h}x{w}" for h, w in sizes[:3]) + (" ..." if len(sizes) > 3 else "")
+        notes.append(f"images of {shown} resized to the model's {shape[1]}x{shape[2]}")
+    return notes
+
+
+def load_dataset(ref: str, contract: Contract | None = None, default_split: str = "test",
+                 label_map: Path | None = None) -> Dataset:
+    """Resolve a ``DATASET`` string and, given the model's ``contract``, check it against the
+    model (shapes, labels, value range, targets) before anything is done with it."""
     path = Path(ref)
     if path.suffix == ".npz" or path.is_file():
         ds = load_npz(path)
     elif path.is_dir():
-        images = [m for m in (modalities or []) if len(m["shape"]) == 3]
+        images = contract.image_inputs if contract else []
         if not images:
             raise DataError(f"{path}: an image folder needs a model with an image input")
-        ds = load_image_folder(path, images[0], label_names or [])
+        ds = load_image_folder(path, images[0], contract.labels, read_label_map(label_map))
+    elif path.suffix or "/" in ref or ref.startswith("."):
+        raise DataError(f"dataset not found: {ref}", hint="a dataset is a built-in name "
+                        f"({', '.join(BUILTIN)}, optionally :train/:val/:test), a .npz file or an image folder")
     else:
         name, _, split = ref.partition(":")
         ds = builtin(name, split or default_split)
-    if modalities is not None:
-        ds.check_shapes({m["name"]: tuple(m["shape"]) for m in modalities})
+    if contract is not None:
+        check_dataset(ds, contract)
+    for note in ds.notes:
+        warnings.warn(f"{ds.name}: {note}", Note, stacklevel=2)
     return ds

@@ -38,8 +38,10 @@ def normalize(x: np.ndarray, preprocessing: Mapping[str, Any]) -> np.ndarray:
     return ((x - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32)
 
 
-def load_image(path: Path, shape: tuple[int, ...], preprocessing: Mapping[str, Any]) -> np.ndarray:
-    """Read an image file into one model-ready sample of ``shape`` (C, H, W)."""
+def load_image(path: Path, shape: tuple[int, ...], preprocessing: Mapping[str, Any],
+               seen: set[tuple[int, int, int]] | None = None) -> np.ndarray:
+    """Read an image file into one model-ready sample of ``shape`` (C, H, W); ``seen``
+    collects each file's own (channels, height, width) before conversion."""
     from PIL import Image, UnidentifiedImageError
 
     if len(shape) != 3 or shape[1] * shape[2] > MAX_IMAGE_PIXELS:
@@ -52,6 +54,8 @@ def load_image(path: Path, shape: tuple[int, ...], preprocessing: Mapping[str, A
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise DataError(f"{path}: {img.width}x{img.height} pixels; images over {MAX_IMAGE_PIXELS} pixels "
                                 "are refused", hint="resize the image first")
+            if seen is not None:
+                seen.add((len(img.getbands()), img.height, img.width))
             img = img.convert("L" if shape[0] == 1 else "RGB")
             arr = np.asarray(img, dtype=np.float32)
     except FileNotFoundError:

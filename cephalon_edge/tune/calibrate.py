@@ -26,6 +26,7 @@ import numpy as np
 
 from cephalon_edge import __version__
 from cephalon_edge.device.data import BUILTIN, Dataset, load_dataset
+from cephalon_edge.device.data_checks import Contract
 from cephalon_edge.device.mixes import mix_name, parse_mix
 from cephalon_edge.device.profiles import profile_spinning, profile_threads
 from cephalon_edge.device.program import NEVER_EXIT
@@ -44,6 +45,7 @@ class CalibrateSpec:
     flops_budget: float | None = None  # absolute FLOPs per sample, or a fraction (<= 1) of full depth
     score: str = "max_softmax"
     test_data: str | None = None
+    label_map: Path | None = None  # folder name -> label, for image folders named otherwise
     profile: str | None = None
     threads: int | None = None
     latency_runs: int = 30
@@ -197,11 +199,11 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
     threads = spec.threads if spec.threads is not None else profile_threads(spec.profile)
     package = Path(package)
     with Router.open(package, threads=threads, score=spec.score, spinning=profile_spinning(spec.profile)) as router:
-        modalities = list(router.inputs.values())
+        contract = Contract.from_manifest(router.manifest)
         if spec.modality is not None:
             parse_mix(spec.modality, list(router.inputs))  # before any data is loaded
         ref = spec.data if ":" in spec.data or Path(spec.data).exists() else f"{spec.data}:val"
-        val = load_dataset(ref, modalities=modalities, label_names=router.manifest.labels)
+        val = load_dataset(ref, contract, label_map=spec.label_map)
         whole, test_ref = held_out(ref, spec.test_data, val)
         if whole is not None:  # a file: choose on one half, report on the other
             order = np.random.default_rng(0).permutation(len(whole))
@@ -211,7 +213,7 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
             val, test = whole.subset(order[:half]), whole.subset(order[half:])
             val.name, test.name = f"{whole.name} (half A)", f"{whole.name} (half B)"
         else:
-            test = load_dataset(test_ref, modalities=modalities, label_names=router.manifest.labels)
+            test = load_dataset(test_ref, contract, label_map=spec.label_map)
         if len(val) == 0 or len(test) == 0:
             raise DataError("calibration needs at least one validation and one test sample")
         mixes = val.select_mixes(spec.modality, list(router.inputs))

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cephalon_edge.device.data import Dataset, load_dataset
+from cephalon_edge.device.data_checks import Contract
 from cephalon_edge.device.router import Router
 
 
@@ -35,5 +36,5 @@ def evaluate_router(router: Router, data: Dataset, thresholds: float | Mapping[s
 def evaluate_package(package: Path, dataset: str, thresholds: float | Mapping[str, float] | None = None,
                      runtime: str = "auto", threads: int | None = None) -> dict[str, Any]:
     with Router.open(package, runtime=runtime, threads=threads) as router:
-        data = load_dataset(dataset, modalities=list(router.inputs.values()), label_names=router.manifest.labels)
+        data = load_dataset(dataset, Contract.from_manifest(router.manifest))
         return evaluate_router(router, data, thresholds)

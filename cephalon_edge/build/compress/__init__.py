@@ -30,6 +30,7 @@ class CompressSpec:
     criterion: str = "l1"
     finetune_epochs: int = 0
     data: str | None = None  # default: the checkpoint's own dataset
+    label_map: Path | None = None  # folder name -> label, for image folders named otherwise
     quantize: str = "none"
     calib_samples: int = 128
     seed: int = 0
@@ -54,19 +55,18 @@ def validate(checkpoint: Path, output: Path, spec: CompressSpec) -> None:
         raise UsageError("nothing to do", hint="pass --prune RATIO, --finetune-epochs N and/or --quantize MODE")
 
 
-def _splits(ref: str | None, net: CephalonNet, meta: dict[str, Any]) -> tuple[Dataset, Dataset]:
+def _splits(ref: str | None, net: CephalonNet, meta: dict[str, Any],
+            label_map: Path | None = None) -> tuple[Dataset, Dataset]:
     """(train, test): the built-in splits, or one data file used for both (said in the report)."""
     ref = ref or (meta.get("provenance") or {}).get("dataset")
     if not ref:
         raise DataError("this checkpoint names no dataset", hint="pass --data (a built-in name, a .npz or an image folder)")
-    modalities = [{"name": m.name, "shape": list(m.shape), "preprocessing": dataclasses.asdict(m.preprocessing)}
-                  for m in net.spec.modalities]
+    contract = net.spec.contract()
     if Path(ref).exists():
-        data = load_dataset(ref, modalities, list(net.spec.labels))
+        data = load_dataset(ref, contract, label_map=label_map)
         return data, data
     name = ref.split(":")[0]  # a built-in dataset: fine-tune on train, report on test
-    return (load_dataset(f"{name}:train", modalities, list(net.spec.labels)),
-            load_dataset(f"{name}:test", modalities, list(net.spec.labels)))
+    return load_dataset(f"{name}:train", contract), load_dataset(f"{name}:test", contract)
 
 
 def measure(net: CephalonNet, test: Dataset, size_bytes: int) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
     validate(checkpoint, output, spec)
     torch.manual_seed(spec.seed)
     net, meta = load_with_metadata(checkpoint)
-    train_data, test = _splits(spec.data, net, meta)
+    train_data, test = _splits(spec.data, net, meta, spec.label_map)
     before = measure(net, test, Path(checkpoint).stat().st_size)
     report: dict[str, Any] = {"schema": "cephalon-edge/compress/1", "checkpoint": str(checkpoint), "output": str(output),
                               "dataset": {"train": train_data.name, "test": test.name}, "before": before}

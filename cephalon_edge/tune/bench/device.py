@@ -156,7 +156,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     binaries = {d.serial: find_binary(spec.benchmark_binary, adb.abi(d), tool) for d in ready}
 
     # the exit mix of this very package on real data, measured on the host (TFLite runs here)
-    data = bench_data(manifest, spec.data)
+    data = bench_data(manifest, spec.data, spec.label_map)
     if spec.samples:
         data = data.subset(np.arange(min(spec.samples, len(data))))
     mix = data.select_mixes(spec.modality, list(manifest.inputs))[-1]  # one mix: --modality, else the fullest

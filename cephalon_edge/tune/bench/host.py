@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cephalon_edge.device.data import Dataset, load_dataset
+from cephalon_edge.device.data_checks import Contract
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.mixes import mix_name, parse_mix
 from cephalon_edge.device.profiles import DEFAULT_SPINNING, load_profile
@@ -26,6 +27,7 @@ from cephalon_edge.tune.timing import alternating_blocks, segment_input, stats_m
 class BenchSpec:
     profile: str = "host-cpu"
     data: str | None = None  # default: the checkpoint's own test split
+    label_map: Path | None = None  # folder name -> label, for image folders named otherwise
     runs: int = 50
     warmup: int = 5
     threads: int | None = None  # overrides the profile
@@ -44,7 +46,7 @@ def validate(spec: BenchSpec) -> None:
     load_profile(spec.profile)
 
 
-def bench_data(manifest: Manifest, ref: str | None) -> Dataset:
+def bench_data(manifest: Manifest, ref: str | None, label_map: Path | None = None) -> Dataset:
     """Real inputs for the end-to-end run: ``--data`` or the package's own test split."""
     if ref is None:
         dataset = manifest.source_dataset
@@ -52,7 +54,7 @@ def bench_data(manifest: Manifest, ref: str | None) -> Dataset:
             raise DataError("this package names no dataset; end-to-end timing needs real inputs",
                             hint="pass --data (a built-in split, a .npz or an image folder)")
         ref = f"{dataset}:test"
-    return load_dataset(ref, modalities=list(manifest.inputs.values()), label_names=manifest.labels)
+    return load_dataset(ref, Contract.from_manifest(manifest), label_map=label_map)
 
 
 def bench_segments(manifest: Manifest, runtime_name: str, threads: int | None, runs: int, warmup: int,
@@ -107,7 +109,7 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
         parse_mix(spec.modality, list(manifest.inputs))  # before loading data and timing anything
     if profile["os"] in ("android", "ios") or get_target(profile["target"]).why_not_here():
         step(f"note: {spec.profile} describes a device; measuring on this host with its threads")
-    data = bench_data(manifest, spec.data)
+    data = bench_data(manifest, spec.data, spec.label_map)
     if spec.samples:
         data = data.subset(np.arange(min(spec.samples, len(data))))
     mixes = data.select_mixes(spec.modality, list(manifest.inputs))

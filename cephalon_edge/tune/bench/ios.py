@@ -163,7 +163,7 @@ def bench_ios(package: Path, spec: BenchSpec, team_id: str | None = None,
     if not ready:
         raise DeviceError("; ".join(e["error"] for e in not_ready))
 
-    data = bench_data(manifest, spec.data)
+    data = bench_data(manifest, spec.data, spec.label_map)
     if spec.samples:
         data = data.subset(np.arange(min(spec.samples, len(data))))
     mix = data.select_mixes(spec.modality, list(manifest.inputs))[-1]
