@@ -61,6 +61,12 @@ class DeviceError(CephalonError):
     exit_code = 1
 
 
+class CalibrationRefused(CephalonError):
+    """The thresholds a budget asks for cost more accuracy than allowed; nothing is written."""
+
+    exit_code = 1
+
+
 class ConcurrentChange(CephalonError):
     """Another process changed an output while this command was working on it."""
 

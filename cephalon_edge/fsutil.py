@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import stat
@@ -64,8 +65,27 @@ def write_bytes_atomic(dest: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinity as ``None`` (and numpy scalars as Python ones): JSON has
+    no NaN, and a strict parser refuses the bare ``NaN`` Python would write."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:
+        obj = obj.item()  # a numpy scalar
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps_strict(obj: Any) -> str:
+    """JSON text a strict parser accepts: NaN and infinities written as ``null``."""
+    return json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
+
+
 def write_json_atomic(dest: Path, obj: Any) -> None:
-    write_bytes_atomic(dest, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes_atomic(dest, (dumps_strict(obj) + "\n").encode())
 
 
 @contextmanager

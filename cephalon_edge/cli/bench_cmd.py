@@ -10,7 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.options import label_map_option
-from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
+from cephalon_edge.cli.render import (
+    console,
+    fmt_count,
+    fmt_pct,
+    progress,
+    render_usage,
+    write_report,
+)
 
 profiles_app = typer.Typer(help="Device profiles.", no_args_is_help=True)
 
@@ -61,6 +68,7 @@ def render_bench(report: dict[str, Any]) -> None:
                       _ms(s["mean_ms"]) if s else "-", f"{m['speedup']:.2f}x" if m["speedup"] else "-")
         console.print(t)
         console.print("[dim]the static model takes every modality, so it is timed for the full mix only[/]")
+    render_usage(report.get("routing_usage"))
     if "peak_rss_bytes" in report:
         console.print(f"peak RSS {fmt_count(report['peak_rss_bytes'])}B")
 

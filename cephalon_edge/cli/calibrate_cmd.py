@@ -10,7 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.options import label_map_option
-from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
+from cephalon_edge.cli.render import (
+    console,
+    fmt_count,
+    fmt_pct,
+    progress,
+    render_usage,
+    write_report,
+)
 
 
 def render_calibrate(report: dict[str, Any]) -> None:
@@ -35,6 +42,7 @@ def render_calibrate(report: dict[str, Any]) -> None:
     console.print(result)
     rates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in test["exit_rates"].items())
     console.print(f"exit rates: {rates}")
+    render_usage(test.get("routing_usage"))
     if test.get("modality_mixes"):
         mixes = Table(title="held-out, per modality mix (one set of thresholds for all)")
         for col in ("mix", "n", "acc", "full", "drop", "ms", "speedup"):
@@ -56,8 +64,9 @@ def render_calibrate(report: dict[str, Any]) -> None:
 
 def calibrate_cmd(
     package: Path = typer.Argument(..., help="An edge package directory."),
-    data: str = typer.Option(..., "--data", help="Validation data: digits[:val], mnist1d:val, a .npz or an image folder."),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Accuracy mode: allowed drop below full depth (default 0.01 = 1 point)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Validation data: digits[:val], mnist1d:val, a .npz or an image folder."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Allowed validation drop below full depth (default 0.01 = 1 point); "
+                                             "with a budget, a guard: thresholds costing more are not written."),
     latency_budget_ms: Optional[float] = typer.Option(None, "--latency-budget-ms", help="Budget mode: mean latency per sample."),
     flops_budget: Optional[float] = typer.Option(None, "--flops-budget", help="Budget mode: FLOPs per sample (<= 1: fraction of full depth)."),
     score: str = typer.Option("max_softmax", "--score", help="max_softmax | entropy | patience."),
@@ -69,17 +78,32 @@ def calibrate_cmd(
     modality: Optional[str] = typer.Option(
         None, "--modality", help="Multi-modal packages: calibrate for this mix only, e.g. image "
                                  "(default: one set of thresholds for every mix the data allows)."),
+    restore: bool = typer.Option(False, "--restore", help="Put back the exit policy from before the last calibration "
+                                 "(the manifest keeps the last 5)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Pareto curve as a PNG."),
 ) -> None:
     """Choose per-exit thresholds for an accuracy drop or a latency/FLOPs budget; write them into the package."""
+    from cephalon_edge.errors import UsageError
     from cephalon_edge.tune.calibrate import (
         CalibrateSpec,
         calibrate_package,
+        restore_previous,
         validate_spec,
     )
     from cephalon_edge.tune.plots import plot_pareto
 
+    if restore:
+        if data is not None:
+            raise UsageError("--restore puts back the previous thresholds; it takes no --data")
+        report = restore_previous(package)
+        thresholds = ", ".join(f"{k} {v:.4g}" for k, v in report["exit_policy"]["thresholds"].items())
+        console.print(f"restored the previous exit policy of {escape(str(package))}: {escape(thresholds)} "
+                      f"({report['history_left']} earlier left)")
+        write_report(json_file, report)
+        return
+    if data is None:
+        raise UsageError("calibrate needs --data (validation data)", hint="or --restore to put back the previous thresholds")
     spec = CalibrateSpec(data=data, max_drop=max_drop, latency_budget_ms=latency_budget_ms, flops_budget=flops_budget,
                          score=score, test_data=test_data, label_map=label_map, profile=profile, threads=threads,
                          remeasure=remeasure, modality=modality)

@@ -54,3 +54,21 @@ def error_lines(message: str, hint: str | None = None) -> list[Text]:
     if hint:
         lines.append(Text.assemble(("hint:", "yellow"), " ", hint))
     return lines
+
+
+def render_usage(usage: dict[str, Any] | None) -> None:
+    """Gate fire rates and expert shares (``device.usage.routing_usage``), when the model has any."""
+    if not usage or not (usage["gates"] or usage["experts"]):
+        return
+    from rich.table import Table
+
+    table = Table(title="routing decisions (of the samples reaching each)")
+    for col in ("decision", "reached", "use"):
+        table.add_column(col, justify="left" if col != "reached" else "right")
+    for block, g in usage["gates"].items():
+        table.add_row(f"gate of {escape(block)}", fmt_pct(g["reached"]),
+                      "-" if g["fire_rate"] is None else f"block ran {fmt_pct(g['fire_rate'])}")
+    for gate, m in usage["experts"].items():
+        shares = ", ".join(f"{escape(e.rsplit('.', 1)[-1])} {fmt_pct(s)}" for e, s in m["shares"].items() if s is not None)
+        table.add_row(escape(gate), fmt_pct(m["reached"]), shares or "-")
+    console.print(table)

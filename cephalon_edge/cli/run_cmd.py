@@ -20,11 +20,14 @@ def render_run(report: dict[str, Any]) -> None:
     for t in extra:
         table.add_column(t, justify="right")
     for r in report["predictions"]:
-        tasks = [", ".join(f"{v:.3g}" for v in r["tasks"][t]) for t in extra]
+        tasks = [f"class {r['task_classes'][t]}" if t in r.get("task_classes", {}) else
+                 ", ".join(f"{v:.3g}" for v in r["tasks"][t]) for t in extra]
         table.add_row(escape(" + ".join(Path(p).name for p in r["input"].split(" + "))), str(r["prediction"]),
                       escape(r["label"]), f"{r['score']:.3f}", escape(r["exit"]),
                       f"{r['latency_us'] / 1000:.3f} ms", *tasks)
     console.print(table)
+    console.print(f"[dim]latency: each input's own, batch 1, after a first (cold) call of "
+                  f"{report['cold_start_us'] / 1000:.3f} ms[/]")
 
 
 def run_cmd(

@@ -15,9 +15,10 @@ from cephalon_edge.errors import DataError
 if TYPE_CHECKING:
     from cephalon_edge.device.data import Dataset
 
-# model-ready values may overshoot the preprocessed range by this many spans (augmentation,
-# noise), and this fraction of them may lie beyond it, before the data is called out of range
-RANGE_SLACK_SPANS = 1.0
+# model-ready values may overshoot the preprocessed range by this many spans (standardised data
+# under a spec that left the default preprocessing, augmentation, noise), and this fraction of
+# them may lie beyond it, before the data is called out of range: raw 0-255 pixels still fail
+RANGE_SLACK_SPANS = 8.0
 RANGE_OUTLIER_FRACTION = 1e-3
 
 

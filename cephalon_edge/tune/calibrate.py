@@ -18,6 +18,7 @@ held-out report is given per mix.
 from __future__ import annotations
 
 import platform
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,9 +33,13 @@ from cephalon_edge.device.profiles import profile_spinning, profile_threads
 from cephalon_edge.device.program import NEVER_EXIT
 from cephalon_edge.device.router import Router
 from cephalon_edge.device.scores import SCORES, exit_scores
-from cephalon_edge.errors import DataError, UsageError
+from cephalon_edge.device.usage import routing_usage
+from cephalon_edge.device.manifest import Manifest
+from cephalon_edge.errors import CalibrationRefused, DataError, Note, UsageError
 from cephalon_edge.tune.search import ExitTable, SearchResult, search, stack_tables
 from cephalon_edge.tune.timing import alternating_blocks, median_segment_ms, router_call_overhead_ms
+
+HISTORY = 5  # earlier exit policies kept in the manifest's calibration_history
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,14 @@ class CalibrateSpec:
     modality: str | None = None  # calibrate for this mix only (default: every mix the data allows)
 
     @property
+    def allowed_drop(self) -> float | None:
+        """The validation drop below full depth the new thresholds may cost: --max-drop (1 point
+        by default in accuracy mode; in a budget mode only when given, as a guard)."""
+        if self.max_drop is not None:
+            return self.max_drop
+        return 0.01 if self.mode == "accuracy" else None
+
+    @property
     def mode(self) -> str:
         if self.latency_budget_ms is not None:
             return "latency"
@@ -63,9 +76,9 @@ class CalibrateSpec:
 
 
 def validate_spec(spec: CalibrateSpec) -> None:
-    given = [x is not None for x in (spec.max_drop, spec.latency_budget_ms, spec.flops_budget)]
-    if sum(given) > 1:
-        raise UsageError("give one of --max-drop, --latency-budget-ms, --flops-budget")
+    if spec.latency_budget_ms is not None and spec.flops_budget is not None:
+        raise UsageError("give one of --latency-budget-ms and --flops-budget",
+                         hint="--max-drop may join either as a guard on the accuracy the budget costs")
     if spec.max_drop is not None and not 0 <= spec.max_drop < 1:
         raise UsageError(f"--max-drop is a fraction in [0, 1) (0.01 = 1 point), got {spec.max_drop}")
     if spec.latency_budget_ms is not None and spec.latency_budget_ms <= 0:
@@ -108,7 +121,7 @@ def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
     """The combination the mode asks for; raises a UsageError when the budget is infeasible."""
     acc, cost, flops = result.accuracy, result.cost_ms, result.flops
     if spec.mode == "accuracy":
-        drop = 0.01 if spec.max_drop is None else spec.max_drop
+        drop = spec.allowed_drop
         ok = acc >= table.full_depth_accuracy - drop - 1e-9
         if result.mix_accuracy is not None:  # the drop holds for every modality mix on its own
             ok &= (result.mix_accuracy >= result.mix_full_depth[:, None] - drop - 1e-9).all(0)
@@ -154,8 +167,7 @@ def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], pa
                                               "static": reference}, rounds=rounds)
     flops = router.program.path_costs(part_flops, pred.gates, pred.experts, list(data.inputs))[
         np.arange(len(data)), pred.exit_index]
-    kinds = {name: p.kind for name, p in router.manifest.parts.items()}
-    static_flops = sum(f for name, f in part_flops.items() if kinds[name] != "exit")  # the plain network
+    static_flops = plain_flops(router.program, router.manifest, part_flops)
     accuracy = float((pred.predicted == data.labels).mean())
     full_accuracy = float((full.predicted == data.labels).mean())
     r, s = times["routed"], times["static"]
@@ -173,6 +185,7 @@ def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], pa
         "speedup_vs_flops": speedup * flops_ratio,
         "routing_pays": speedup > 1.0 if source == "static model" else None,
         "static_source": source,
+        "routing_usage": routing_usage(router.program, pred.gates, pred.experts),
     }
 
 
@@ -228,7 +241,7 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
                 set(cached.get("segment_ms", {})) == set(router.manifest.segments):
             seg_ms, measured = dict(cached["segment_ms"]), False
         else:
-            seg_ms, measured = median_segment_ms(router.runtime, router.manifest.segments, spec.latency_runs), True
+            seg_ms, measured = median_segment_ms(router.runtime, router.manifest, spec.latency_runs), True
         # what the router itself adds per call, so expected latencies price every call made
         per_call_ms = router_call_overhead_ms(router, val.with_mix(mixes[-1]).inputs, _never(spec.score, router))
         call_ms = {name: ms + per_call_ms for name, ms in seg_ms.items()}
@@ -244,6 +257,7 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
         chosen = choose(result, table, spec)
         early = router.exit_names[:-1]
         thresholds = result.thresholds(chosen, early)
+        refuse_worse_than_allowed(_val_point(result, chosen, table, thresholds, val.name), spec)
         step("measuring on the held-out split")
         seg_flops = router.manifest.part_flops
         static = router.runtime.static_runner()
@@ -256,7 +270,7 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
     report = {
         "schema": "cephalon-edge/calibrate/1", "package": str(package), "score": spec.score,
         "segment_latency": {"key": latency_key, "measured_now": measured},
-        "mode": spec.mode, "target": {"max_drop": 0.01 if spec.mode == "accuracy" and spec.max_drop is None else spec.max_drop,
+        "mode": spec.mode, "target": {"max_drop": spec.allowed_drop,
                                       "latency_budget_ms": spec.latency_budget_ms, "flops_budget": spec.flops_budget},
         "profile": spec.profile, "threads": threads, "thresholds": thresholds,
         "val": val_report, "test": test_report, "segment_ms": seg_ms, "router_ms_per_call": per_call_ms,
@@ -266,7 +280,9 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
         "search": {"candidates_per_exit": [len(c) for c in result.candidates],
                    "combinations": int(len(result.accuracy)), "seconds": round(result.seconds, 3)},
     }
+    report["held_out_over_budget"] = warn_held_out_drop(test_report, spec.allowed_drop)
     router.manifest.write_sections(
+        calibration_history=pushed_history(router.manifest.data),
         exit_policy={"score": spec.score, "calibrated": True, "thresholds": thresholds},
         segment_latency={"key": latency_key, "segment_ms": seg_ms},
         calibration={
@@ -277,6 +293,59 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
                 "accuracy", "full_depth_accuracy", "accuracy_drop", "exit_rates", "flops_ratio", "mean_ms",
                 "static_mean_ms", "speedup")}})
     return report
+
+
+def plain_flops(program: Any, manifest: Manifest, part_flops: dict[str, float]) -> float:
+    """FLOPs of one sample through the plain network: the path to the final exit without the
+    exit heads, gated blocks run and one expert per MoE layer (top-1 runs one, as ``inspect``
+    counts; every expert would overstate it by the number of experts)."""
+    kinds = {name: p.kind for name, p in manifest.parts.items()}
+    final = program.exit_paths()[-1][1]
+    return float(sum(part_flops[name] for name in final if kinds[name] != "exit"))
+
+
+def refuse_worse_than_allowed(val: dict[str, Any], spec: CalibrateSpec) -> None:
+    """Never replace the package's thresholds with ones that cost more than the allowed drop on
+    validation (a budget that can only be met by giving up accuracy is refused, not written)."""
+    allowed = spec.allowed_drop
+    if allowed is not None and val["accuracy_drop"] > allowed + 1e-9:
+        raise CalibrationRefused(
+            f"the best thresholds for this budget cost {100 * val['accuracy_drop']:.2f} points on {val['dataset']}, "
+            f"more than the allowed {100 * allowed:.2f}; the package keeps its thresholds",
+            hint="raise the budget or --max-drop")
+
+
+def warn_held_out_drop(test: dict[str, Any], allowed: float | None) -> bool:
+    """Say so when the held-out drop exceeds the budget chosen for on validation (small
+    validation sets over-fit the thresholds)."""
+    over = allowed is not None and test["accuracy_drop"] > allowed + 1e-9
+    if over:
+        warnings.warn(f"the held-out drop ({100 * test['accuracy_drop']:.2f} points on {test['dataset']}) exceeds "
+                      f"the allowed {100 * allowed:.2f}: the validation set is small or unlike the held-out one; "
+                      f"calibrate on more data or a smaller --max-drop", Note, stacklevel=2)
+    return over
+
+
+def pushed_history(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """``calibration_history`` with the package's current exit policy (and its calibration
+    report) pushed on: the last ``HISTORY`` policies, newest last."""
+    history = list(manifest.get("calibration_history") or [])
+    history.append({"exit_policy": manifest["exit_policy"], "calibration": manifest.get("calibration")})
+    return history[-HISTORY:]
+
+
+def restore_previous(package: Path) -> dict[str, Any]:
+    """``calibrate --restore``: put the previous exit policy back (the one before the last
+    calibration), popping it off ``calibration_history``; returns it."""
+    manifest = Manifest.open(Path(package), verify=False)
+    history = list(manifest.data.get("calibration_history") or [])
+    if not history:
+        raise UsageError(f"{package}: no earlier exit policy to restore",
+                         hint="calibrate keeps the last 5 policies in calibration_history; this package has none")
+    previous = history.pop()
+    manifest.write_sections(exit_policy=previous["exit_policy"], calibration=previous.get("calibration"),
+                            calibration_history=history)
+    return {"package": str(package), "exit_policy": previous["exit_policy"], "history_left": len(history)}
 
 
 def _val_point(result: SearchResult, i: int, table: ExitTable, thresholds: dict[str, float],

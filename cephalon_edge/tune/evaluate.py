@@ -10,13 +10,14 @@ import numpy as np
 from cephalon_edge.device.data import Dataset, load_dataset
 from cephalon_edge.device.data_checks import Contract
 from cephalon_edge.device.router import Router
+from cephalon_edge.device.usage import routing_usage
 
 
 def evaluate_router(router: Router, data: Dataset, thresholds: float | Mapping[str, float] | None = None,
                     batch_size: int = 1) -> dict[str, Any]:
     """Route every sample with the modalities it holds (batch 1 by default: per-sample latency
     as a device sees it)."""
-    correct, exits, latency = 0, np.zeros(len(router.exit_names)), []
+    correct, exits, latency, gates, experts = 0, np.zeros(len(router.exit_names)), [], [], []
     for part in data.by_own_mix():
         for start in range(0, len(part), batch_size):
             sl = slice(start, start + batch_size)
@@ -24,12 +25,15 @@ def evaluate_router(router: Router, data: Dataset, thresholds: float | Mapping[s
             correct += int((pred.predicted == part.labels[sl]).sum())
             np.add.at(exits, pred.exit_index, 1)
             latency.extend((pred.latency_us / 1000).tolist())
+            gates.append(pred.gates)
+            experts.append(pred.experts)
     lat = np.asarray(latency)
     return {
         "dataset": data.name, "samples": len(data), "accuracy": correct / max(1, len(data)),
         "exit_rates": {name: float(c / max(1, len(data))) for name, c in zip(router.exit_names, exits)},
         "mean_ms": float(lat.mean()), "p50_ms": float(np.percentile(lat, 50)),
         "p90_ms": float(np.percentile(lat, 90)), "p99_ms": float(np.percentile(lat, 99)),
+        "routing_usage": routing_usage(router.program, np.concatenate(gates), np.concatenate(experts)),
     }
 
 

@@ -14,9 +14,15 @@ def stats_ms(times_ms: Sequence[float] | np.ndarray) -> dict[str, float]:
             "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()), "std_ms": float(t.std())}
 
 
-def segment_input(segment: dict[str, Any], seed: int = 0) -> np.ndarray:
-    """A random batch-1 input of a segment, from its manifest entry."""
-    return np.random.default_rng(seed).standard_normal((1, *segment["shapes"]["inputs"][0])).astype(np.float32)
+def segment_input(segment: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Any]], seed: int = 0) -> np.ndarray:
+    """A valid random batch-1 input of a segment, from its manifest entry: token ids below the
+    vocabulary for a text adapter (``inputs``: the package's inputs by name), else normal noise."""
+    rng = np.random.default_rng(seed)
+    shape = (1, *segment["shapes"]["inputs"][0])
+    vocab = (inputs.get(segment["inputs"][0]) or {}).get("vocab")
+    if vocab is not None:
+        return rng.integers(0, int(vocab), shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def time_segment(runtime: Any, name: str, x: np.ndarray, runs: int, warmup: int) -> list[float]:
@@ -31,10 +37,10 @@ def time_segment(runtime: Any, name: str, x: np.ndarray, runs: int, warmup: int)
     return times
 
 
-def median_segment_ms(runtime: Any, segments: dict[str, dict[str, Any]], runs: int, warmup: int = 3) -> dict[str, float]:
-    """Median batch-1 latency (ms) of every segment with an open runtime."""
-    return {name: float(np.median(time_segment(runtime, name, segment_input(seg), runs, warmup)))
-            for name, seg in segments.items()}
+def median_segment_ms(runtime: Any, manifest: Any, runs: int, warmup: int = 3) -> dict[str, float]:
+    """Median batch-1 latency (ms) of every segment of ``manifest`` with an open runtime."""
+    return {name: float(np.median(time_segment(runtime, name, segment_input(seg, manifest.inputs), runs, warmup)))
+            for name, seg in manifest.segments.items()}
 
 
 BLOCK = 16  # samples per block when two sessions are timed against each other

@@ -20,6 +20,7 @@ from cephalon_edge.device.router import Router
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.errors import DataError, UsageError
 from cephalon_edge.targets import get_target
+from cephalon_edge.device.usage import routing_usage
 from cephalon_edge.tune.timing import alternating_blocks, segment_input, stats_ms, time_segment
 
 
@@ -62,7 +63,7 @@ def bench_segments(manifest: Manifest, runtime_name: str, threads: int | None, r
     """Cold (open the segment's file + first inference) and warm latency of every segment, batch 1."""
     rows = []
     for name, seg in manifest.segments.items():
-        x = segment_input(seg)
+        x = segment_input(seg, manifest.inputs)
         t0 = time.perf_counter_ns()
         runtime = open_runtime(runtime_name, manifest, threads=threads, segments=[name])
         runtime.run(name, (x,))
@@ -109,6 +110,8 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
         parse_mix(spec.modality, list(manifest.inputs))  # before loading data and timing anything
     if profile["os"] in ("android", "ios") or get_target(profile["target"]).why_not_here():
         step(f"note: {spec.profile} describes a device; measuring on this host with its threads")
+    if spec.data is None and not manifest.source_dataset:
+        return _segments_only(package, manifest, spec, threads, step)
     data = bench_data(manifest, spec.data, spec.label_map)
     if spec.samples:
         data = data.subset(np.arange(min(spec.samples, len(data))))
@@ -126,6 +129,7 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
                 router, data.with_mix(mix), static_fn, spec.warmup)
             by_mix[mix_name(mix)] = {"end_to_end": end_to_end, "static": static,
                                      "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"]}
+        usage = routing_usage(router.program, *_decisions(router, data.with_mix(mixes[-1])))
         runtime_name = router.runtime.name
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     return {
@@ -137,7 +141,27 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
         "segments": segments, "end_to_end": end_to_end, "static": static,
         "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"],
         "routing_pays": None if static is None else static["mean_ms"] > end_to_end["mean_ms"],
-        "peak_rss_bytes": int(peak), "runs": spec.runs, "warmup": spec.warmup,
+        "peak_rss_bytes": int(peak), "runs": spec.runs, "warmup": spec.warmup, "routing_usage": usage,
         "latency_samples_ms": {"routed": routed_ms.round(4).tolist(),
                                "static": static_ms.round(4).tolist() if static is not None else []},
     }
+
+
+def _decisions(router: Router, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample's gates and experts (one batched pass, untimed)."""
+    pred = router.predict(data.inputs)
+    return pred.gates, pred.experts
+
+
+def _segments_only(package: Path, manifest: Manifest, spec: BenchSpec, threads: int | None,
+                   step: Callable[[str], None]) -> dict[str, Any]:
+    """No data given and none named by the package: every segment timed on valid synthetic
+    inputs (token ids for text); end to end needs real inputs, so it is skipped and said."""
+    segments = bench_segments(manifest, "auto", threads, spec.runs, spec.warmup, step)
+    return {"schema": "cephalon-edge/bench/1", "package": str(package), "profile": spec.profile,
+            "runtime": get_target(manifest.target).runtime, "threads": threads,
+            "device": "host", "thresholds": manifest.thresholds, "calibrated": manifest.calibrated,
+            "segments": segments, "end_to_end": None, "static": None, "speedup": None, "routing_pays": None,
+            "modality": None, "modality_mixes": None, "runs": spec.runs, "warmup": spec.warmup,
+            "note": "end to end skipped: the package names no dataset; pass --data for routed and static "
+                    "timings on real inputs (segments were timed on synthetic inputs)"}
