@@ -1,13 +1,11 @@
 """`.cephalon` checkpoints: one safetensors file, the spec and provenance as JSON metadata.
 
-Loading never unpickles. Importing a plain PyTorch ``state_dict`` goes through
-``torch.load(weights_only=True)``, which refuses pickles that would run code.
+Loading never unpickles. Importing a plain PyTorch ``state_dict`` is ``state_import``'s.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import torch
 
 from cephalon_edge.build.model import CephalonNet
 from cephalon_edge.build.spec import ModelSpec
+from cephalon_edge.build.state_import import reconcile
 from cephalon_edge.errors import CheckpointError
 from cephalon_edge.fsutil import atomic_path, loads_json, regular_file
 
@@ -76,24 +75,6 @@ def save(model: CephalonNet, path: Path, provenance: dict[str, Any] | None = Non
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
 
 
-def load_state(model: CephalonNet, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model``, refusing the first tensor that doesn't match the spec."""
-    expected = model.state_dict()
-    for name, tensor in expected.items():
-        if name not in state:
-            raise CheckpointError(f"{source}: tensor {name!r} is missing (spec expects shape {list(tensor.shape)})")
-        got = state[name]
-        if tuple(got.shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{source}: tensor {name!r} has shape {list(got.shape)}, "
-                                  f"the spec expects {list(tensor.shape)}")
-        if got.dtype != tensor.dtype:
-            raise CheckpointError(f"{source}: tensor {name!r} has dtype {got.dtype}, the spec expects {tensor.dtype}")
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise CheckpointError(f"{source}: tensor {extra[0]!r} is not part of the spec")
-    model.load_state_dict(state, strict=True)
-
-
 def load_with_metadata(path: Path) -> tuple[CephalonNet, dict[str, Any]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -107,7 +88,7 @@ def load_with_metadata(path: Path) -> tuple[CephalonNet, dict[str, Any]]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt tensor data ({exc})") from None
     calibration = {k[len(CALIBRATION_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(CALIBRATION_PREFIX)}
-    load_state(model, state, str(path))
+    model.load_state_dict(reconcile(model, state, str(path)), strict=True)
     model.eval()
     if calibration:
         meta["calibration_samples"] = calibration
@@ -117,29 +98,3 @@ def load_with_metadata(path: Path) -> tuple[CephalonNet, dict[str, Any]]:
 def load(path: Path) -> CephalonNet:
     """Load a ``.cephalon`` checkpoint into an eval-mode ``CephalonNet``."""
     return load_with_metadata(path)[0]
-
-
-def import_state_dict(state_path: Path, spec_path: Path) -> CephalonNet:
-    """Build a model from a PyTorch ``state_dict`` file and a spec JSON, never running pickled code."""
-    try:
-        spec = ModelSpec.from_json(Path(spec_path).read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"spec file not found: {spec_path}") from None
-    try:
-        obj = torch.load(state_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"state dict not found: {state_path}") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{state_path}: refused to load ({first[:200]})",
-                              hint="only plain tensor state_dicts are accepted; pickles that run code are refused") from None
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{state_path}: not a state_dict of tensors")
-    model = CephalonNet(spec)
-    load_state(model, dict(obj), str(state_path))
-    model.eval()
-    return model

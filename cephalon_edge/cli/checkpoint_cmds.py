@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.markup import escape
@@ -80,18 +80,43 @@ def inspect_cmd(
 
 
 def import_cmd(
-    state_dict: Path = typer.Argument(..., help="A PyTorch state_dict file (.pt); loaded with weights_only=True."),
+    state_dict: Optional[Path] = typer.Argument(None, help="A PyTorch state_dict file (.pt); loaded with weights_only=True."),
     spec: Path = typer.Option(..., "--spec", help="The architecture spec (JSON) the weights belong to."),
-    output: Path = typer.Option(..., "-o", "--output", help="The .cephalon checkpoint to write."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The .cephalon checkpoint to write."),
+    mapping: List[str] = typer.Option([], "--map", help="Rename a name prefix, OLD=NEW (repeatable; the first match wins). "
+                                      "module./model. wrappers are stripped without asking."),
+    expected: bool = typer.Option(False, "--expected", help="List the tensor names and shapes the spec expects, and stop."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
-    """Make a .cephalon checkpoint from weights trained elsewhere."""
+    """Make a .cephalon checkpoint from weights trained elsewhere (a plain PyTorch state_dict)."""
     from cephalon_edge import __version__
-    from cephalon_edge.build.checkpoint import import_state_dict, save
+    from cephalon_edge.build.checkpoint import save
+    from cephalon_edge.build.state_import import PrefixRule, expected_tensors, import_state_dict, load_spec
+    from cephalon_edge.errors import UsageError
 
-    model = import_state_dict(state_dict, spec)
-    save(model, output, {"creator": f"cephalon-edge {__version__} import", "source": str(state_dict)})
-    console.print(f"wrote [bold]{escape(str(output))}[/] ({escape(model.spec.name)}, "
-                  f"{fmt_count(sum(p.numel() for p in model.parameters()))} params)")
+    rules = [PrefixRule.parse(m) for m in mapping]
+    if expected:
+        tensors = expected_tensors(load_spec(spec))
+        table = Table(title=f"tensors a state_dict for {escape(str(spec))} holds")
+        for col in ("name", "shape", "dtype"):
+            table.add_column(col)
+        for t in tensors:
+            table.add_row(escape(t["name"]), str(t["shape"]), t["dtype"] + (" (optional)" if t["optional"] else ""))
+        console.print(table)
+        write_report(json_file, {"schema": "cephalon-edge/import-expected/1", "spec": str(spec), "tensors": tensors})
+        return
+    if state_dict is None or output is None:
+        raise UsageError("import needs STATE_DICT and -o OUT.cephalon", hint="or --expected to list what the spec expects")
+    if output.exists() and not force:
+        raise UsageError(f"{output} exists", hint="pass --force to overwrite it, or write elsewhere with -o")
+    model = import_state_dict(state_dict, spec, rules)
+    params = sum(p.numel() for p in model.parameters())
+    save(model, output, {"creator": f"cephalon-edge {__version__} import", "source": str(state_dict),
+                         "map": [f"{r.old}={r.new}" for r in rules]})
+    console.print(f"wrote [bold]{escape(str(output))}[/] ({escape(model.spec.name)}, {fmt_count(params)} params)")
+    write_report(json_file, {"schema": "cephalon-edge/import/1", "output": str(output), "source": str(state_dict),
+                             "spec": str(spec), "params": params, "map": [f"{r.old}={r.new}" for r in rules]})
 
 
 def register(app: typer.Typer) -> None:
