@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cephalon_edge.device.program import DEFAULT_EXIT_THRESHOLD
@@ -27,6 +28,9 @@ class ExportSpec:
     force: bool = False
     opset: int = 18
     threshold: float = DEFAULT_EXIT_THRESHOLD  # until `calibrate` chooses per-exit ones
+    # real samples for int8 calibration and quantized parity: a dataset (default: the checkpoint's own)
+    data: str | None = None
+    label_map: Path | None = None
     # filled in once by export's resolve(): the profile's contents, so no converter reloads it
     profile_settings: dict[str, Any] = field(default_factory=dict, compare=False)
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from cephalon_edge import __version__
 from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.device.data import Dataset, builtin_name, load_dataset, split_index
 from cephalon_edge.device.manifest import (
     FORMAT,
     MANIFEST,
@@ -116,6 +117,7 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
                    on_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Export ``checkpoint`` to an edge package at ``out_dir``; returns the export report."""
     spec = resolve(checkpoint, out_dir, spec)  # before torch is imported
+    calibration_data, parity_data = real_samples(checkpoint, spec)  # checked before any work too
     from cephalon_edge.build.checkpoint import load_with_metadata
     from cephalon_edge.build.parity import check_package, parity_inputs
     from cephalon_edge.build.segments import build_segments
@@ -126,10 +128,9 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
     converter = target.converter_module()
     net, meta = load_with_metadata(checkpoint)
     seg_set = build_segments(net, fuse=spec.fuse)
-    dataset = meta.get("provenance", {}).get("dataset")
-    if spec.quantize == "int8":  # the recipe's stored samples, else the checkpoint's own training split
+    if spec.quantize == "int8":  # the recipe's stored samples, else real training samples, else random
         seg_set.calibration = meta.get("calibration_samples") or \
-            parity_inputs(net, dataset, n_real=64, n_random=0 if dataset else 64, split="train")[0]
+            parity_inputs(net, calibration_data, n_real=64, n_random=0 if calibration_data else 64)[0]
     started = time.perf_counter()
     with atomic_directory(Path(out_dir), replace=spec.force) as tmp:
         artifacts = converter.convert(seg_set, spec, tmp, on_segment=on_progress)
@@ -149,9 +150,9 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
             router = Router(opened, open_runtime("auto", opened))
             static = router.runtime.static_runner()
             big = seg_set.exit_paths()[-1]["cumulative_macs"] > 1e9
-            inputs, real = parity_inputs(net, dataset, n_real=0 if big else 64, n_random=4 if big else 16)
+            inputs, labels = parity_inputs(net, parity_data, n_real=0 if big else 64, n_random=4 if big else 16)
             parity = check_package(net, seg_set, router, inputs, manifest["exit_policy"]["thresholds"], static,
-                                   quantization=spec.quantize, real_samples=real)
+                                   quantization=spec.quantize, real_labels=labels)
             router.close()
             if on_progress:
                 on_progress("parity")
@@ -162,6 +163,7 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
         "package": str(out_dir), "target": spec.target, "quantization": spec.quantize,
         "checkpoint": str(checkpoint), "convert_seconds": round(convert_s, 3),
         "parity": None if parity is None else parity.to_dict(),
+        "data": None if parity_data is None else {"calibration": calibration_data.name, "parity": parity_data.name},
         "verification": verification or ({"kind": "parity"} if parity else None),
         "delegate_coverage": coverage, "notes": notes,
         "segments": [{"name": s["name"], "file": s["file"], "kind": s["kind"],
@@ -172,6 +174,25 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
         "exits": manifest["exits"],
         "size_bytes": sum({s["file"]: s["size_bytes"] for s in manifest["segments"]}.values()),
     }
+
+
+def real_samples(checkpoint: Path, spec: ExportSpec) -> tuple[Dataset | None, Dataset | None]:
+    """(int8 calibration samples, parity samples): the train and val splits of ``--data``, else
+    of the checkpoint's own built-in dataset; (None, None) when there is neither. Checked
+    against the model before anything is converted."""
+    from cephalon_edge.build.checkpoint import read_metadata
+    from cephalon_edge.build.spec import ModelSpec
+
+    meta = read_metadata(checkpoint)
+    ref = spec.data or (meta.get("provenance") or {}).get("dataset")
+    if not ref:
+        return None, None
+    contract = ModelSpec.from_dict(meta.get("spec")).contract()
+    name = builtin_name(ref)
+    if name:
+        return load_dataset(f"{name}:train", contract), load_dataset(f"{name}:val", contract)
+    whole = load_dataset(ref, contract, label_map=spec.label_map)
+    return tuple(whole.subset(split_index(len(whole), s)) for s in ("train", "val"))  # type: ignore[return-value]
 
 
 def _delegate_coverage(root: Path, spec: ExportSpec, target: Target) -> tuple[list[dict[str, Any]] | None, list[str]]:

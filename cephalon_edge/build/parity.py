@@ -20,6 +20,7 @@ from cephalon_edge.build.segments import (
     example_input,
     segment_feeds,
 )
+from cephalon_edge.device.data import Dataset
 from cephalon_edge.device.mixes import mix_name, modality_mixes
 from cephalon_edge.device.program import NEVER_EXIT
 from cephalon_edge.device.router import Router
@@ -41,6 +42,7 @@ class ParityResult:
     quantization: str = "none"
     val_top1_agreement: float | None = None  # quantized: on the validation samples, full depth
     modality_mixes: dict[str, dict[str, float]] = field(default_factory=dict)  # multi-modal: routed parity per mix
+    real_accuracy: dict[str, float] | None = None  # quantized, with real data: full-depth accuracy, fp32 vs exported
 
     @property
     def worst_segment(self) -> tuple[str, float]:
@@ -67,6 +69,7 @@ class ParityResult:
                 "top1_agreement": self.top1_agreement, "samples": self.samples, "tolerance": self.tolerance,
                 "static_max_abs_err": self.static_max_abs_err, "quantization": self.quantization,
                 "val_top1_agreement": self.val_top1_agreement, "modality_mixes": self.modality_mixes,
+                "real_accuracy": self.real_accuracy,
                 "passed": self.passed}
 
 
@@ -117,9 +120,11 @@ def check_static(net: CephalonNet, static_session: Any, inputs: Mapping[str, tor
 
 def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: Mapping[str, torch.Tensor],
                   manifest_thresholds: Mapping[str, float], static_session: Any = None,
-                  quantization: str = "none", real_samples: int = 0) -> ParityResult:
+                  quantization: str = "none", real_labels: np.ndarray | None = None) -> ParityResult:
     """fp32: every segment within ``FP32_ATOL`` and identical decisions. Quantized: errors and
-    agreement are reported; top-1 agreement on the real (validation) samples is enforced."""
+    agreement are reported; top-1 agreement on the real samples (the first ``len(real_labels)``
+    inputs) is enforced, and their accuracy in PyTorch and exported is reported."""
+    real_samples = 0 if real_labels is None else len(real_labels)
     seg_errors = check_segments(segset, router, inputs)
     agree = top1 = samples = 0
     routed_err = 0.0
@@ -137,6 +142,11 @@ def check_package(net: CephalonNet, segset: SegmentSet, router: Router, inputs: 
     if quantization != "none" and real_samples:
         real = {k: v[:real_samples] for k, v in inputs.items()}
         result.val_top1_agreement = check_routed(net, router, real, [NEVER_EXIT])[1]
+        with torch.no_grad():
+            ref = net.dynamic_forward(dict(real), thresholds=NEVER_EXIT).logits.argmax(-1).numpy()
+        got = router.predict({k: v.numpy() for k, v in real.items()}, thresholds=NEVER_EXIT).predicted
+        result.real_accuracy = {"samples": real_samples, "pytorch": float((ref == real_labels).mean()),
+                                "exported": float((got == real_labels).mean())}
     if static_session is not None:
         result.static_max_abs_err = check_static(net, static_session, inputs)
     return result
@@ -155,21 +165,19 @@ def median_thresholds(net: CephalonNet, inputs: Mapping[str, torch.Tensor]) -> d
     return setting
 
 
-def parity_inputs(net: CephalonNet, dataset: str | None, n_real: int = 64, n_random: int = 16,
-                  seed: int = 0, split: str = "val") -> tuple[dict[str, torch.Tensor], int]:
-    """Real samples from the checkpoint's own dataset split (when known) first, then random ones;
-    returns the inputs and how many are real."""
-    from cephalon_edge.device.data import BUILTIN, builtin
-
+def parity_inputs(net: CephalonNet, data: Dataset | None, n_real: int = 64, n_random: int = 16,
+                  seed: int = 0) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """Real samples (those of ``data`` holding every modality) first, then random ones;
+    returns the inputs and the real samples' labels (their count is how many are real)."""
     gen = torch.Generator().manual_seed(seed)
-    parts: dict[str, list[torch.Tensor]] = {m.name: [] for m in net.spec.modalities}
-    real = 0
-    if dataset in BUILTIN and n_real:
-        ds = builtin(dataset, split)
-        if set(parts) <= set(ds.inputs):
-            real = min(n_real, len(ds))
-            for m in parts:
-                parts[m].append(torch.from_numpy(ds.inputs[m][:real]))
+    names = net.spec.modality_names
+    parts: dict[str, list[torch.Tensor]] = {m: [] for m in names}
+    labels = np.zeros(0, np.int64)
+    if data is not None and n_real and set(names) <= set(data.inputs):
+        full = data.with_mix(names)
+        labels = full.labels[:n_real]
+        for m in names:
+            parts[m].append(torch.from_numpy(full.inputs[m][:n_real]))
     for m in net.spec.modalities:
         parts[m.name].append(example_input(m, n_random, gen))
-    return {m: torch.cat(v) for m, v in parts.items()}, real
+    return {m: torch.cat(v) for m, v in parts.items()}, labels

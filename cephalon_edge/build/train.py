@@ -35,7 +35,8 @@ class TrainSpec:
     contrastive_temperature: float = 0.1
 
 
-EpochCallback = Callable[[int, float], None]
+# called after each epoch with (epoch, mean loss); returning True stops training there
+EpochCallback = Callable[[int, float], "bool | None"]
 # with two modalities: image only, signal only and both, each about a third of the time
 MODALITY_DROPOUT = 2 / 3
 
@@ -151,8 +152,8 @@ def train(net: CephalonNet, data: Dataset, spec: TrainSpec = TrainSpec(),
             total += loss.item() * len(index)
             count += len(index)
         history.append(total / max(1, count))
-        if on_epoch:
-            on_epoch(epoch, history[-1])
+        if on_epoch and on_epoch(epoch, history[-1]):
+            break
     net.eval()
     return history
 

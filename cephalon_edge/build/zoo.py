@@ -14,20 +14,13 @@ from cephalon_edge import __version__
 from cephalon_edge.build.checkpoint import save
 from cephalon_edge.build.model import CephalonNet
 from cephalon_edge.build.spec import ModelSpec
-from cephalon_edge.build.train import (
-    MODALITY_DROPOUT,
-    EpochCallback,
-    TrainSpec,
-    evaluate,
-    evaluate_mixes,
-    train,
-)
+from cephalon_edge.build.fit import FitSpec, train_from_spec
+from cephalon_edge.build.train import MODALITY_DROPOUT, EpochCallback, TrainSpec
 from cephalon_edge.device.data import (
     DIGITS_PREPROCESSING,
     MNIST1D_PREPROCESSING,
     MULTIMODAL_IMAGE_PREPROCESSING,
     MULTIMODAL_SIGNAL_LENGTH,
-    builtin,
 )
 from cephalon_edge.errors import UsageError
 
@@ -156,13 +149,14 @@ def build(name: str, epochs: int | None = None, seed: int = 0,
         provenance["note"] = "untrained: seeded random weights"
         return net, provenance
     tspec = dataclasses.replace(entry.train, seed=seed, epochs=entry.train.epochs if epochs is None else epochs)
-    train(net, builtin(entry.dataset, "train"), tspec, on_epoch=on_epoch)
-    test_data = builtin(entry.dataset, "test")
-    metrics: dict[str, Any] = {"test": evaluate(net, test_data), "val": evaluate(net, builtin(entry.dataset, "val"))}
-    if len(net.spec.modalities) > 1:
-        metrics["test_by_modality"] = evaluate_mixes(net, test_data)
-    provenance.update({"dataset": entry.dataset, "epochs": tspec.epochs, "metrics": metrics})
-    return net, provenance
+    if tspec.epochs == 0:
+        net.eval()
+        provenance.update({"dataset": entry.dataset, "epochs": 0, "note": "untrained: --epochs 0"})
+        return net, provenance
+    report = (lambda e: on_epoch(e["epoch"] - 1, e["loss"])) if on_epoch else None
+    # the zoo trains every epoch it is given (no early stopping) and keeps the best on validation
+    net, trained = train_from_spec(net.spec, FitSpec(data=entry.dataset, train=tspec, patience=None), report)
+    return net, {**trained, **provenance}
 
 
 def training_epochs(name: str, epochs: int | None = None) -> int:

@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cephalon_edge.cli.render import console, fmt_count, progress, write_report
+from cephalon_edge.cli.options import label_map_option
+from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
 from cephalon_edge.device.program import DEFAULT_EXIT_THRESHOLD
 
 
@@ -50,12 +51,15 @@ def render_export(report: dict[str, Any]) -> None:
         console.print("[yellow]parity not checked (--no-verify)[/]")
     else:
         if parity["quantization"] != "none":
-            val = parity["val_top1_agreement"]
+            val, acc = parity["val_top1_agreement"], parity.get("real_accuracy")
+            if val is None:  # random inputs say nothing about a quantized model's accuracy
+                console.print(f"parity ({parity['quantization']}): [yellow]not judged (no data)[/]: the checkpoint names "
+                              f"no dataset; pass --data (a .npz, an image folder or a built-in name) to calibrate and "
+                              f"judge the quantized package on real samples")
+                return
             console.print(f"parity ({parity['quantization']}) [green]passed[/]: top-1 agreement with fp32 "
-                          + (f"{100 * val:.1f}% on validation samples (>= {100 * parity['tolerance']:.0f}% required)"
-                             if val is not None else "not enforced (the checkpoint names no dataset)")
-                          + f"; all {parity['samples']} routed samples: top-1 {100 * parity['top1_agreement']:.1f}%, "
-                          f"decisions {100 * parity['decision_agreement']:.1f}%, max abs error {parity['max_abs_err']:.1e}")
+                          f"{100 * val:.1f}% on {acc['samples']} real samples (>= {100 * parity['tolerance']:.0f}% required); "
+                          f"accuracy on them {fmt_pct(acc['pytorch'])} in PyTorch, {fmt_pct(acc['exported'])} exported")
             return
         console.print(f"parity [green]passed[/] on {parity['samples']} routed samples: max abs error "
                       f"{parity['max_abs_err']:.1e} (tolerance {parity['tolerance']:.0e}), decisions "
@@ -74,6 +78,9 @@ def export_cmd(
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the parity check against PyTorch."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package (once the new one is complete)."),
     threshold: float = typer.Option(DEFAULT_EXIT_THRESHOLD, "--threshold", help="Initial exit threshold until `calibrate` sets per-exit ones."),
+    data: Optional[str] = typer.Option(None, "--data", help="Real samples for int8 calibration and quantized parity "
+                                       "(a .npz, an image folder or a built-in name; default: the checkpoint's own dataset)."),
+    label_map: Optional[Path] = label_map_option(),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Cut a checkpoint into static segments, convert them, verify parity, write the package."""
@@ -81,7 +88,8 @@ def export_cmd(
     from cephalon_edge.build.export import export_package
 
     spec = ExportSpec(target=target, quantize=quantize, profile=profile, with_static=with_static,
-                      fuse=not no_fuse, verify=not no_verify, force=force, threshold=threshold)
+                      fuse=not no_fuse, verify=not no_verify, force=force, threshold=threshold,
+                      data=data, label_map=label_map)
     with progress(escape(f"exporting to {target}"), None) as advance:
         report = export_package(checkpoint, output, spec, on_progress=lambda name: advance(escape(f"{target}: {name}")))
     render_export(report)

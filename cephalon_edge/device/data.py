@@ -130,7 +130,8 @@ MULTIMODAL_SIGNAL_LENGTH = 64
 MULTIMODAL_PAIRING_SEED = 0
 
 
-def _split(n: int, split: str) -> np.ndarray:
+def split_index(n: int, split: str) -> np.ndarray:
+    """The samples of ``split`` among ``n``: 60/20/20 train/val/test, fixed by ``SPLIT_SEED``."""
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
     a, b = int(0.6 * n), int(0.8 * n)
     return {"train": order[:a], "val": order[a:b], "test": order[b:]}[split]
@@ -186,6 +187,12 @@ BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits, "mnist1d": _mnis
 _CACHE: dict[str, Dataset] = {}
 
 
+def builtin_name(ref: str) -> str | None:
+    """The built-in dataset ``ref`` names (``digits:val`` -> ``digits``), else None."""
+    name = ref.partition(":")[0]
+    return name if name in BUILTIN and not Path(ref).exists() else None
+
+
 def builtin(name: str, split: str) -> Dataset:
     if name not in BUILTIN:
         raise DataError(f"unknown dataset {name!r}", hint=f"built-in datasets: {', '.join(BUILTIN)}; or a .npz file or image folder")
@@ -194,7 +201,7 @@ def builtin(name: str, split: str) -> Dataset:
     if name not in _CACHE:
         _CACHE[name] = BUILTIN[name]()
     full = _CACHE[name]
-    part = full.subset(_split(len(full), split))
+    part = full.subset(split_index(len(full), split))
     part.name = f"{name}:{split}"
     return part
 
@@ -327,6 +334,9 @@ def load_dataset(ref: str, contract: Contract | None = None, default_split: str 
     else:
         name, _, split = ref.partition(":")
         ds = builtin(name, split or default_split)
+        if contract is not None:  # a built-in's extra targets serve the models that have the task
+            tasks = {t["name"] for t in contract.tasks}
+            ds.targets = {k: v for k, v in ds.targets.items() if k in tasks}
     if contract is not None:
         check_dataset(ds, contract)
     for note in ds.notes:
