@@ -441,3 +441,39 @@ def test_one_threshold_set_keeps_the_drop_for_every_mix():
     j = choose(alone, pooled, spec)
     assert loose >= 0.97 and search(weak, 1.01, alone.candidates).accuracy[j] < 0.97
     assert result.cost_ms[i] > alone.cost_ms[j]
+
+
+@pytest.mark.slow
+def test_a_tflite_text_package_calibrates_and_benches(tmp_path):
+    """Text segments are timed on token ids (random normals are out of the embedding's range:
+    LiteRT's EMBEDDING_LOOKUP refuses them), with data and without."""
+    from cephalon_edge.build import checkpoint
+    from cephalon_edge.build.model import CephalonNet
+    from cephalon_edge.build.spec import ModelSpec
+
+    text = mm_spec_dict(name="tiny-text", modalities=[mm_spec_dict()["modalities"][2]])
+    torch.manual_seed(3)
+    net = CephalonNet(ModelSpec.from_dict(text)).eval()
+    ids = torch.randint(0, VOCAB, (80, 16), generator=torch.Generator().manual_seed(4)).float()
+    labels = net.dynamic_forward({"text": ids}, thresholds=1.01).logits.argmax(-1).numpy()
+    labels[::6] = (labels[::6] + 1) % 4  # full depth is not perfect
+    checkpoint.save(net, tmp_path / "t.cephalon")
+    np.savez(tmp_path / "t.npz", text=ids.numpy().astype(np.int64), labels=labels.astype(np.int64))
+
+    out = run_cli("export", str(tmp_path / "t.cephalon"), "--target", "tflite", "--with-static", "-o", str(tmp_path / "pkg"))
+    assert out.returncode == 0, out.stderr
+    out = run_cli("calibrate", str(tmp_path / "pkg"), "--data", str(tmp_path / "t.npz"), "--json", str(tmp_path / "c.json"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["val"]["accuracy_drop"] <= 0.01 + 1e-9
+    out = run_cli("bench", str(tmp_path / "pkg"), "--data", str(tmp_path / "t.npz"), "--runs", "3", "--json",
+                  str(tmp_path / "b.json"))
+    assert out.returncode == 0, out.stderr
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert bench["end_to_end"]["samples"] == 80 and bench["static"] is not None
+    assert all(s["mean_ms"] > 0 for s in bench["segments"])
+    # no data and none named by the package: segments timed on synthetic token ids, end to end skipped
+    out = run_cli("bench", str(tmp_path / "pkg"), "--runs", "3", "--json", str(tmp_path / "b0.json"))
+    assert out.returncode == 0, out.stderr
+    bare = json.loads((tmp_path / "b0.json").read_text())
+    assert bare["end_to_end"] is None and "end to end skipped" in bare["note"]
+    assert {s["name"] for s in bare["segments"]} == {s["name"] for s in bench["segments"]}

@@ -14,12 +14,14 @@ def stats_ms(times_ms: Sequence[float] | np.ndarray) -> dict[str, float]:
             "p99_ms": float(np.percentile(t, 99)), "mean_ms": float(t.mean()), "std_ms": float(t.std())}
 
 
-def segment_input(segment: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Any]], seed: int = 0) -> np.ndarray:
-    """A valid random batch-1 input of a segment, from its manifest entry: token ids below the
-    vocabulary for a text adapter (``inputs``: the package's inputs by name), else normal noise."""
+def segment_input(manifest: Any, name: str, seed: int = 0) -> np.ndarray:
+    """A valid random batch-1 input of segment ``name``: token ids below the vocabulary for a
+    segment starting at a text adapter, else normal noise."""
     rng = np.random.default_rng(seed)
-    shape = (1, *segment["shapes"]["inputs"][0])
-    vocab = (inputs.get(segment["inputs"][0]) or {}).get("vocab")
+    shape = (1, *manifest.segments[name]["shapes"]["inputs"][0])
+    first = manifest.segment_parts(name)[0].name
+    modality = first.partition(".")[2] if first.startswith("adapter.") else None
+    vocab = manifest.inputs.get(modality, {}).get("vocab")
     if vocab is not None:
         return rng.integers(0, int(vocab), shape).astype(np.float32)
     return rng.standard_normal(shape).astype(np.float32)
@@ -39,8 +41,8 @@ def time_segment(runtime: Any, name: str, x: np.ndarray, runs: int, warmup: int)
 
 def median_segment_ms(runtime: Any, manifest: Any, runs: int, warmup: int = 3) -> dict[str, float]:
     """Median batch-1 latency (ms) of every segment of ``manifest`` with an open runtime."""
-    return {name: float(np.median(time_segment(runtime, name, segment_input(seg, manifest.inputs), runs, warmup)))
-            for name, seg in manifest.segments.items()}
+    return {name: float(np.median(time_segment(runtime, name, segment_input(manifest, name), runs, warmup)))
+            for name in manifest.segments}
 
 
 BLOCK = 16  # samples per block when two sessions are timed against each other

@@ -63,7 +63,7 @@ def bench_segments(manifest: Manifest, runtime_name: str, threads: int | None, r
     """Cold (open the segment's file + first inference) and warm latency of every segment, batch 1."""
     rows = []
     for name, seg in manifest.segments.items():
-        x = segment_input(seg, manifest.inputs)
+        x = segment_input(manifest, name)
         t0 = time.perf_counter_ns()
         runtime = open_runtime(runtime_name, manifest, threads=threads, segments=[name])
         runtime.run(name, (x,))
