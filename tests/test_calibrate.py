@@ -169,3 +169,50 @@ def test_manifest_update_is_atomic(package, monkeypatch):
         calibrate_package(pkg, CalibrateSpec(data=str(data), max_drop=0.05, rounds=1))
     assert (pkg / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in pkg.iterdir() if p.name.startswith(".")) == []
+
+
+def test_plain_flops_count_one_expert_and_no_exit_heads(package, tmp_path):
+    """The static model's FLOPs are the final path's (one expert of the mixture, as `inspect`
+    counts), not every expert's."""
+    from cephalon_edge.build.segments import build_segments
+
+    pkg, data = package
+    res = run_cli("calibrate", str(pkg), "--data", str(data), "--json", str(tmp_path / "c.json"))
+    assert res.returncode == 0, res.stderr
+    static_flops = json.loads((tmp_path / "c.json").read_text())["test"]["static_flops"]
+    segset = build_segments(checkpoint.load(pkg.parent / "tiny.cephalon"))
+    final = segset.exit_paths()[-1]
+    exits = sum(2 * segset.parts[p].macs for p in final["segments"] if segset.parts[p].kind == "exit")
+    assert static_flops == pytest.approx(final["cumulative_flops"] - exits)
+    experts = [p for p in segset.parts if ".expert" in p]
+    assert len(experts) == 3 and sum(p.startswith("moe2.expert") for p in final["segments"]) == 1
+
+
+def test_run_reports_each_inputs_own_latency_in_strict_json(package, tmp_path):
+    pkg, _ = package
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((4, 1, 12, 12)).astype(np.float32))
+    res = run_cli("run", str(pkg), str(tmp_path / "x.npy"), "--task", "aux", "--threshold", "0",
+                  "--json", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "r.json").read_text()
+    report = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))  # no NaN
+    rows = report["predictions"]
+    assert all(r["exit"] == "exit0" and r["tasks"]["aux"] == [None, None] for r in rows)  # left before the head
+    assert report["cold_start_us"] > 0 and all(r["latency_us"] > 0 for r in rows)
+    # each input's latency is its own path's: the segments it ran, not the batch's
+    assert sum(r["latency_us"] for r in rows) == pytest.approx(sum(report["segment_us"].values()), rel=1e-6)
+    assert "cold" in res.stdout
+
+
+def test_a_held_out_drop_over_budget_is_said():
+    import warnings
+
+    from cephalon_edge.errors import Note
+    from cephalon_edge.tune.calibrate import warn_held_out_drop
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert warn_held_out_drop({"accuracy_drop": 0.03, "dataset": "d (half B)"}, 0.01) is True
+        assert warn_held_out_drop({"accuracy_drop": 0.005, "dataset": "d (half B)"}, 0.01) is False
+    notes = [w for w in caught if issubclass(w.category, Note)]
+    assert len(notes) == 1 and "3.00 points" in str(notes[0].message)

@@ -94,3 +94,34 @@ def test_compress_rejects_bad_input(digits, tmp_path):
         res = run_cli("compress", str(digits), "-o", str(tmp_path / "o.cephalon"), *args)
         assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
         assert not (tmp_path / "o.cephalon").exists()
+
+
+def test_task_targets_are_fine_tuned_and_reported(tmp_path):
+    """`target_<task>` arrays of an .npz train the extra heads during fine-tuning, and the
+    report gives each task's metric before and after (MSE for regression)."""
+    from conftest import labelled_npz
+
+    net = make_net(seed=2)
+    checkpoint.save(net, tmp_path / "m.cephalon")
+    labelled_npz(net, tmp_path / "d.npz", 128, seed=1)
+    with np.load(tmp_path / "d.npz") as f:
+        arrays = dict(f)
+    aux = np.tile(np.asarray([[1.5, -1.0]], np.float32), (128, 1))  # a target the untrained head misses
+    np.savez(tmp_path / "with.npz", **arrays, target_aux=aux)
+
+    def compress(data: str, name: str) -> dict:
+        res = run_cli("compress", str(tmp_path / "m.cephalon"), "-o", str(tmp_path / f"{name}.cephalon"), "--data",
+                      str(tmp_path / data), "--finetune-epochs", "15", "--json", str(tmp_path / f"{name}.json"))
+        assert res.returncode == 0, res.stderr
+        return {"stdout": res.stdout, **json.loads(tmp_path.joinpath(f"{name}.json").read_text())}
+
+    report = compress("with.npz", "with")
+    before, after = report["before"]["tasks"]["aux"]["mse"], report["after"]["tasks"]["aux"]["mse"]
+    assert "aux MSE" in report["stdout"]
+    # the same fine-tuning without the targets leaves the head where it was: the targets trained it
+    assert compress("d.npz", "without")["after"]["tasks"] == {}
+    net_without = checkpoint.load(tmp_path / "without.cephalon")
+    x = torch.from_numpy(arrays["image"])
+    with torch.no_grad():
+        control = float(((net_without(x).tasks["aux"] - torch.from_numpy(aux)) ** 2).mean())
+    assert after < before and after < control, (before, after, control)

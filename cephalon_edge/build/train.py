@@ -165,6 +165,8 @@ def evaluate(net: CephalonNet, data: Dataset, batch_size: int = 256) -> dict[str
     net.eval()
     names = net.spec.exit_names
     correct = np.zeros(len(names))
+    extra = [t for t in net.spec.tasks[1:] if t.name in data.targets]
+    task_sums = {t.name: 0.0 for t in extra}
     for start in range(0, len(data), batch_size):
         index = np.arange(start, min(len(data), start + batch_size))
         present = _present(data, index, 0.0, np.random.default_rng(0))
@@ -172,9 +174,16 @@ def evaluate(net: CephalonNet, data: Dataset, batch_size: int = 256) -> dict[str
         labels = torch.from_numpy(data.labels[index])
         for i, lg in enumerate(out.exit_logits):
             correct[i] += float((lg.argmax(-1) == labels).sum())
+        for t in extra:
+            pred, target = out.tasks[t.name], torch.from_numpy(data.targets[t.name][index])
+            task_sums[t.name] += float(((pred - target.view_as(pred)) ** 2).mean(1).sum()) if t.kind == "regression" \
+                else float((pred.argmax(-1) == target.view(-1)).sum())
     acc = correct / max(1, len(data))
+    # extra tasks with targets in the data: mean squared error (regression) or accuracy, full depth
+    tasks = {t.name: {"mse" if t.kind == "regression" else "accuracy": task_sums[t.name] / max(1, len(data))}
+             for t in extra}
     return {"exit_accuracy": {n: float(a) for n, a in zip(names, acc)}, "final_accuracy": float(acc[-1]),
-            "samples": len(data), "dataset": data.name}
+            "samples": len(data), "dataset": data.name, "tasks": tasks}
 
 
 def evaluate_mixes(net: CephalonNet, data: Dataset) -> dict[str, dict[str, object]]:

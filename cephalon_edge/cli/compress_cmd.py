@@ -42,6 +42,11 @@ def render_compress(report: dict[str, Any]) -> None:
     for name, acc in before["exit_accuracy"].items():
         row(f"{name} accuracy", fmt_pct(acc), fmt_pct(after["exit_accuracy"][name]),
             fmt_pct(quant["exit_accuracy"][name]) if quant else "")
+    for task, metric in before.get("tasks", {}).items():
+        key = next(iter(metric))
+        fmt = fmt_pct if key == "accuracy" else (lambda v: f"{v:.4g}")
+        row(f"{task} {'accuracy' if key == 'accuracy' else 'MSE'}", fmt(metric[key]),
+            fmt(after["tasks"][task][key]), fmt(quant["tasks"][task][key]) if quant else "")
     for name, flops in before["exit_flops"].items():
         row(f"{name} path FLOPs", fmt_count(flops), fmt_count(after["exit_flops"][name]))
     console.print(table)

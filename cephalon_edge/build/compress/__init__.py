@@ -74,7 +74,7 @@ def measure(net: CephalonNet, test: Dataset, size_bytes: int) -> dict[str, Any]:
     acc = evaluate(net, test)
     return {"flops": paths[-1]["cumulative_flops"], "exit_flops": {p["name"]: p["cumulative_flops"] for p in paths},
             "params": sum(p.numel() for p in net.parameters()), "size_bytes": size_bytes,
-            "exit_accuracy": acc["exit_accuracy"], "final_accuracy": acc["final_accuracy"]}
+            "exit_accuracy": acc["exit_accuracy"], "final_accuracy": acc["final_accuracy"], "tasks": acc["tasks"]}
 
 
 def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
@@ -118,7 +118,7 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
     after = measure(model, test, 0)
     if quant:
         sim = measure(simulate(model, spec.quantize, calibration), test, 0)
-        after["quantized"] = {"mode": spec.quantize, "exit_accuracy": sim["exit_accuracy"],
+        after["quantized"] = {"mode": spec.quantize, "exit_accuracy": sim["exit_accuracy"], "tasks": sim["tasks"],
                               "final_accuracy": sim["final_accuracy"],
                               "estimated_size_bytes": after["params"] * BYTES_PER_WEIGHT[spec.quantize],
                               "simulated": "fake-quant in PyTorch; the target's quantizer realises it at export"}
