@@ -15,7 +15,7 @@ resnet50-exits (untrained, so no meaningful exit mix) is measured forced to full
 (every exit head evaluated, none taken) on 32 random inputs: the cost of routing when it
 cannot exit early, against the plain model on ONNX Runtime.
 
-    .venv/bin/python benchmarks/peer_speedup.py [--workdir DIR] [--models digits-exits,mnist1d-moe,resnet50-exits]
+    .venv/bin/python benchmarks/peer_speedup.py [--workdir DIR] [--models digits-exits,mnist-exits,mnist1d-moe,resnet50-exits]
         [--targets onnx,tflite,executorch]
 
 Targets: digits-exits >= 3.0x against the fastest plain model at <= 1 point, measured/FLOPs
@@ -32,9 +32,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import workdir_of, zoo_checkpoint  # noqa: E402
-
-DATASETS = {"digits-exits": "digits", "mnist1d-moe": "mnist1d"}
-
 
 def plain_models(ckpt: Path, workdir: Path, example: np.ndarray, targets: list[str]) -> dict[str, Path]:
     """The plain network exported by hand: what a user would ship without cephalon-edge."""
@@ -132,7 +129,9 @@ def zoo_model(name: str, workdir: Path, rounds: int, targets: list[str]) -> list
     from cephalon_edge.device.router import Router
     from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
 
-    dataset = DATASETS[name]
+    from cephalon_edge.build.zoo import get
+
+    dataset = get(name).dataset
     ckpt = zoo_checkpoint(name, workdir)
     test = builtin(dataset, "test")
     xs, labels = next(iter(test.inputs.values())), test.labels
@@ -189,7 +188,7 @@ def resnet_full_depth(workdir: Path, rounds: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--models", default="digits-exits,mnist1d-moe,resnet50-exits")
+    parser.add_argument("--models", default="digits-exits,mnist-exits,mnist1d-moe,resnet50-exits")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--targets", default="onnx,tflite,executorch")
     args = parser.parse_args()
