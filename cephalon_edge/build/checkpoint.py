@@ -88,7 +88,7 @@ def load_with_metadata(path: Path) -> tuple[CephalonNet, dict[str, Any]]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt tensor data ({exc})") from None
     calibration = {k[len(CALIBRATION_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(CALIBRATION_PREFIX)}
-    model.load_state_dict(reconcile(model, state, str(path)), strict=True)
+    model.load_state_dict(reconcile(model, state, str(path), cast=False), strict=True)
     model.eval()
     if calibration:
         meta["calibration_samples"] = calibration

@@ -92,10 +92,12 @@ def rename(state: Mapping[str, torch.Tensor], rules: Sequence[PrefixRule],
     return renamed
 
 
-def reconcile(model: CephalonNet, state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+def reconcile(model: CephalonNet, state: Mapping[str, torch.Tensor], source: str,
+              cast: bool = True) -> dict[str, torch.Tensor]:
     """``state`` ready for ``load_state_dict(strict=True)``: floating tensors cast to the
-    model's dtype (with a note), BatchNorm counters filled in when absent. Every missing,
-    unexpected and mis-shaped tensor is named at once, with shapes."""
+    model's dtype (with a note; ``cast=False``, for our own checkpoints, refuses them instead),
+    BatchNorm counters filled in when absent. Every missing, unexpected and mis-shaped tensor
+    is named at once, with shapes."""
     expected = model.state_dict()
     missing = [n for n in expected if n not in state and not n.endswith(OPTIONAL)]
     unexpected = [n for n in state if n not in expected]
@@ -124,6 +126,8 @@ def reconcile(model: CephalonNet, state: Mapping[str, torch.Tensor], source: str
             ready[name] = want.clone()
             continue
         if got.dtype != want.dtype:
+            if not cast:
+                raise CheckpointError(f"{source}: tensor {name!r} has dtype {got.dtype}, the spec expects {want.dtype}")
             if got.is_floating_point():
                 cast.add(str(got.dtype).replace("torch.", ""))
             got = got.to(want.dtype)
