@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -20,6 +20,7 @@ from cephalon_edge.fsutil import atomic_path, loads_json, regular_file
 FORMAT = "cephalon/1"
 METADATA_KEY = "cephalon"
 CALIBRATION_PREFIX = "calibration."  # stored quantization calibration samples, not weights
+VARIANT_PREFIX = "variant/"  # variant/<name>/<tensor>: a narrower width variant's weights
 
 
 def _header(path: Path) -> dict[str, Any]:
@@ -60,15 +61,22 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def save(model: CephalonNet, path: Path, provenance: dict[str, Any] | None = None,
-         quantization: dict[str, Any] | None = None, calibration: dict[str, torch.Tensor] | None = None) -> None:
+         quantization: dict[str, Any] | None = None, calibration: dict[str, torch.Tensor] | None = None,
+         variants: Mapping[str, tuple[float, CephalonNet]] | None = None) -> None:
     """Write ``model`` with its spec and provenance atomically; optionally a quantization
-    recipe and its calibration samples (one tensor per modality)."""
+    recipe and its calibration samples (one tensor per modality), and narrower width variants
+    (name -> (width, model); ``model`` itself is the full one)."""
     from safetensors.torch import save_file
 
-    meta = {"format": FORMAT, "spec": model.spec.to_dict(), "provenance": provenance or {}}
+    from cephalon_edge.build.variants import variant_tensors
+
+    meta: dict[str, Any] = {"format": FORMAT, "spec": model.spec.to_dict(), "provenance": provenance or {}}
     if quantization:
         meta["quantization"] = quantization
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    if variants:
+        extra, meta["variants"] = variant_tensors(variants)
+        tensors.update(extra)
     for name, x in (calibration or {}).items():
         tensors[CALIBRATION_PREFIX + name] = x.detach().float().contiguous().clone()
     with atomic_path(Path(path)) as tmp:
@@ -88,10 +96,18 @@ def load_with_metadata(path: Path) -> tuple[CephalonNet, dict[str, Any]]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt tensor data ({exc})") from None
     calibration = {k[len(CALIBRATION_PREFIX):]: state.pop(k) for k in list(state) if k.startswith(CALIBRATION_PREFIX)}
+    variant_states: dict[str, dict[str, torch.Tensor]] = {}
+    for k in [k for k in state if k.startswith(VARIANT_PREFIX)]:
+        _, name, tensor = k.split("/", 2)  # variant/<name>/<tensor>
+        variant_states.setdefault(name, {})[tensor] = state.pop(k)
     model.load_state_dict(reconcile(model, state, str(path), cast=False), strict=True)
     model.eval()
     if calibration:
         meta["calibration_samples"] = calibration
+    if meta.get("variants"):
+        from cephalon_edge.build.variants import load_variants
+
+        meta["variant_models"] = load_variants(model, meta, variant_states, str(path))
     return model, meta
 
 

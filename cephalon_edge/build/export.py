@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from cephalon_edge import __version__
 from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
 from cephalon_edge.device.data import Dataset, builtin_name, load_dataset, split_index
+from cephalon_edge.device.variants import FORMAT as VARIANTS_FORMAT
+from cephalon_edge.device.variants import VARIANTS_FILE
 from cephalon_edge.device.manifest import (
     FORMAT,
     MANIFEST,
@@ -115,52 +117,89 @@ def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: 
 
 def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
                    on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Export ``checkpoint`` to an edge package at ``out_dir``; returns the export report."""
+    """Export ``checkpoint`` to an edge package at ``out_dir``; returns the export report. A
+    checkpoint with width variants (``compress --widths``) gives a variants package: one
+    package per variant beside ``variants.json`` (the static model only in the full one)."""
     spec = resolve(checkpoint, out_dir, spec)  # before torch is imported
     calibration_data, parity_data = real_samples(checkpoint, spec)  # checked before any work too
     from cephalon_edge.build.checkpoint import load_with_metadata
+
+    net, meta = load_with_metadata(checkpoint)
+    variants = meta.get("variant_models")
+    data = (calibration_data, parity_data)
+    with atomic_directory(Path(out_dir), replace=spec.force) as tmp:
+        if not variants:
+            return _export_into(tmp, net, meta, checkpoint, spec, data, on_progress, Path(out_dir))
+        reports = {}
+        for name, (width, model) in variants.items():
+            (tmp / name).mkdir()
+            say = (lambda what, n=name: on_progress(f"{n}: {what}")) if on_progress else None
+            reports[name] = _export_into(tmp / name, model, meta, checkpoint,
+                                         dataclasses.replace(spec, with_static=spec.with_static and width == 1.0),
+                                         data, say, Path(out_dir) / name)
+        write_json_atomic(tmp / VARIANTS_FILE, variants_table(variants, reports))
+    return {"schema": "cephalon-edge/export/1", "package": str(out_dir), "target": spec.target,
+            "quantization": spec.quantize, "checkpoint": str(checkpoint), "variants": reports,
+            "size_bytes": sum(r["size_bytes"] for r in reports.values())}
+
+
+def variants_table(variants: dict[str, Any], reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``variants.json`` of a fresh export: the variants, no operating points until calibrated."""
+    return {"format": VARIANTS_FORMAT,
+            "variants": [{"name": name, "width": width, "package": name,
+                          "flops": reports[name]["exits"][-1]["cumulative_flops"],
+                          "params": sum(p.numel() for p in model.parameters()),
+                          "size_bytes": reports[name]["size_bytes"]}
+                         for name, (width, model) in variants.items()],
+            "operating_points": [], "reference": None}
+
+
+def _export_into(root: Path, net: Any, meta: dict[str, Any], checkpoint: Path, spec: ExportSpec,
+                 data: tuple[Dataset | None, Dataset | None], on_progress: ProgressCallback | None,
+                 shown_as: Path) -> dict[str, Any]:
+    """Convert ``net`` into the package directory ``root``, write its manifest and check
+    parity; returns the export report (naming the package ``shown_as``)."""
     from cephalon_edge.build.parity import check_package, parity_inputs
     from cephalon_edge.build.segments import build_segments
     from cephalon_edge.device.router import Router
     from cephalon_edge.device.runtimes import open_runtime
 
+    calibration_data, parity_data = data
     target = get_target(spec.target)
     converter = target.converter_module()
-    net, meta = load_with_metadata(checkpoint)
     seg_set = build_segments(net, fuse=spec.fuse)
     if spec.quantize == "int8":  # the recipe's stored samples, else real training samples, else random
         seg_set.calibration = meta.get("calibration_samples") or \
             parity_inputs(net, calibration_data, n_real=64, n_random=0 if calibration_data else 64)[0]
     started = time.perf_counter()
-    with atomic_directory(Path(out_dir), replace=spec.force) as tmp:
-        artifacts = converter.convert(seg_set, spec, tmp, on_segment=on_progress)
-        manifest = build_manifest(seg_set, artifacts, tmp, spec, checkpoint, meta)
-        write_json_atomic(tmp / MANIFEST, manifest)
-        convert_s = time.perf_counter() - started
-        coverage, notes = _delegate_coverage(tmp, spec, target)
-        parity = verification = None
-        not_here = target.why_not_here()
-        if spec.verify and not_here:
-            verification = {"kind": "spec", "reason": f"{not_here}; spec-level checks only",
-                            **converter.verify(Manifest.open(tmp))}
-            if on_progress:
-                on_progress("spec checks")
-        elif spec.verify:
-            opened = Manifest.open(tmp)
-            router = Router(opened, open_runtime("auto", opened))
-            static = router.runtime.static_runner()
-            big = seg_set.exit_paths()[-1]["cumulative_macs"] > 1e9
-            inputs, labels = parity_inputs(net, parity_data, n_real=0 if big else 64, n_random=4 if big else 16)
-            parity = check_package(net, seg_set, router, inputs, manifest["exit_policy"]["thresholds"], static,
-                                   quantization=spec.quantize, real_labels=labels)
-            router.close()
-            if on_progress:
-                on_progress("parity")
-            if not parity.passed:
-                raise ParityError(parity.describe_failure(), hint="--no-verify writes the package anyway")
+    artifacts = converter.convert(seg_set, spec, root, on_segment=on_progress)
+    manifest = build_manifest(seg_set, artifacts, root, spec, checkpoint, meta)
+    write_json_atomic(root / MANIFEST, manifest)
+    convert_s = time.perf_counter() - started
+    coverage, notes = _delegate_coverage(root, spec, target)
+    parity = verification = None
+    not_here = target.why_not_here()
+    if spec.verify and not_here:
+        verification = {"kind": "spec", "reason": f"{not_here}; spec-level checks only",
+                        **converter.verify(Manifest.open(root))}
+        if on_progress:
+            on_progress("spec checks")
+    elif spec.verify:
+        opened = Manifest.open(root)
+        router = Router(opened, open_runtime("auto", opened))
+        static = router.runtime.static_runner()
+        big = seg_set.exit_paths()[-1]["cumulative_macs"] > 1e9
+        inputs, labels = parity_inputs(net, parity_data, n_real=0 if big else 64, n_random=4 if big else 16)
+        parity = check_package(net, seg_set, router, inputs, manifest["exit_policy"]["thresholds"], static,
+                               quantization=spec.quantize, real_labels=labels)
+        router.close()
+        if on_progress:
+            on_progress("parity")
+        if not parity.passed:
+            raise ParityError(parity.describe_failure(), hint="--no-verify writes the package anyway")
     return {
         "schema": "cephalon-edge/export/1",
-        "package": str(out_dir), "target": spec.target, "quantization": spec.quantize,
+        "package": str(shown_as), "target": spec.target, "quantization": spec.quantize,
         "checkpoint": str(checkpoint), "convert_seconds": round(convert_s, 3),
         "parity": None if parity is None else parity.to_dict(),
         "data": None if parity_data is None else {"calibration": calibration_data.name, "parity": parity_data.name},

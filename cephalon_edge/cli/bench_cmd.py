@@ -88,17 +88,27 @@ def bench_cmd(
     keep: bool = typer.Option(False, "--keep", help="Leave the pushed files on the device."),
     modality: Optional[str] = typer.Option(
         None, "--modality", help="Modality mix to time, e.g. image or image,signal (default: every mix the data allows)."),
+    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="A variants package: mark the operating point "
+                                              "the router picks for this latency budget."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-segment bars and the latency histogram as PNG."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-segment bars and the latency histogram as PNG "
+                                        "(a variants package: accuracy vs latency of every operating point)."),
 ) -> None:
     """Per-segment and end-to-end latency on this host, on Android devices over adb, or on iPhones (macOS)."""
-    from cephalon_edge.errors import DeviceError
+    from cephalon_edge.device.variants import is_variants_package
+    from cephalon_edge.errors import DeviceError, UsageError
     from cephalon_edge.tune.bench.host import BenchSpec, bench_host, validate
     from cephalon_edge.tune.plots import plot_bench
 
     spec = BenchSpec(profile=profile, data=data, label_map=label_map, runs=runs, warmup=warmup, threads=threads, samples=samples,
                      device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality)
     validate(spec)
+    if is_variants_package(package):
+        _bench_variants(package, spec, budget_ms, team_id, json_file, plot)
+        return
+    if budget_ms is not None:
+        raise UsageError("--budget-ms chooses among width variants; this package has one",
+                         hint="make variants with `compress --widths 1.0,0.5`, then export and calibrate")
     with progress("benchmarking", None) as advance:
         if device:
             from cephalon_edge.tune.bench.devices import bench_on_devices
@@ -110,6 +120,39 @@ def bench_cmd(
     write_report(json_file, report)
     if plot is not None and not device:
         plot_bench(report, plot)
+    if report.get("failed"):
+        raise DeviceError("; ".join(f.get("error", "") for f in report["failed"]))
+
+
+def _bench_variants(package: Path, spec: Any, budget_ms: float | None, team_id: str | None,
+                    json_file: Path | None, plot: Path | None) -> None:
+    """A variants package: every variant benched, every operating point measured (host) or
+    re-priced from the device's segment latencies (``--device``, written into the table)."""
+    from cephalon_edge.cli.calibrate_cmd import render_operating_points
+    from cephalon_edge.errors import DeviceError
+    from cephalon_edge.tune.plots import plot_operating_points
+    from cephalon_edge.tune.variants import bench_variants, bench_variants_on_devices
+
+    with progress("benchmarking", None) as advance:
+        if spec.device:
+            report = bench_variants_on_devices(package, spec, team_id=team_id, on_progress=advance)
+        else:
+            report = bench_variants(package, spec, budget_ms, on_progress=advance)
+    for name, sub in report["variants"].items():
+        console.rule(f"variant {escape(name)}")
+        render_bench(sub)
+    render_operating_points(report["operating_points"], report.get("reference"), report.get("budget"))
+    if report.get("budget"):
+        from cephalon_edge.cli.run_cmd import describe_point
+
+        console.print(f"budget {report['budget']['budget_ms']:g} ms -> " + describe_point(report["budget"]))
+    if report.get("repriced_on"):
+        console.print(f"operating points re-priced with {escape(report['repriced_on'])}'s segment latencies and "
+                      f"written into {escape(str(package / 'variants.json'))}")
+    write_report(json_file, report)
+    if plot is not None and report["operating_points"]:
+        plot_operating_points(report["operating_points"], report.get("reference"), plot,
+                              f"{package.name} on {report.get('repriced_on') or report.get('device', 'host')}")
     if report.get("failed"):
         raise DeviceError("; ".join(f.get("error", "") for f in report["failed"]))
 

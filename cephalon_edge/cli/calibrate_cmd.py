@@ -62,6 +62,25 @@ def render_calibrate(report: dict[str, Any]) -> None:
                       f"for a larger drop or a tighter --latency-budget-ms[/]")
 
 
+def render_operating_points(points: list[dict[str, Any]], reference: dict[str, Any] | None,
+                            chosen: dict[str, Any] | None = None) -> None:
+    """The operating-point table of a variants package, fastest first."""
+    table = Table(title="operating points (variant x thresholds): what the router picks from by budget")
+    for col in ("", "variant", "thresholds", "accuracy", "latency", "FLOPs", "source"):
+        table.add_column(col, justify="right" if col in ("accuracy", "latency", "FLOPs") else "left")
+    for p in sorted(points, key=lambda p: (p.get("latency_ms") is None, p.get("latency_ms") or 0)):
+        mark = "[red]*[/]" if chosen and p["variant"] == chosen["variant"] and p["thresholds"] == chosen["thresholds"] else ""
+        measured = p.get("measured")
+        table.add_row(mark, escape(p["variant"]), escape(", ".join(f"{v:.3g}" for v in p["thresholds"].values())),
+                      fmt_pct(measured["accuracy"] if measured else p.get("accuracy")),
+                      f"{(measured or {}).get('mean_ms', p.get('latency_ms')) or 0:.3f} ms",
+                      fmt_count(p["flops"]) if p.get("flops") is not None else "-", escape(str(p.get("source") or "-")))
+    console.print(table)
+    if reference and reference.get("static_ms") is not None:
+        console.print(f"reference: the plain static model {reference['static_ms']:.3f} ms"
+                      + (f", accuracy {fmt_pct(reference['accuracy'])}" if reference.get("accuracy") is not None else ""))
+
+
 def calibrate_cmd(
     package: Path = typer.Argument(..., help="An edge package directory."),
     data: Optional[str] = typer.Option(None, "--data", help="Validation data: digits[:val], mnist1d:val, a .npz or an image folder."),
@@ -108,6 +127,23 @@ def calibrate_cmd(
                          score=score, test_data=test_data, label_map=label_map, profile=profile, threads=threads,
                          remeasure=remeasure, modality=modality)
     validate_spec(spec)
+    from cephalon_edge.device.variants import is_variants_package
+
+    if is_variants_package(package):
+        from cephalon_edge.tune.plots import plot_operating_points
+        from cephalon_edge.tune.variants import calibrate_variants
+
+        with progress("calibrating", None) as advance:
+            report = calibrate_variants(package, spec, on_progress=lambda what: advance(f"calibrating {what}"))
+        for name, sub in report["variants"].items():
+            console.rule(f"variant {escape(name)}")
+            render_calibrate(sub)
+        render_operating_points(report["operating_points"], report["reference"])
+        write_report(json_file, report)
+        if plot is not None:
+            plot_operating_points(report["operating_points"], report["reference"], plot, f"{package.name}: operating points")
+            console.print(f"plot written to {escape(str(plot))}")
+        return
     with progress("calibrating", 4) as advance:
         report = calibrate_package(package, spec, on_progress=lambda what: advance(f"calibrating: {what}"))
     render_calibrate(report)

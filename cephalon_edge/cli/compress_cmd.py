@@ -52,10 +52,26 @@ def render_compress(report: dict[str, Any]) -> None:
     console.print(table)
 
 
+def render_variants(report: dict[str, Any]) -> None:
+    variants = report["variants"]
+    table = Table(title=f"width variants on {escape(str(report['dataset']['test']))}")
+    table.add_column("variant")
+    for col in ("width", "full-path FLOPs", "params", *variants[0]["exit_accuracy"]):
+        table.add_column(col if col in ("width", "full-path FLOPs", "params") else f"{col} acc.", justify="right")
+    for v in variants:
+        table.add_row(escape(v["name"]), f"{v['width']:g}", fmt_count(v["flops"]), fmt_count(v["params"]),
+                      *(fmt_pct(a) for a in v["exit_accuracy"].values()))
+    console.print(table)
+    console.print(f"one checkpoint, {fmt_count(report['after']['size_bytes'])}B; "
+                  "`export` puts every variant into one package")
+
+
 def compress_cmd(
     checkpoint: Path = typer.Argument(..., help="A .cephalon checkpoint."),
     output: Path = typer.Option(..., "-o", "--output", help="The compressed .cephalon to write."),
     prune: Optional[float] = typer.Option(None, "--prune", help="Fraction of full-depth FLOPs to remove (0.5 = half)."),
+    widths: Optional[str] = typer.Option(None, "--widths", help="Width variants in one checkpoint, e.g. 1.0,0.75,0.5: "
+                                         "the narrower ones pruned from the full model and distilled from it."),
     criterion: str = typer.Option("l1", "--prune-criterion", help="l1 | l2 | taylor channel importance."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="Recovery fine-tuning epochs (distilled from the original)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset (default: the checkpoint's own)."),
@@ -66,14 +82,20 @@ def compress_cmd(
 ) -> None:
     """Structured pruning, recovery fine-tuning and a quantization recipe, with the cost in accuracy."""
     from cephalon_edge.build.compress import CompressSpec, compress_checkpoint, validate
+    from cephalon_edge.build.variants import parse_widths
 
     spec = CompressSpec(prune=prune, criterion=criterion, finetune_epochs=finetune_epochs, data=data, label_map=label_map,
-                        quantize=quantize, calib_samples=calib_samples)
+                        quantize=quantize, calib_samples=calib_samples,
+                        widths=parse_widths(widths) if widths is not None else None)
     validate(checkpoint, output, spec)
-    with progress("fine-tuning", finetune_epochs or None) as advance:
+    epochs = finetune_epochs * (len(spec.widths) - 1 if spec.widths else 1)
+    with progress("fine-tuning", epochs or None) as advance:
         report = compress_checkpoint(checkpoint, output, spec, on_plan=render_plan,
                                      on_epoch=lambda e, loss: advance(f"fine-tuning (loss {loss:.3f})"))
-    render_compress(report)
+    if report.get("variants"):
+        render_variants(report)
+    else:
+        render_compress(report)
     write_report(json_file, report)
     console.print(f"wrote [bold]{escape(str(output))}[/]")
 

@@ -92,8 +92,15 @@ def export_cmd(
                       data=data, label_map=label_map)
     with progress(escape(f"exporting to {target}"), None) as advance:
         report = export_package(checkpoint, output, spec, on_progress=lambda name: advance(escape(f"{target}: {name}")))
-    render_export(report)
-    render_coverage(report)
+    for name, sub in (report.get("variants") or {None: report}).items():
+        if name is not None:
+            console.rule(f"variant {escape(name)}")
+        render_export(sub)
+        render_coverage(sub)
+    if report.get("variants"):
+        sizes = ", ".join(f"{escape(n)} {fmt_count(r['size_bytes'])}B" for n, r in report["variants"].items())
+        console.print(f"one package, {len(report['variants'])} width variants, {fmt_count(report['size_bytes'])}B "
+                      f"({sizes}); `calibrate` measures its operating points")
     write_report(json_file, report)
     console.print(f"wrote [bold]{escape(str(output))}[/]")
 

@@ -28,6 +28,19 @@ def render_run(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"[dim]latency: each input's own, batch 1, after a first (cold) call of "
                   f"{report['cold_start_us'] / 1000:.3f} ms[/]")
+    point = report.get("operating_point")
+    if point:
+        console.print(describe_point(point))
+
+
+def describe_point(point: dict[str, Any]) -> str:
+    """One line on the operating point a variants package routed with."""
+    acc = "-" if point.get("accuracy") is None else f"{100 * point['accuracy']:.2f}%"
+    ms = "not measured" if point.get("latency_ms") is None else f"{point['latency_ms']:.3f} ms"
+    fits = "" if point.get("fits_budget", True) else " [yellow](no point fits the budget: the fastest)[/]"
+    return (f"operating point: variant [bold]{escape(point['variant'])}[/], thresholds "
+            f"{escape(', '.join(f'{k} {v:.3g}' for k, v in point['thresholds'].items()))}; "
+            f"validation accuracy {acc}, latency {ms}{fits}")
 
 
 def run_cmd(
@@ -40,13 +53,16 @@ def run_cmd(
     task: List[str] = typer.Option([], "--task", help="Also run this task head (repeatable)."),
     runtime: str = typer.Option("auto", "--runtime", help="Runtime (auto: the package target's default)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads."),
+    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="A variants package: route with the most "
+                                              "accurate operating point whose latency fits this budget."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="A variants package: route with this width variant (e.g. w0.5)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Route inputs through a package, printing prediction, label, exit taken and latency."""
     from cephalon_edge.device.inference import run_package
 
     report = run_package(package, inputs, modality=modality, thresholds=threshold, tasks=task,
-                         runtime=runtime, threads=threads)
+                         runtime=runtime, threads=threads, budget_ms=budget_ms, variant=variant)
     render_run(report)
     write_report(json_file, report)
 

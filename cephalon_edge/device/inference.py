@@ -11,6 +11,7 @@ import numpy as np
 from cephalon_edge.device.mixes import parse_mix
 from cephalon_edge.device.preprocess import IMAGE_SUFFIXES, load_image
 from cephalon_edge.device.router import Router
+from cephalon_edge.device.variants import is_variants_package, open_router
 from cephalon_edge.errors import DataError, UsageError
 from cephalon_edge.fsutil import regular_file
 
@@ -85,20 +86,27 @@ def load_inputs(router: Router, inputs: Sequence[Path], modality: str | None
 
 def run_package(package: Path, inputs: Sequence[Path], modality: str | None = None,
                 thresholds: float | None = None, tasks: Sequence[str] = (), runtime: str = "auto",
-                threads: int | None = None) -> dict[str, Any]:
+                threads: int | None = None, budget_ms: float | None = None, variant: str | None = None) -> dict[str, Any]:
     """Route ``inputs`` through ``package``; returns the ``run`` report. ``modality`` is the
-    mix the inputs are (``image`` or ``image,signal``), see ``load_inputs``."""
+    mix the inputs are (``image`` or ``image,signal``), see ``load_inputs``. A variants package
+    routes with the operating point that fits ``budget_ms`` (or ``variant``'s)."""
     if not inputs:
         raise UsageError("no INPUT given", hint="pass .npy files or images")
-    with Router.open(package, runtime=runtime, threads=threads) as router:
+    adaptive = is_variants_package(Path(package))
+    if (budget_ms is not None or variant is not None) and not adaptive:
+        raise UsageError("--budget-ms and --variant choose among width variants; this package has one",
+                         hint="make variants with `compress --widths 1.0,0.5`, then export and calibrate")
+    choice = {"budget_ms": budget_ms, "variant": variant} if adaptive else {}
+    with open_router(package, runtime=runtime, threads=threads) as router:
         feed, sources, mix = load_inputs(router, inputs, modality)
         kinds = {t["name"]: t.get("kind") for t in router.manifest.data["tasks"]}
         # the first call pays for lazy initialisation (kernels, buffers): timed apart, then every
         # input runs on its own, so its latency is its own path's and nobody else's
-        cold = router.predict({k: v[:1] for k, v in feed.items()}, tasks=list(tasks), thresholds=thresholds)
+        cold = router.predict({k: v[:1] for k, v in feed.items()}, tasks=list(tasks), thresholds=thresholds, **choice)
         rows, segment_us = [], {}
         for i, source in enumerate(sources):
-            pred = router.predict({k: v[i:i + 1] for k, v in feed.items()}, tasks=list(tasks), thresholds=thresholds)
+            pred = router.predict({k: v[i:i + 1] for k, v in feed.items()}, tasks=list(tasks), thresholds=thresholds,
+                                  **choice)
             for name, us in pred.segment_us.items():
                 segment_us[name] = segment_us.get(name, 0.0) + us
             rows.append({
@@ -113,4 +121,5 @@ def run_package(package: Path, inputs: Sequence[Path], modality: str | None = No
             })
     return {"schema": "cephalon-edge/run/1", "package": str(package), "modality": ",".join(mix),
             "runtime": router.runtime.name, "predictions": rows,
-            "cold_start_us": float(cold.latency_us[0]), "segment_us": segment_us}
+            "cold_start_us": float(cold.latency_us[0]), "segment_us": segment_us,
+            "operating_point": cold.operating_point}

@@ -58,6 +58,8 @@ class Prediction:
     # with collect_exits: every exit's logits and max-softmax for the samples that reached it (NaN otherwise)
     exit_logits: np.ndarray | None = None  # (B, n_exits, classes)
     exit_max_softmax: np.ndarray | None = None  # (B, n_exits)
+    # a variants package: the operating point (variant, thresholds, accuracy, latency) used
+    operating_point: dict[str, Any] | None = None
 
     @property
     def predicted(self) -> np.ndarray:

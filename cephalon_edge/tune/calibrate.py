@@ -336,7 +336,19 @@ def pushed_history(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def restore_previous(package: Path) -> dict[str, Any]:
     """``calibrate --restore``: put the previous exit policy back (the one before the last
-    calibration), popping it off ``calibration_history``; returns it."""
+    calibration), popping it off ``calibration_history``; returns it. A variants package has
+    every variant restored and its operating points cleared (they priced the policies undone)."""
+    from cephalon_edge.device.variants import VariantTable, is_variants_package
+
+    if is_variants_package(Path(package)):
+        table = VariantTable.open(Path(package))
+        for name in table.names:  # all or none
+            if not Manifest.open(table.package(name), verify=False).data.get("calibration_history"):
+                raise UsageError(f"{package}: variant {name} has no earlier exit policy to restore")
+        restored = {name: restore_previous(table.package(name)) for name in table.names}
+        table.write(operating_points=[])
+        return {**restored[table.full], "package": str(package), "variants": restored,
+                "note": "operating points cleared: calibrate again to measure them"}
     manifest = Manifest.open(Path(package), verify=False)
     history = list(manifest.data.get("calibration_history") or [])
     if not history:
@@ -373,7 +385,7 @@ def _exit_rates(table: ExitTable, thresholds: dict[str, float]) -> dict[str, flo
 
 def _point(result: SearchResult, i: int, table: ExitTable, names: list[str], chosen: bool) -> dict[str, Any]:
     return {"thresholds": result.thresholds(i, names), "accuracy": float(result.accuracy[i]),
-            "expected_ms": float(result.cost_ms[i]),
+            "expected_ms": float(result.cost_ms[i]), "expected_flops": float(result.flops[i]),
             "flops_ratio": float(result.flops[i]) / float(table.flops[:, -1].mean()), "chosen": chosen}
 
 

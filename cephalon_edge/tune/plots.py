@@ -66,3 +66,25 @@ def plot_bench(report: dict[str, Any], path: Path) -> None:
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def plot_operating_points(points: list[dict[str, Any]], reference: dict[str, Any] | None, path: Path,
+                          title: str) -> None:
+    """Accuracy vs latency of every operating point, one curve per width variant, the plain
+    static model as a reference point."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    for name in dict.fromkeys(p["variant"] for p in points):
+        mine = sorted((p for p in points if p["variant"] == name and p.get("latency_ms") is not None),
+                      key=lambda p: p["latency_ms"])
+        ax.plot([p["latency_ms"] for p in mine], [100 * p["accuracy"] for p in mine], "o-", label=f"{name} (routed)")
+    if reference and reference.get("static_ms") is not None and reference.get("accuracy") is not None:
+        ax.plot(reference["static_ms"], 100 * reference["accuracy"], "ks", markersize=8, label="plain static model")
+    ax.set_xlabel("latency per sample (ms)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

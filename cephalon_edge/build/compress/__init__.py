@@ -34,6 +34,7 @@ class CompressSpec:
     quantize: str = "none"
     calib_samples: int = 128
     seed: int = 0
+    widths: tuple[float, ...] | None = None  # width variants in one checkpoint (1.0 = the model itself)
 
 
 def validate(checkpoint: Path, output: Path, spec: CompressSpec) -> None:
@@ -51,8 +52,11 @@ def validate(checkpoint: Path, output: Path, spec: CompressSpec) -> None:
         raise UsageError(f"checkpoint not found: {checkpoint}")
     if Path(output).resolve() == Path(checkpoint).resolve():
         raise UsageError("the output would overwrite the input checkpoint", hint="write to a new file with -o")
-    if spec.prune is None and spec.quantize == "none" and not spec.finetune_epochs:
-        raise UsageError("nothing to do", hint="pass --prune RATIO, --finetune-epochs N and/or --quantize MODE")
+    if spec.widths is not None and spec.prune is not None:
+        raise UsageError("give --prune or --widths, not both",
+                         hint="--widths keeps the full model and adds narrower variants beside it")
+    if spec.prune is None and spec.quantize == "none" and not spec.finetune_epochs and spec.widths is None:
+        raise UsageError("nothing to do", hint="pass --prune RATIO, --widths 1.0,0.5, --finetune-epochs N and/or --quantize MODE")
 
 
 def _splits(ref: str | None, net: CephalonNet, meta: dict[str, Any],
@@ -100,6 +104,8 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
                           "flops_ratio": prune_plan.flops_ratio, "stages": prune_plan.stages(net.spec)}
         if on_plan:
             on_plan(report["plan"])
+    if spec.widths is not None:
+        return _compress_widths(checkpoint, output, spec, net, meta, train_data, test, report, on_epoch)
     if spec.finetune_epochs:
         dropout = MODALITY_DROPOUT if len(net.spec.modalities) > 1 else 0.0  # keep every mix working
         history = train(model, train_data, TrainSpec(epochs=spec.finetune_epochs, lr=1e-3, seed=spec.seed,
@@ -114,7 +120,7 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
         quant = recipe(spec.quantize, n)
     provenance = {**(meta.get("provenance") or {}), "creator": f"cephalon-edge {__version__} compress",
                   "compressed_from": str(checkpoint),
-                  "compress": {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}}
+                  "compress": _settings(spec)}
     after = measure(model, test, 0)
     if quant:
         sim = measure(simulate(model, spec.quantize, calibration), test, 0)
@@ -127,4 +133,34 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
     save(model, output, provenance, quantization=quant, calibration=calibration)
     after["size_bytes"] = Path(output).stat().st_size
     report["after"] = after
+    return report
+
+
+def _settings(spec: CompressSpec) -> dict[str, Any]:
+    """The options given, as the provenance records them (JSON: paths as text)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(spec).items() if v is not None}
+
+
+def _compress_widths(checkpoint: Path, output: Path, spec: CompressSpec, net: CephalonNet, meta: dict[str, Any],
+                     train_data: Dataset, test: Dataset, report: dict[str, Any],
+                     on_epoch: Callable[[int, float], None] | None) -> dict[str, Any]:
+    """The full model and its narrower width variants (distilled from it) in one checkpoint,
+    with FLOPs, params and per-exit accuracy of each."""
+    from cephalon_edge.build.variants import make_variants
+
+    variants = make_variants(net, spec.widths or (1.0,), train_data, spec.finetune_epochs, spec.seed, spec.criterion,
+                             on_epoch=(lambda name, e, loss: on_epoch(e, loss)) if on_epoch else None)
+    report["variants"] = [{"name": name, "width": width, **measure(model, test, 0)}
+                          for name, (width, model) in variants.items()]
+    calibration = quant = None
+    if spec.quantize != "none":
+        n = min(spec.calib_samples, len(train_data))
+        calibration = {k: torch.from_numpy(v[:n]) for k, v in train_data.inputs.items()}
+        quant = recipe(spec.quantize, n)
+        report["quantization"] = quant
+    provenance = {**(meta.get("provenance") or {}), "creator": f"cephalon-edge {__version__} compress",
+                  "compressed_from": str(checkpoint),
+                  "compress": _settings(spec)}
+    save(net, output, provenance, quantization=quant, calibration=calibration, variants=variants)
+    report["after"] = {**report["before"], "size_bytes": Path(output).stat().st_size}
     return report
