@@ -119,7 +119,7 @@ def reconcile(model: CephalonNet, state: Mapping[str, torch.Tensor], source: str
         raise CheckpointError(f"{source} does not match the spec: " + "; ".join(parts),
                               hint="`cephalon-edge import --expected --spec SPEC.json` lists the names and shapes "
                                    "the spec wants; rename with --map OLD=NEW (prefixes)")
-    ready, cast = {}, set()
+    ready, casted = {}, set()
     for name, want in expected.items():
         got = state.get(name)
         if got is None:  # an optional counter
@@ -129,11 +129,11 @@ def reconcile(model: CephalonNet, state: Mapping[str, torch.Tensor], source: str
             if not cast:
                 raise CheckpointError(f"{source}: tensor {name!r} has dtype {got.dtype}, the spec expects {want.dtype}")
             if got.is_floating_point():
-                cast.add(str(got.dtype).replace("torch.", ""))
+                casted.add(str(got.dtype).replace("torch.", ""))
             got = got.to(want.dtype)
         ready[name] = got
-    if cast:
-        warnings.warn(f"{source}: {', '.join(sorted(cast))} weights cast to {str(next(iter(expected.values())).dtype).replace('torch.', '')}",
+    if casted:
+        warnings.warn(f"{source}: {', '.join(sorted(casted))} weights cast to {str(next(iter(expected.values())).dtype).replace('torch.', '')}",
                       Note, stacklevel=2)
     return ready
 
