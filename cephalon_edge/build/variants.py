@@ -13,7 +13,7 @@ import torch
 
 from cephalon_edge.build.model import CephalonNet
 from cephalon_edge.build.spec import ModelSpec
-from cephalon_edge.build.train import TrainSpec, train
+from cephalon_edge.build.train import MODALITY_DROPOUT, TrainSpec, train
 from cephalon_edge.device.data import Dataset
 from cephalon_edge.device.variants import variant_name
 from cephalon_edge.errors import CheckpointError, UsageError
@@ -60,7 +60,9 @@ def make_variants(net: CephalonNet, widths: Sequence[float], train_data: Dataset
         model = narrower(net, width, criterion)
         if finetune_epochs and train_data is not None:
             report = (lambda e, loss, n=name: on_epoch(n, e, loss)) if on_epoch else None
-            train(model, train_data, TrainSpec(epochs=finetune_epochs, lr=1e-3, seed=seed), teacher=net, on_epoch=report)
+            dropout = MODALITY_DROPOUT if len(net.spec.modalities) > 1 else 0.0  # keep every mix working
+            train(model, train_data, TrainSpec(epochs=finetune_epochs, lr=1e-3, seed=seed, modality_dropout=dropout),
+                  teacher=net, on_epoch=report)
         variants[name] = (width, model.eval())
     return variants
 

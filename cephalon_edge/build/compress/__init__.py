@@ -112,15 +112,7 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
                                                      modality_dropout=dropout),
                         teacher=net if model is not net else None, on_epoch=on_epoch)
         report["finetune"] = {"epochs": spec.finetune_epochs, "final_loss": history[-1], "distilled": model is not net}
-    calibration = None
-    quant = None
-    if spec.quantize != "none":
-        n = min(spec.calib_samples, len(train_data))
-        calibration = {k: torch.from_numpy(v[:n]) for k, v in train_data.inputs.items()}
-        quant = recipe(spec.quantize, n)
-    provenance = {**(meta.get("provenance") or {}), "creator": f"cephalon-edge {__version__} compress",
-                  "compressed_from": str(checkpoint),
-                  "compress": _settings(spec)}
+    calibration, quant = _recipe(spec, train_data)
     after = measure(model, test, 0)
     if quant:
         sim = measure(simulate(model, spec.quantize, calibration), test, 0)
@@ -130,15 +122,25 @@ def compress_checkpoint(checkpoint: Path, output: Path, spec: CompressSpec,
                               "simulated": "fake-quant in PyTorch; the target's quantizer realises it at export"}
         report["quantization"] = quant
     # written last: Ctrl-C during the evaluation above leaves the destination as it was
-    save(model, output, provenance, quantization=quant, calibration=calibration)
+    save(model, output, _provenance(meta, checkpoint, spec), quantization=quant, calibration=calibration)
     after["size_bytes"] = Path(output).stat().st_size
     report["after"] = after
     return report
 
 
-def _settings(spec: CompressSpec) -> dict[str, Any]:
-    """The options given, as the provenance records them (JSON: paths as text)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(spec).items() if v is not None}
+def _recipe(spec: CompressSpec, train_data: Dataset) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any] | None]:
+    """The quantization recipe and the calibration samples stored with it (none: no recipe)."""
+    if spec.quantize == "none":
+        return None, None
+    n = min(spec.calib_samples, len(train_data))
+    return {k: torch.from_numpy(v[:n]) for k, v in train_data.inputs.items()}, recipe(spec.quantize, n)
+
+
+def _provenance(meta: dict[str, Any], checkpoint: Path, spec: CompressSpec) -> dict[str, Any]:
+    """The source's provenance and what compress did (the options given; paths as text)."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(spec).items() if v is not None}
+    return {**(meta.get("provenance") or {}), "creator": f"cephalon-edge {__version__} compress",
+            "compressed_from": str(checkpoint), "compress": settings}
 
 
 def _compress_widths(checkpoint: Path, output: Path, spec: CompressSpec, net: CephalonNet, meta: dict[str, Any],
@@ -152,15 +154,10 @@ def _compress_widths(checkpoint: Path, output: Path, spec: CompressSpec, net: Ce
                              on_epoch=(lambda name, e, loss: on_epoch(e, loss)) if on_epoch else None)
     report["variants"] = [{"name": name, "width": width, **measure(model, test, 0)}
                           for name, (width, model) in variants.items()]
-    calibration = quant = None
-    if spec.quantize != "none":
-        n = min(spec.calib_samples, len(train_data))
-        calibration = {k: torch.from_numpy(v[:n]) for k, v in train_data.inputs.items()}
-        quant = recipe(spec.quantize, n)
+    calibration, quant = _recipe(spec, train_data)
+    if quant:
         report["quantization"] = quant
-    provenance = {**(meta.get("provenance") or {}), "creator": f"cephalon-edge {__version__} compress",
-                  "compressed_from": str(checkpoint),
-                  "compress": _settings(spec)}
-    save(net, output, provenance, quantization=quant, calibration=calibration, variants=variants)
+    save(net, output, _provenance(meta, checkpoint, spec), quantization=quant, calibration=calibration,
+         variants=variants)
     report["after"] = {**report["before"], "size_bytes": Path(output).stat().st_size}
     return report
