@@ -98,9 +98,15 @@ def _check_value_range(name: str, modality: Mapping[str, Any], x: np.ndarray) ->
                     f"the model's preprocessing gives (values {float(x.min()):.4g} to {top:.4g})", hint=hint)
 
 
+def are_token_ids(x: np.ndarray, vocab: int) -> bool:
+    """Whole numbers in ``[0, vocab)`` (what a text adapter's embedding takes); the router
+    checks its inputs and datasets are checked with this one rule."""
+    return x.size == 0 or bool(np.all(x == np.round(x)) and x.min() >= 0 and x.max() < vocab)
+
+
 def _check_token_ids(name: str, modality: Mapping[str, Any], x: np.ndarray) -> None:
     vocab = int(modality["vocab"])
-    if x.size and not (np.all(x == np.round(x)) and x.min() >= 0 and x.max() < vocab):
+    if not are_token_ids(x, vocab):
         raise DataError(f"dataset {name}: {modality['name']} must hold token ids, whole numbers in [0, {vocab}); "
                         f"found values {float(x.min()):.4g} to {float(x.max()):.4g}")
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cephalon_edge.device.data_checks import are_token_ids
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Run
 from cephalon_edge.device.runtimes import open_runtime
@@ -168,7 +169,7 @@ class Router:
             if x.shape[1:] != shape or x.shape[0] == 0:
                 raise DataError(f"{name} input has shape {list(x.shape)}; expected {list(shape)} "
                                 f"or [batch, {', '.join(map(str, shape))}]")
-            if vocab is not None and not (np.all(x == np.round(x)) and x.min() >= 0 and x.max() < vocab):
+            if vocab is not None and not are_token_ids(x, vocab):
                 raise DataError(f"{name} input must hold token ids: whole numbers in [0, {vocab})")
             if batch is not None and x.shape[0] != batch:
                 raise DataError(f"modalities disagree on batch size ({batch} vs {x.shape[0]})")
