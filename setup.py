@@ -6,7 +6,7 @@ and package data live in pyproject.toml."""
 from setuptools import find_packages, setup
 
 INSIDE = {  # installed name -> folder at the repository top level
-    "cephalon_edge.build.converters": "converters",
+    "cephalon_edge.toolchain.converters": "converters",
     "cephalon_edge.device.runtimes": "runtimes",
     "cephalon_edge.profiles": "profiles",
 }

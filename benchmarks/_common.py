@@ -36,7 +36,7 @@ def workdir_of(path: Path | None, prefix: str) -> Path:
 
 def zoo_checkpoint(name: str, workdir: Path) -> Path:
     """``workdir/NAME.cephalon``, built (and trained) from the zoo unless it is already there."""
-    from cephalon_edge.build import checkpoint, zoo
+    from cephalon_edge.toolchain import checkpoint, zoo
 
     ckpt = Path(workdir) / f"{name}.cephalon"
     if not ckpt.exists():
@@ -47,8 +47,8 @@ def zoo_checkpoint(name: str, workdir: Path) -> Path:
 
 def zoo_package(name: str, workdir: Path | None = None, **export_options) -> Path:
     """Build zoo model ``name`` and export it to ONNX in ``workdir`` (a temp dir by default)."""
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
 
     workdir = workdir_of(workdir, "cephalon-bench-")
     ckpt = zoo_checkpoint(name, workdir)

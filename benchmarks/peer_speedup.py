@@ -37,8 +37,8 @@ def plain_models(ckpt: Path, workdir: Path, example: np.ndarray, targets: list[s
     """The plain network exported by hand: what a user would ship without cephalon-edge."""
     import torch
 
-    from cephalon_edge.build import checkpoint
-    from cephalon_edge.build.segments import StaticModel
+    from cephalon_edge.toolchain import checkpoint
+    from cephalon_edge.toolchain.segments import StaticModel
 
     class Plain(torch.nn.Module):  # full depth, task heads, no exit heads; one input
         def __init__(self) -> None:
@@ -94,8 +94,8 @@ def plain_runner(kind: str, path: Path):
 
 
 def package(ckpt: Path, workdir: Path, target: str) -> Path:
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
 
     pkg = workdir / f"{ckpt.stem}-{target}"
     if not pkg.exists():
@@ -129,7 +129,7 @@ def zoo_model(name: str, workdir: Path, rounds: int, targets: list[str]) -> list
     from cephalon_edge.device.router import Router
     from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
 
-    from cephalon_edge.build.zoo import get
+    from cephalon_edge.toolchain.zoo import get
 
     dataset = get(name).dataset
     ckpt = zoo_checkpoint(name, workdir)
@@ -164,9 +164,9 @@ def zoo_model(name: str, workdir: Path, rounds: int, targets: list[str]) -> list
 def resnet_full_depth(workdir: Path, rounds: int) -> list[str]:
     import torch
 
-    from cephalon_edge.build import checkpoint
-    from cephalon_edge.build.model import CephalonNet
-    from cephalon_edge.build.zoo import resnet50_exits_spec
+    from cephalon_edge.toolchain import checkpoint
+    from cephalon_edge.toolchain.model import CephalonNet
+    from cephalon_edge.toolchain.zoo import resnet50_exits_spec
     from cephalon_edge.device.program import NEVER_EXIT
     from cephalon_edge.device.router import Router
 

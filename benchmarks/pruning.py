@@ -31,9 +31,9 @@ def main() -> None:
 
     import onnxruntime as ort
 
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.compress import CompressSpec, compress_checkpoint
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+    from cephalon_edge.toolchain.export import export_package
 
     original = zoo_checkpoint("digits-exits", workdir)
     pruned = workdir / "digits-exits-pruned.cephalon"

@@ -23,8 +23,8 @@ from _common import interleaved, workdir_of, zoo_checkpoint  # noqa: E402
 
 
 def export(ckpt: Path, out: Path, mode: str) -> dict:
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
 
     if out.exists():
         import json

@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
     from cephalon_edge.device.data import builtin
     from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
 

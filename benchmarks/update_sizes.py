@@ -29,7 +29,7 @@ def retrained(ckpt: Path, out: Path, dataset: str, prefix: str) -> Path:
     """``ckpt`` with the parameters under ``prefix`` trained a little more (the rest frozen)."""
     import torch
 
-    from cephalon_edge.build import checkpoint
+    from cephalon_edge.toolchain import checkpoint
     from cephalon_edge.device.data import builtin
 
     if out.exists():
@@ -57,15 +57,15 @@ def retrained(ckpt: Path, out: Path, dataset: str, prefix: str) -> Path:
 
 def first_expert(ckpt: Path) -> str:
     """The parameter prefix of expert 0 of the first MoE layer (``stages.1.experts.0.``)."""
-    from cephalon_edge.build import checkpoint
+    from cephalon_edge.toolchain import checkpoint
 
     name = next(n for n in checkpoint.load(ckpt).state_dict() if ".experts.0." in n)
     return name[:name.index(".experts.0.") + len(".experts.0.")]
 
 
 def export(ckpt: Path, target: str, workdir: Path) -> Path:
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
 
     pkg = workdir / f"upd-{ckpt.stem}-{target}"
     if not pkg.exists():

@@ -34,9 +34,9 @@ def dir_bytes(root: Path) -> int:
 
 
 def main() -> None:
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.compress import CompressSpec, compress_checkpoint
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+    from cephalon_edge.toolchain.export import export_package
     from cephalon_edge.device.data import builtin
     from cephalon_edge.device.program import NEVER_EXIT
     from cephalon_edge.device.variants import AdaptiveRouter, VariantTable, choose_point

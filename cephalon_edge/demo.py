@@ -15,12 +15,12 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.compress import CompressSpec, compress_checkpoint
-from cephalon_edge.build.export import export_package
-from cephalon_edge.build.inspection import inspect_checkpoint
-from cephalon_edge.build.zoo import build_checkpoint, training_epochs
-from cephalon_edge.build.zoo import get as get_zoo_entry
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+from cephalon_edge.toolchain.export import export_package
+from cephalon_edge.toolchain.inspection import inspect_checkpoint
+from cephalon_edge.toolchain.zoo import build_checkpoint, training_epochs
+from cephalon_edge.toolchain.zoo import get as get_zoo_entry
 from cephalon_edge.device.data import builtin
 from cephalon_edge.device.inference import run_package
 from cephalon_edge.device.mixes import modality_mixes

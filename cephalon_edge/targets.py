@@ -49,15 +49,15 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("onnx", "ONNX", "cephalon_edge.build.converters.onnx", "onnxruntime",
+    Target("onnx", "ONNX", "cephalon_edge.toolchain.converters.onnx", "onnxruntime",
            ("none", "int8", "int8-dynamic"), "none", extra="onnx"),
-    Target("tflite", "TFLite", "cephalon_edge.build.converters.tflite", "litert",
+    Target("tflite", "TFLite", "cephalon_edge.toolchain.converters.tflite", "litert",
            ("none", "fp16", "int8", "int8-dynamic"), "none", extra="tflite", delegate_coverage=True,
            android_benchmark="benchmark_model"),
-    Target("executorch", "ExecuTorch", "cephalon_edge.build.converters.executorch", "executorch",
+    Target("executorch", "ExecuTorch", "cephalon_edge.toolchain.converters.executorch", "executorch",
            ("none", "int8"), "none", extra="executorch",
            android_benchmark="executor_runner"),
-    Target("coreml", "Core ML", "cephalon_edge.build.converters.coreml", "coreml",
+    Target("coreml", "Core ML", "cephalon_edge.toolchain.converters.coreml", "coreml",
            ("fp16", "none", "int8", "palettize"), "fp16", extra="coreml", system="Darwin", ios_benchmark=True),
 )}
 

@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 from cephalon_edge.capture import captured_output
 
-from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact, identifier
-from cephalon_edge.build.segments import SegmentSet, StaticModel
+from cephalon_edge.toolchain.artifacts import ExportSpec, SegmentArtifact, identifier
+from cephalon_edge.toolchain.segments import SegmentSet, StaticModel
 from cephalon_edge.errors import ExportError, UsageError
 from cephalon_edge.targets import COREML_COMPUTE_UNITS
 

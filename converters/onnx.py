@@ -19,8 +19,8 @@ from typing import Callable
 
 from cephalon_edge.capture import captured_output
 
-from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
-from cephalon_edge.build.segments import (
+from cephalon_edge.toolchain.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.toolchain.segments import (
     SegmentSet,
     StaticModel,
     calibration_inputs,

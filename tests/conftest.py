@@ -52,8 +52,8 @@ def tiny_spec_dict(**overrides) -> dict:
 
 
 def make_net(seed: int = 0, **overrides):
-    from cephalon_edge.build.model import CephalonNet
-    from cephalon_edge.build.spec import ModelSpec
+    from cephalon_edge.toolchain.model import CephalonNet
+    from cephalon_edge.toolchain.spec import ModelSpec
 
     torch.manual_seed(seed)
     net = CephalonNet(ModelSpec.from_dict(tiny_spec_dict(**overrides)))
@@ -89,7 +89,7 @@ def balance_gates(net, x) -> None:
 
 def balanced_checkpoint(path: Path, seed: int, balance_seed: int, provenance: dict | None = None):
     """A tiny net whose gates and experts split batches, saved to ``path``; returns the net."""
-    from cephalon_edge.build import checkpoint
+    from cephalon_edge.toolchain import checkpoint
 
     net = make_net(seed=seed)
     balance_gates(net, torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(balance_seed)))
@@ -175,11 +175,11 @@ IPHONE_15_PRO = {"udid": "00008130-001A2B3C4D5E6F70", "name": "Ada's iPhone", "p
 
 def small_digits_checkpoint(path: Path) -> Path:
     """A small model trained briefly on digits (so accuracy and quantization are judged on real data)."""
-    from cephalon_edge.build import checkpoint
-    from cephalon_edge.build.model import CephalonNet
-    from cephalon_edge.build.spec import ModelSpec
-    from cephalon_edge.build.train import TrainSpec, train
-    from cephalon_edge.build.zoo import digits_exits_spec
+    from cephalon_edge.toolchain import checkpoint
+    from cephalon_edge.toolchain.model import CephalonNet
+    from cephalon_edge.toolchain.spec import ModelSpec
+    from cephalon_edge.toolchain.train import TrainSpec, train
+    from cephalon_edge.toolchain.zoo import digits_exits_spec
     from cephalon_edge.device.data import builtin
 
     spec = digits_exits_spec().to_dict()
@@ -196,9 +196,9 @@ def small_digits_checkpoint(path: Path) -> Path:
 def small_package(root: Path, samples: int, with_static: bool = False) -> Path:
     """A 5-segment net (quick to export), its checkpoint ``m.cephalon``, its ONNX package
     ``pkg`` and ``data.npz`` labelled with its own predictions, in ``root``."""
-    from cephalon_edge.build import checkpoint
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain import checkpoint
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
 
     net = make_net(seed=5, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
                    tasks=[{"name": "class", "outputs": 5}])

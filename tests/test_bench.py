@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import GALAXY, PIXEL, run_cli, small_digits_checkpoint
 
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.profiles import (
     ProfileError,
     load_profile,

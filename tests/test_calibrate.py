@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import labelled_npz, make_net, run_cli
 
-from cephalon_edge.build import checkpoint
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain import checkpoint
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package, choose
 from cephalon_edge.tune.search import ExitTable, search
@@ -174,7 +174,7 @@ def test_manifest_update_is_atomic(package, monkeypatch):
 def test_plain_flops_count_one_expert_and_no_exit_heads(package, tmp_path):
     """The static model's FLOPs are the final path's (one expert of the mixture, as `inspect`
     counts), not every expert's."""
-    from cephalon_edge.build.segments import build_segments
+    from cephalon_edge.toolchain.segments import build_segments
 
     pkg, data = package
     res = run_cli("calibrate", str(pkg), "--data", str(data), "--json", str(tmp_path / "c.json"))

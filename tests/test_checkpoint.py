@@ -6,8 +6,8 @@ import torch
 from conftest import make_net, tiny_spec_dict
 from safetensors.torch import load_file, save_file
 
-from cephalon_edge.build import checkpoint
-from cephalon_edge.build.state_import import import_state_dict
+from cephalon_edge.toolchain import checkpoint
+from cephalon_edge.toolchain.state_import import import_state_dict
 from cephalon_edge.errors import CheckpointError
 
 

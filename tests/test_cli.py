@@ -5,7 +5,7 @@ import sys
 import torch
 from conftest import make_net, run_cli, tiny_spec_dict
 
-from cephalon_edge.build import checkpoint
+from cephalon_edge.toolchain import checkpoint
 
 
 def test_version_and_light_import():

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import balance_gates, make_net, run_cli, small_digits_checkpoint
 
-from cephalon_edge.build import checkpoint
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.compress.prune import full_path_flops, plan
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain import checkpoint
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.compress.prune import full_path_flops, plan
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.errors import UsageError
 

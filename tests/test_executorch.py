@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli, small_digits_checkpoint
 
-from cephalon_edge.build.artifacts import ExportSpec, identifier
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain.artifacts import ExportSpec, identifier
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.errors import DeviceError
 from cephalon_edge.tune.bench import executor_runner
 
@@ -39,7 +39,7 @@ def small(tmp_path_factory):
 def test_one_program_with_a_method_per_segment_and_parity(tiny):
     from executorch.runtime import Runtime
 
-    from cephalon_edge.build.parity import median_thresholds
+    from cephalon_edge.toolchain.parity import median_thresholds
     from cephalon_edge.device.router import Router
 
     report, pkg, net, _ = tiny
@@ -70,7 +70,7 @@ def test_one_program_with_a_method_per_segment_and_parity(tiny):
 
 
 def test_run_calibrate_and_bench_an_executorch_package(small, tmp_path):
-    from cephalon_edge.build import checkpoint
+    from cephalon_edge.toolchain import checkpoint
     from cephalon_edge.device.data import builtin
 
     report, pkg, ckpt = small
@@ -116,7 +116,7 @@ def test_int8_agrees_with_fp32_and_is_smaller(small, tmp_path):
     assert parity["val_top1_agreement"] >= 0.98  # real digits of the validation split
     # only the convolutions are int8 (heads, gates and exit scores stay float): the program
     # shrinks by about three quarters of their weights' bytes
-    from cephalon_edge.build import checkpoint
+    from cephalon_edge.toolchain import checkpoint
 
     net = checkpoint.load(ckpt)
     conv = sum(m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Conv2d))

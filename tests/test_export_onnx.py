@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import balanced_checkpoint, run_cli
 
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.router import Router
 from cephalon_edge.errors import ExportError, UsageError
@@ -195,7 +195,7 @@ def test_failed_export_keeps_previous_package(tiny, tmp_path, monkeypatch):
     res = run_cli("export", str(ckpt), "--target", "onnx", "-o", str(target))
     assert res.returncode == 2 and "already exists" in res.stderr and "--force" in res.stderr
 
-    from cephalon_edge.build.converters import onnx as onnx_converter
+    from cephalon_edge.toolchain.converters import onnx as onnx_converter
     real = onnx_converter._export
     calls = []
 

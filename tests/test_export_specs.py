@@ -4,11 +4,11 @@ import pytest
 import torch
 from conftest import make_net
 
-from cephalon_edge.build import checkpoint
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.zoo import (
+from cephalon_edge.toolchain import checkpoint
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.export import export_package
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.zoo import (
     digits_exits_spec,
     mnist1d_moe_spec,
     resnet50_exits_spec,

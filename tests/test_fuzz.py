@@ -11,9 +11,9 @@ from conftest import make_net
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cephalon_edge.build import checkpoint
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain import checkpoint
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.data import load_dataset
 from cephalon_edge.device.data_checks import Contract
 from cephalon_edge.device.manifest import Manifest
@@ -263,7 +263,7 @@ def test_hostile_update_files_are_one_line_errors(tmp_path_factory, data, member
 def test_huge_declared_shapes_are_refused_before_allocating(tmp_path):
     from conftest import tiny_spec_dict
 
-    from cephalon_edge.build.spec import ModelSpec
+    from cephalon_edge.toolchain.spec import ModelSpec
     for field, value in (("channels", 10**9), ("blocks", 10**6)):
         spec = tiny_spec_dict()
         spec["stages"][0][field] = value
@@ -336,7 +336,7 @@ def test_bracketed_text_is_printed_as_text(tmp_path_factory, name):
 @FUZZ
 @given(depth=st.integers(1, 200_000), where=st.sampled_from(["manifest", "spec", "header", "metadata"]))
 def test_deep_nesting(package, tmp_path_factory, depth, where):
-    from cephalon_edge.build.spec import ModelSpec
+    from cephalon_edge.toolchain.spec import ModelSpec
 
     deep = "[" * depth + "]" * depth
     try:

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from conftest import PIXEL, run_cli, small_package, spawn_parked, tiny_spec_dict
 
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.errors import DeviceError, PackageError, SpecError
 
@@ -73,7 +73,7 @@ def test_spec_bound_counts_every_part_before_building(tmp_path):
     tasks = [{"name": "class", "outputs": 5}] + [{"name": f"t{i}", "kind": "regression", "outputs": 1_000_000}
                                                  for i in range(41)]
     with pytest.raises(SpecError, match="estimated parameters"):
-        from cephalon_edge.build.spec import ModelSpec
+        from cephalon_edge.toolchain.spec import ModelSpec
         ModelSpec.from_dict(tiny_spec_dict(tasks=tasks))
     spec = tmp_path / "huge.json"
     spec.write_text(json.dumps(tiny_spec_dict(tasks=tasks)))
@@ -375,7 +375,7 @@ def test_export_checks_paths_before_importing_torch(tmp_path):
 def test_compress_writes_its_output_last(small, tmp_path):
     """Parked in the final evaluation (the second measure), the output must not exist yet."""
     out = tmp_path / "c.cephalon"
-    proc = spawn_parked(tmp_path, "call:cephalon_edge.build.compress:measure:2", "compress", str(small / "m.cephalon"),
+    proc = spawn_parked(tmp_path, "call:cephalon_edge.toolchain.compress:measure:2", "compress", str(small / "m.cephalon"),
                   "-o", str(out), "--prune", "0.3", "--data", str(small / "data.npz"))
     proc.kill()
     proc.wait()

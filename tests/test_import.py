@@ -8,7 +8,7 @@ import torch
 from conftest import run_cli
 from torch import nn
 
-from cephalon_edge.build import checkpoint
+from cephalon_edge.toolchain import checkpoint
 
 SPEC = {"name": "users-net",
         "modalities": [{"name": "image", "kind": "image", "shape": [1, 16, 16],

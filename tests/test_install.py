@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, labelled_npz, make_net
 
 # installed name -> folder in the repository (setup.py maps them the same way)
-INSIDE = {"cephalon_edge.build.converters": "converters", "cephalon_edge.device.runtimes": "runtimes",
+INSIDE = {"cephalon_edge.toolchain.converters": "converters", "cephalon_edge.device.runtimes": "runtimes",
           "cephalon_edge.profiles": "profiles"}
 
 
@@ -46,7 +46,7 @@ def test_the_wheel_holds_every_subpackage_inside_cephalon_edge(wheel, tmp_path):
     packaged = {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")}
     assert packaged == source_packages()
     assert not any(n.startswith(("converters/", "runtimes/", "profiles/")) for n in names)
-    assert "cephalon_edge/profiles/host-cpu.toml" in names and "cephalon_edge/build/delegate_ops.json" in names
+    assert "cephalon_edge/profiles/host-cpu.toml" in names and "cephalon_edge/toolchain/delegate_ops.json" in names
     # every module of the wheel imports in the full environment
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
@@ -62,9 +62,9 @@ def test_the_wheel_holds_every_subpackage_inside_cephalon_edge(wheel, tmp_path):
 
 @pytest.mark.slow
 def test_device_half_alone_runs_benches_and_calibrates(wheel, tmp_path):
-    from cephalon_edge.build import checkpoint
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain import checkpoint
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
 
     net = make_net(seed=3, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
                    tasks=[{"name": "class", "outputs": 5}])
@@ -116,8 +116,8 @@ def test_device_half_alone_runs_benches_and_calibrates(wheel, tmp_path):
 
 
 def test_editable_install_maps_top_level_folders():
-    import cephalon_edge.build.converters
+    import cephalon_edge.toolchain.converters
     import cephalon_edge.device.runtimes
 
-    assert cephalon_edge.build.converters.__file__.startswith(str(REPO / "converters"))
+    assert cephalon_edge.toolchain.converters.__file__.startswith(str(REPO / "converters"))
     assert cephalon_edge.device.runtimes.__file__.startswith(str(REPO / "runtimes"))

@@ -10,9 +10,9 @@ import sys
 import pytest
 from conftest import IPHONE_15_PRO, PIXEL, make_net, run_cli
 
-from cephalon_edge.build import checkpoint
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain import checkpoint
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.profiles import ProfileError, validate_profile
 
 IPAD = {"udid": "00008103-000A1B2C3D4E5F60", "name": "[bold]lab iPad", "type": "iPad", "product": "iPad13,8",

@@ -2,9 +2,9 @@ import pytest
 import torch
 from conftest import balance_gates, make_net
 
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.segments import build_segments
-from cephalon_edge.build.zoo import resnet50_exits_spec
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.segments import build_segments
+from cephalon_edge.toolchain.zoo import resnet50_exits_spec
 from cephalon_edge.errors import UsageError
 
 
@@ -88,7 +88,7 @@ def test_one_dimensional_backbone():
 
 
 def test_fused_segments_compute_what_their_parts_do():
-    from cephalon_edge.build.segments import part_feeds
+    from cephalon_edge.toolchain.segments import part_feeds
 
     net = make_net()
     segs = build_segments(net)
@@ -112,7 +112,7 @@ def test_fused_segments_compute_what_their_parts_do():
 
 
 def test_the_static_model_is_the_plain_network():
-    from cephalon_edge.build.segments import StaticModel
+    from cephalon_edge.toolchain.segments import StaticModel
 
     net = make_net()
     x = torch.randn(3, 1, 12, 12)

@@ -48,8 +48,8 @@ def mm_inputs(n: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def make_mm_net(seed: int = 0):
-    from cephalon_edge.build.model import CephalonNet
-    from cephalon_edge.build.spec import ModelSpec
+    from cephalon_edge.toolchain.model import CephalonNet
+    from cephalon_edge.toolchain.spec import ModelSpec
 
     torch.manual_seed(seed)
     net = CephalonNet(ModelSpec.from_dict(mm_spec_dict())).eval()
@@ -64,7 +64,7 @@ def make_mm_net(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def mm_checkpoint(tmp_path_factory) -> Path:
-    from cephalon_edge.build import checkpoint
+    from cephalon_edge.toolchain import checkpoint
 
     path = tmp_path_factory.mktemp("mm") / "mm.cephalon"
     checkpoint.save(make_mm_net(), path)
@@ -74,7 +74,7 @@ def mm_checkpoint(tmp_path_factory) -> Path:
 # ---- spec and model ----------------------------------------------------------------------
 
 def test_spec_names_token_mismatch_and_misplaced_adapters():
-    from cephalon_edge.build.spec import ModelSpec
+    from cephalon_edge.toolchain.spec import ModelSpec
 
     bad = mm_spec_dict()
     bad["modalities"][1]["adapter"]["patch"] = 4  # 8 tokens against 16
@@ -110,7 +110,7 @@ def test_present_masks_fuse_like_the_subset_given():
 
 
 def test_info_nce_prefers_aligned_embeddings():
-    from cephalon_edge.build.train import info_nce
+    from cephalon_edge.toolchain.train import info_nce
 
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(16, 8, generator=gen)
@@ -194,8 +194,8 @@ def test_multimodal_pairing_is_by_label_and_fixed():
 @pytest.fixture(scope="module")
 def mm_exports(mm_checkpoint, tmp_path_factory) -> dict:
     """target -> (export report, package dir), exported once for the module."""
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
 
     done = {}
 
@@ -211,8 +211,8 @@ def mm_exports(mm_checkpoint, tmp_path_factory) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["onnx", "tflite", "executorch"])
 def test_adapter_and_routed_parity_for_every_subset(mm_checkpoint, mm_exports, target):
-    from cephalon_edge.build import checkpoint
-    from cephalon_edge.build.parity import median_thresholds
+    from cephalon_edge.toolchain import checkpoint
+    from cephalon_edge.toolchain.parity import median_thresholds
     from cephalon_edge.device.router import Router
 
     report, pkg = mm_exports(target)
@@ -250,8 +250,8 @@ def test_adapter_and_routed_parity_for_every_subset(mm_checkpoint, mm_exports, t
 
 @pytest.mark.slow
 def test_coreml_multimodal_spec(mm_checkpoint, tmp_path):
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
 
     report = export_package(mm_checkpoint, tmp_path / "pkg", ExportSpec("coreml", with_static=True))
     manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
@@ -371,9 +371,9 @@ def test_evaluate_routes_each_sample_with_what_it_holds(mm_package, mm_npz):
 
 @pytest.mark.slow
 def test_compress_keeps_the_shared_space(mm_checkpoint, tmp_path):
-    from cephalon_edge.build import checkpoint
-    from cephalon_edge.build.compress import CompressSpec, compress_checkpoint
-    from cephalon_edge.build.spec import ModelSpec
+    from cephalon_edge.toolchain import checkpoint
+    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+    from cephalon_edge.toolchain.spec import ModelSpec
 
     np.savez(tmp_path / "d.npz", **{k: v.numpy() for k, v in mm_inputs(64, seed=3).items()},
              labels=np.arange(64) % 4)
@@ -447,9 +447,9 @@ def test_one_threshold_set_keeps_the_drop_for_every_mix():
 def test_a_tflite_text_package_calibrates_and_benches(tmp_path):
     """Text segments are timed on token ids (random normals are out of the embedding's range:
     LiteRT's EMBEDDING_LOOKUP refuses them), with data and without."""
-    from cephalon_edge.build import checkpoint
-    from cephalon_edge.build.model import CephalonNet
-    from cephalon_edge.build.spec import ModelSpec
+    from cephalon_edge.toolchain import checkpoint
+    from cephalon_edge.toolchain.model import CephalonNet
+    from cephalon_edge.toolchain.spec import ModelSpec
 
     text = mm_spec_dict(name="tiny-text", modalities=[mm_spec_dict()["modalities"][2]])
     torch.manual_seed(3)

@@ -62,7 +62,7 @@ TORCH_AT_RUN_TIME = {"runtimes/executorch.py"}
 def test_device_half_and_tuning_never_import_the_build_half():
     lines = [(str(p.relative_to(REPO)), i, line) for p in DEVICE_SIDE
              for i, line in enumerate(p.read_text().splitlines(), 1)]
-    assert not [f"{f}:{i}" for f, i, line in lines if re.search(r"^\s*(from|import) (cephalon_edge\.build|\.\.build)\b", line)]
+    assert not [f"{f}:{i}" for f, i, line in lines if re.search(r"^\s*(from|import) (cephalon_edge\.toolchain|\.\.toolchain)\b", line)]
     torch = [(f, i, line) for f, i, line in lines if re.search(r"^\s*(from|import) torch\b", line)]
     assert {f for f, _, _ in torch} <= TORCH_AT_RUN_TIME
     assert all(line.startswith(" ") for _, _, line in torch)  # inside a function: imported when used

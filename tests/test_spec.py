@@ -3,7 +3,7 @@ import json
 import pytest
 from conftest import tiny_spec_dict
 
-from cephalon_edge.build.spec import ModelSpec
+from cephalon_edge.toolchain.spec import ModelSpec
 from cephalon_edge.errors import SpecError
 
 

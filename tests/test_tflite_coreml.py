@@ -9,8 +9,8 @@ import torch
 from conftest import balanced_checkpoint, run_cli, small_digits_checkpoint
 from torch import nn
 
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.router import Router
 from cephalon_edge.errors import ExportError
@@ -93,7 +93,7 @@ class OneHotHead(nn.Module):
 
 def test_converter_failure_names_segment_and_op(tiny_ckpt, tmp_path, monkeypatch):
     _, ckpt, _ = tiny_ckpt
-    import cephalon_edge.build.segments as segments_mod  # export imports it when it runs
+    import cephalon_edge.toolchain.segments as segments_mod  # export imports it when it runs
     real = segments_mod.build_segments
 
     def broken(net, fuse=True):
@@ -147,7 +147,7 @@ def test_coreml_spec_checks(tiny_ckpt, tmp_path, profile, files):
         assert report["verification"]["kind"] == "spec"
         assert report["verification"]["segments_checked"] == len(manifest.segments)
     if profile:
-        from cephalon_edge.build.artifacts import identifier
+        from cephalon_edge.toolchain.artifacts import identifier
         assert all(s["signature"] == identifier(s["name"]) for s in manifest.data["segments"])
         assert identifier("stage1+gate1.1") == "stage1_gate1_1"
         assert report["verification"]["spec_version"] >= 9  # iOS 18 multifunction

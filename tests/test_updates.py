@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import run_cli, small_digits_checkpoint, spawn_parked
 
-from cephalon_edge.build.artifacts import ExportSpec
-from cephalon_edge.build.export import export_package
+from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.updates.apply import apply_update
 from cephalon_edge.device.updates.diff import make_update
 
@@ -26,7 +26,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 def finetune_exit_heads(ckpt: Path, out: Path) -> Path:
     """A real fine-tune of the early exit heads only (trunk and final head frozen), on digits."""
-    from cephalon_edge.build import checkpoint
+    from cephalon_edge.toolchain import checkpoint
     from cephalon_edge.device.data import builtin
 
     net, meta = checkpoint.load_with_metadata(ckpt)

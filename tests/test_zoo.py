@@ -3,7 +3,7 @@ import json
 import pytest
 from conftest import run_cli
 
-from cephalon_edge.build import checkpoint
+from cephalon_edge.toolchain import checkpoint
 
 
 @pytest.mark.slow

@@ -72,7 +72,7 @@ def inspect_cmd(
 
         write_report(json_file, render_update_file(checkpoint))
         return
-    from cephalon_edge.build.inspection import inspect_checkpoint
+    from cephalon_edge.toolchain.inspection import inspect_checkpoint
 
     report = inspect_checkpoint(checkpoint)
     render_inspect(report)
@@ -91,8 +91,8 @@ def import_cmd(
 ) -> None:
     """Make a .cephalon checkpoint from weights trained elsewhere (a plain PyTorch state_dict)."""
     from cephalon_edge import __version__
-    from cephalon_edge.build.checkpoint import save
-    from cephalon_edge.build.state_import import PrefixRule, expected_tensors, import_state_dict, load_spec
+    from cephalon_edge.toolchain.checkpoint import save
+    from cephalon_edge.toolchain.state_import import PrefixRule, expected_tensors, import_state_dict, load_spec
     from cephalon_edge.errors import UsageError
 
     rules = [PrefixRule.parse(m) for m in mapping]

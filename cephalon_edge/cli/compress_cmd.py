@@ -81,8 +81,8 @@ def compress_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Structured pruning, recovery fine-tuning and a quantization recipe, with the cost in accuracy."""
-    from cephalon_edge.build.compress import CompressSpec, compress_checkpoint, validate
-    from cephalon_edge.build.variants import parse_widths
+    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint, validate
+    from cephalon_edge.toolchain.variants import parse_widths
 
     spec = CompressSpec(prune=prune, criterion=criterion, finetune_epochs=finetune_epochs, data=data, label_map=label_map,
                         quantize=quantize, calib_samples=calib_samples,

@@ -84,8 +84,8 @@ def export_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Cut a checkpoint into static segments, convert them, verify parity, write the package."""
-    from cephalon_edge.build.artifacts import ExportSpec
-    from cephalon_edge.build.export import export_package
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
 
     spec = ExportSpec(target=target, quantize=quantize, profile=profile, with_static=with_static,
                       fuse=not no_fuse, verify=not no_verify, force=force, threshold=threshold,

@@ -31,10 +31,10 @@ def train_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report (per-epoch history) as JSON."),
 ) -> None:
     """Train a Cephalon model (exits, gates, experts, adapters) from a spec on your data."""
-    from cephalon_edge.build.checkpoint import save
-    from cephalon_edge.build.fit import FitSpec, train_from_spec, validate
-    from cephalon_edge.build.state_import import load_spec
-    from cephalon_edge.build.train import TrainSpec
+    from cephalon_edge.toolchain.checkpoint import save
+    from cephalon_edge.toolchain.fit import FitSpec, train_from_spec, validate
+    from cephalon_edge.toolchain.state_import import load_spec
+    from cephalon_edge.toolchain.train import TrainSpec
     from cephalon_edge.errors import UsageError
 
     fit_spec = FitSpec(data=data, train=TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, shift=shift),
@@ -70,7 +70,7 @@ def spec_init_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write an editable spec (modalities, stages, exits, gates, experts, tasks) to start from."""
-    from cephalon_edge.build.zoo import get
+    from cephalon_edge.toolchain.zoo import get
     from cephalon_edge.errors import UsageError
     from cephalon_edge.fsutil import write_json_atomic
 

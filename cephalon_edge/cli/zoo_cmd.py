@@ -17,7 +17,7 @@ app = typer.Typer(help="Reference Cephalon models.", no_args_is_help=True)
 @app.command("list")
 def list_cmd() -> None:
     """List the zoo models."""
-    from cephalon_edge.build.zoo import ZOO
+    from cephalon_edge.toolchain.zoo import ZOO
 
     table = Table(title="cephalon-edge zoo")
     for col in ("name", "dataset", "epochs", "description"):
@@ -35,7 +35,7 @@ def build_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed for weights and data order."),
 ) -> None:
     """Build (and train) a zoo model into a .cephalon checkpoint."""
-    from cephalon_edge.build.zoo import build_checkpoint, training_epochs
+    from cephalon_edge.toolchain.zoo import build_checkpoint, training_epochs
 
     with progress(f"training {name}", training_epochs(name, epochs)) as advance:
         provenance = build_checkpoint(name, output, epochs, seed,

@@ -3,5 +3,5 @@
 Manifest and program, the router that interprets the program, the runtimes (one module per
 runtime, from the repository's ``runtimes/`` folder), exit scores, input preprocessing, data
 loading and device profiles. Needs numpy and one runtime; imports nothing from
-``cephalon_edge.build`` (a test proves it in a venv without torch).
+``cephalon_edge.toolchain`` (a test proves it in a venv without torch).
 """

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.spec import ModelSpec
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.spec import ModelSpec
 from cephalon_edge.errors import CheckpointError, Note, UsageError
 from cephalon_edge.fsutil import regular_file
 

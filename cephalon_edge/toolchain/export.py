@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from cephalon_edge import __version__
-from cephalon_edge.build.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.toolchain.artifacts import ExportSpec, SegmentArtifact
 from cephalon_edge.device.data import Dataset, builtin_name, load_dataset, split_index
 from cephalon_edge.device.variants import FORMAT as VARIANTS_FORMAT
 from cephalon_edge.device.variants import VARIANTS_FILE
@@ -31,7 +31,7 @@ from cephalon_edge.fsutil import atomic_directory, write_json_atomic
 from cephalon_edge.targets import QUANTIZATION_MODES, Target, get_target
 
 if TYPE_CHECKING:
-    from cephalon_edge.build.segments import SegmentSet
+    from cephalon_edge.toolchain.segments import SegmentSet
 
 ProgressCallback = Callable[[str], None]
 
@@ -54,7 +54,7 @@ def resolve(checkpoint: Path, out_dir: Path, spec: ExportSpec) -> ExportSpec:
             raise UsageError(f"{out_dir} is a non-empty directory that is not an edge package; refusing to replace it")
     mode = spec.quantize
     if mode is None:
-        from cephalon_edge.build.checkpoint import read_metadata
+        from cephalon_edge.toolchain.checkpoint import read_metadata
 
         mode = (read_metadata(checkpoint).get("quantization") or {}).get("mode")
         if mode in (None, "none"):
@@ -122,7 +122,7 @@ def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
     package per variant beside ``variants.json`` (the static model only in the full one)."""
     spec = resolve(checkpoint, out_dir, spec)  # before torch is imported
     calibration_data, parity_data = real_samples(checkpoint, spec)  # checked before any work too
-    from cephalon_edge.build.checkpoint import load_with_metadata
+    from cephalon_edge.toolchain.checkpoint import load_with_metadata
 
     net, meta = load_with_metadata(checkpoint)
     variants = meta.get("variant_models")
@@ -159,8 +159,8 @@ def _export_into(root: Path, net: Any, meta: dict[str, Any], checkpoint: Path, s
                  shown_as: Path) -> dict[str, Any]:
     """Convert ``net`` into the package directory ``root``, write its manifest and check
     parity; returns the export report (naming the package ``shown_as``)."""
-    from cephalon_edge.build.parity import check_package, parity_inputs
-    from cephalon_edge.build.segments import build_segments
+    from cephalon_edge.toolchain.parity import check_package, parity_inputs
+    from cephalon_edge.toolchain.segments import build_segments
     from cephalon_edge.device.router import Router
     from cephalon_edge.device.runtimes import open_runtime
 
@@ -219,8 +219,8 @@ def real_samples(checkpoint: Path, spec: ExportSpec) -> tuple[Dataset | None, Da
     """(int8 calibration samples, parity samples): the train and val splits of ``--data``, else
     of the checkpoint's own built-in dataset; (None, None) when there is neither. Checked
     against the model before anything is converted."""
-    from cephalon_edge.build.checkpoint import read_metadata
-    from cephalon_edge.build.spec import ModelSpec
+    from cephalon_edge.toolchain.checkpoint import read_metadata
+    from cephalon_edge.toolchain.spec import ModelSpec
 
     meta = read_metadata(checkpoint)
     ref = spec.data or (meta.get("provenance") or {}).get("dataset")
@@ -238,7 +238,7 @@ def _delegate_coverage(root: Path, spec: ExportSpec, target: Target) -> tuple[li
     """Which ops each segment's delegate runs: as lowered, where the converter knows
     (``delegate_coverage(manifest)``: ExecuTorch); else, with a profile, on a target with
     documented delegate op lists (TFLite), which ops the profile's delegate supports."""
-    from cephalon_edge.build.delegates import coverage, deprecation_note
+    from cephalon_edge.toolchain.delegates import coverage, deprecation_note
 
     notes = []
     preferred = spec.profile_settings.get("target")

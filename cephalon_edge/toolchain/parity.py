@@ -13,8 +13,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.segments import (
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.segments import (
     SegmentSet,
     StaticModel,
     example_input,

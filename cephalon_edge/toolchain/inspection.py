@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cephalon_edge.build.checkpoint import load_with_metadata
-from cephalon_edge.build.segments import build_segments
+from cephalon_edge.toolchain.checkpoint import load_with_metadata
+from cephalon_edge.toolchain.segments import build_segments
 from cephalon_edge.device.manifest import sha256_file
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cephalon_edge.build.model import CephalonNet
+from cephalon_edge.toolchain.model import CephalonNet
 from cephalon_edge.errors import UsageError
 
 MODES = ("none", "int8", "int8-dynamic", "fp16")

@@ -11,11 +11,11 @@ from typing import Any, Callable
 import torch
 
 from cephalon_edge import __version__
-from cephalon_edge.build.checkpoint import save
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.spec import ModelSpec
-from cephalon_edge.build.fit import FitSpec, train_from_spec
-from cephalon_edge.build.train import MODALITY_DROPOUT, EpochCallback, TrainSpec
+from cephalon_edge.toolchain.checkpoint import save
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.spec import ModelSpec
+from cephalon_edge.toolchain.fit import FitSpec, train_from_spec
+from cephalon_edge.toolchain.train import MODALITY_DROPOUT, EpochCallback, TrainSpec
 from cephalon_edge.device.data import (
     DIGITS_PREPROCESSING,
     MNIST1D_PREPROCESSING,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cephalon_edge.build.model import CephalonNet
+from cephalon_edge.toolchain.model import CephalonNet
 from cephalon_edge.device.data import Dataset
 from cephalon_edge.device.mixes import mix_name
 

@@ -1,6 +1,6 @@
 """The reference dynamic network."""
 
-from cephalon_edge.build.model.network import (
+from cephalon_edge.toolchain.model.network import (
     CephalonNet,
     DynamicOutput,
     TrainOutput,

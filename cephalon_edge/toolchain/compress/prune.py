@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.model.layers import (
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.model.layers import (
     Adapter,
     ExitHead,
     ExpertGate,
@@ -28,8 +28,8 @@ from cephalon_edge.build.model.layers import (
     SqueezeExcite,
     TaskHead,
 )
-from cephalon_edge.build.segments import StaticModel, build_segments
-from cephalon_edge.build.spec import ModelSpec
+from cephalon_edge.toolchain.segments import StaticModel, build_segments
+from cephalon_edge.toolchain.spec import ModelSpec
 from cephalon_edge.errors import UsageError
 
 CRITERIA = ("l1", "l2", "taylor")

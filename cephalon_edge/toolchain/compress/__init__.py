@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from cephalon_edge import __version__
-from cephalon_edge.build.checkpoint import load_with_metadata, save
-from cephalon_edge.build.compress.prune import CRITERIA, plan
-from cephalon_edge.build.compress.quantize import MODES, recipe, simulate
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.segments import build_segments
-from cephalon_edge.build.train import MODALITY_DROPOUT, TrainSpec, evaluate, train
+from cephalon_edge.toolchain.checkpoint import load_with_metadata, save
+from cephalon_edge.toolchain.compress.prune import CRITERIA, plan
+from cephalon_edge.toolchain.compress.quantize import MODES, recipe, simulate
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.segments import build_segments
+from cephalon_edge.toolchain.train import MODALITY_DROPOUT, TrainSpec, evaluate, train
 from cephalon_edge.device.data import Dataset, load_dataset
 from cephalon_edge.errors import DataError, UsageError
 
@@ -148,7 +148,7 @@ def _compress_widths(checkpoint: Path, output: Path, spec: CompressSpec, net: Ce
                      on_epoch: Callable[[int, float], None] | None) -> dict[str, Any]:
     """The full model and its narrower width variants (distilled from it) in one checkpoint,
     with FLOPs, params and per-exit accuracy of each."""
-    from cephalon_edge.build.variants import make_variants
+    from cephalon_edge.toolchain.variants import make_variants
 
     variants = make_variants(net, spec.widths or (1.0,), train_data, spec.finetune_epochs, spec.seed, spec.criterion,
                              on_epoch=(lambda name, e, loss: on_epoch(e, loss)) if on_epoch else None)

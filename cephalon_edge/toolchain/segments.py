@@ -25,8 +25,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.model.layers import confidence
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.model.layers import confidence
 from cephalon_edge.device.program import (
     Encode,
     Exit,

@@ -13,7 +13,7 @@ from cephalon_edge.errors import UsageError
 
 
 def documented_ops() -> dict[str, Any]:
-    return json.loads(files("cephalon_edge.build").joinpath("delegate_ops.json").read_text())
+    return json.loads(files("cephalon_edge.toolchain").joinpath("delegate_ops.json").read_text())
 
 
 def tflite_ops(path: Path) -> dict[str, list[str]]:

@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from cephalon_edge.build.model.layers import (
+from cephalon_edge.toolchain.model.layers import (
     Adapter,
     ExitHead,
     ExpertGate,
@@ -26,7 +26,7 @@ from cephalon_edge.build.model.layers import (
     confidence,
     make_block,
 )
-from cephalon_edge.build.spec import ModelSpec
+from cephalon_edge.toolchain.spec import ModelSpec
 from cephalon_edge.device.program import GATE_THRESHOLD
 from cephalon_edge.errors import UsageError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cephalon_edge.build.spec import ModalitySpec, StageSpec
+from cephalon_edge.toolchain.spec import ModalitySpec, StageSpec
 
 
 def conv(dims: int, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Module:

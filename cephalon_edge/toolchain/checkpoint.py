@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 import torch
 
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.spec import ModelSpec
-from cephalon_edge.build.state_import import reconcile
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.spec import ModelSpec
+from cephalon_edge.toolchain.state_import import reconcile
 from cephalon_edge.errors import CheckpointError
 from cephalon_edge.fsutil import atomic_path, loads_json, regular_file
 
@@ -68,7 +68,7 @@ def save(model: CephalonNet, path: Path, provenance: dict[str, Any] | None = Non
     (name -> (width, model); ``model`` itself is the full one)."""
     from safetensors.torch import save_file
 
-    from cephalon_edge.build.variants import variant_tensors
+    from cephalon_edge.toolchain.variants import variant_tensors
 
     meta: dict[str, Any] = {"format": FORMAT, "spec": model.spec.to_dict(), "provenance": provenance or {}}
     if quantization:
@@ -105,7 +105,7 @@ def load_with_metadata(path: Path) -> tuple[CephalonNet, dict[str, Any]]:
     if calibration:
         meta["calibration_samples"] = calibration
     if meta.get("variants"):
-        from cephalon_edge.build.variants import load_variants
+        from cephalon_edge.toolchain.variants import load_variants
 
         meta["variant_models"] = load_variants(model, meta, variant_states, str(path))
     return model, meta

@@ -11,9 +11,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.spec import ModelSpec
-from cephalon_edge.build.train import MODALITY_DROPOUT, TrainSpec, train
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.spec import ModelSpec
+from cephalon_edge.toolchain.train import MODALITY_DROPOUT, TrainSpec, train
 from cephalon_edge.device.data import Dataset
 from cephalon_edge.device.variants import variant_name
 from cephalon_edge.errors import CheckpointError, UsageError
@@ -38,7 +38,7 @@ def parse_widths(text: str) -> tuple[float, ...]:
 def narrower(net: CephalonNet, width: float, criterion: str = "l1") -> CephalonNet:
     """``net`` with ``1 - width`` of the channels of every prunable group removed, rebuilt
     from its own spec (which proves the spec describes the weights)."""
-    from cephalon_edge.build.compress.prune import _round_to, apply_ratio, spec_of
+    from cephalon_edge.toolchain.compress.prune import _round_to, apply_ratio, spec_of
 
     pruned = apply_ratio(net, 1.0 - width, criterion, round_to=_round_to(net))
     rebuilt = CephalonNet(spec_of(pruned))
@@ -69,7 +69,7 @@ def make_variants(net: CephalonNet, widths: Sequence[float], train_data: Dataset
 
 def variant_tensors(variants: Mapping[str, tuple[float, CephalonNet]]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     """The narrower variants' tensors (prefixed) and their metadata entries, for ``save``."""
-    from cephalon_edge.build.checkpoint import VARIANT_PREFIX
+    from cephalon_edge.toolchain.checkpoint import VARIANT_PREFIX
 
     tensors, entries = {}, []
     for name, (width, model) in variants.items():
@@ -84,7 +84,7 @@ def load_variants(full: CephalonNet, meta: Mapping[str, Any], states: Mapping[st
                   source: str) -> dict[str, tuple[float, CephalonNet]]:
     """Name -> (width, model) from a checkpoint's metadata and its ``variant.`` tensors; a
     checkpoint without variants gives just the full model."""
-    from cephalon_edge.build.state_import import reconcile
+    from cephalon_edge.toolchain.state_import import reconcile
 
     entries = meta.get("variants") or [{"name": variant_name(1.0), "width": 1.0}]
     variants = {}

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from cephalon_edge import __version__
-from cephalon_edge.build.model import CephalonNet
-from cephalon_edge.build.spec import ModelSpec
-from cephalon_edge.build.train import MODALITY_DROPOUT, TrainSpec, evaluate, evaluate_mixes, train
+from cephalon_edge.toolchain.model import CephalonNet
+from cephalon_edge.toolchain.spec import ModelSpec
+from cephalon_edge.toolchain.train import MODALITY_DROPOUT, TrainSpec, evaluate, evaluate_mixes, train
 from cephalon_edge.device.data import SPLIT_SEED, SPLITS, Dataset, builtin_name, load_dataset, split_index
 from cephalon_edge.errors import DataError, UsageError
 
