@@ -11,7 +11,7 @@ from importlib.util import find_spec
 from cephalon_edge.errors import UsageError
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "export": ("torch", "safetensors"),  # the build half: torch and the converters
+    "export": ("torch", "safetensors", "sklearn", "mnist1d", "mlxtend"),  # the build half: torch, converters, dataset generators
     "onnx": ("onnxruntime",),
     "tflite": ("ai_edge_litert",),
     "coreml": ("coremltools",),

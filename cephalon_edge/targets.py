@@ -62,6 +62,27 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
 )}
 
 
+def target_help() -> str:
+    """``--target`` help, from the registry."""
+    return " | ".join(TARGETS) + "."
+
+
+def quantization_help() -> str:
+    """``--quantize`` help, from the registry: every mode, which targets realise it, defaults."""
+    modes = " | ".join(QUANTIZATION_MODES)
+    per_target = "; ".join(f"{t.name}: {', '.join(t.quantization)} (default {t.default_quantization})"
+                           for t in TARGETS.values())
+    return f"{modes}. Per target: {per_target}."
+
+
+def bench_tools_help() -> str:
+    """Which targets' packages bench on phones, from the registry."""
+    android = ", ".join(f"{t.name} ({t.android_benchmark})" for t in TARGETS.values() if t.android_benchmark)
+    ios = ", ".join(t.name for t in TARGETS.values() if t.ios_benchmark)
+    return (f"Android SERIAL or 'all' (adb; {android} packages), iPhone UDID or 'all-ios' "
+            f"(macOS + Xcode; {ios} packages).")
+
+
 def get_target(name: str) -> Target:
     """The registered target ``name``; an unknown name lists the known ones."""
     if name not in TARGETS:

@@ -212,15 +212,27 @@ def spawn_parked(tmp_path: Path, point: str, *args: str) -> subprocess.Popen:
     """Start the CLI; it parks for good once its own progress reaches ``point`` (see
     pause_at.py). Returns the process once it is parked there: what a test then does to it
     (kill, signal) never depends on the clock."""
-    import time
-
     marker = tmp_path / f"parked.{abs(hash(point))}"
     marker.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "pause_at.py"), str(marker), point, *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    while not marker.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before reaching {point}: "
-                        f"{proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.02)
+    wait_for(marker.exists, proc, f"reaching {point}")
     return proc
+
+
+POLL_DEADLINE_S = 600  # a safety net for a hung run, never a synchronisation: far above any step
+
+
+def wait_for(ready, proc: subprocess.Popen, what: str) -> None:
+    """Poll until ``ready()``; fail if ``proc`` ends first, or kill it after a generous deadline."""
+    import time
+
+    deadline = time.monotonic() + POLL_DEADLINE_S
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}: "
+                        f"{proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the run hung before {what} (killed after {POLL_DEADLINE_S} s)")
+        time.sleep(0.02)

@@ -131,8 +131,9 @@ def test_calibrate_says_when_routing_does_not_pay(tmp_path):
     assert res.returncode == 0, res.stderr
     report = json.loads(report_file.read_text())
     assert report["test"]["exit_rates"]["final"] == 1.0
-    assert report["routing_pays"] is False and report["test"]["speedup"] < 1.0
-    assert "routing does not pay here" in res.stdout and "ship the static model" in res.stdout
+    # the verdict follows the measured speedup (timing itself is never asserted: that races the clock)
+    assert report["routing_pays"] is (report["test"]["speedup"] > 1.0)
+    assert ("routing does not pay here" in res.stdout) is not report["routing_pays"]
     # expected latencies price the router's own work per call, not only the segments
     assert report["router_ms_per_call"] > 0
     calls = len(report["segment_ms"])
@@ -216,3 +217,25 @@ def test_a_held_out_drop_over_budget_is_said():
         assert warn_held_out_drop({"accuracy_drop": 0.005, "dataset": "d (half B)"}, 0.01) is False
     notes = [w for w in caught if issubclass(w.category, Note)]
     assert len(notes) == 1 and "3.00 points" in str(notes[0].message)
+
+
+def test_alternating_blocks_times_each_runner_in_blocks_with_an_injected_clock():
+    from cephalon_edge.tune.timing import alternating_blocks
+
+    now = [0]
+    calls: list[tuple[str, int]] = []
+    cost = {"routed": 1_000_000, "static": 3_000_000}  # ns per call
+
+    def runner(name):
+        def run(i):
+            calls.append((name, i))
+            now[0] += cost[name]
+            return (name, i)
+        return run
+
+    times, results = alternating_blocks(5, {"routed": runner("routed"), "static": runner("static")}, rounds=2,
+                                        block=2, clock=lambda: now[0])
+    assert times["routed"].tolist() == [1.0] * 10 and times["static"].tolist() == [3.0] * 10
+    assert results["static"] == [("static", i) for i in range(5)]
+    # blocks of 2: an untimed warm call, then the block, under one runner before the next
+    assert calls[:6] == [("routed", 0), ("routed", 0), ("routed", 1), ("static", 0), ("static", 0), ("static", 1)]

@@ -26,12 +26,12 @@ def test_inspect_json_keys(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "gate1.1" in res.stdout and "moe2.expert2" in res.stdout
     report = json.loads(report_file.read_text())
-    assert report["schema"] == "cephalon-edge/inspect/1"
+    assert report["schema"] == "cephalon-edge/inspect/2"
     assert [e["name"] for e in report["exits"]] == ["exit0", "exit1", "exit2", "final"]
     flops = [e["cumulative_flops"] for e in report["exits"]]
     assert flops == sorted(flops) and flops[0] > 0
     assert set(report["exits"][0]) >= {"name", "cumulative_flops", "params"}
-    names = {s["name"] for s in report["segments"]}
+    names = {s["name"] for s in report["parts"]}
     assert {"adapter.image", "stage0", "exit0", "gate1.1", "block1.1", "moe2.gate", "moe2.expert0",
             "head.class", "head.aux"} <= names  # the parts
     assert report["fused_segments"][0] == {"name": "adapter.image+stage0+exit0",
@@ -67,3 +67,16 @@ def test_import_command(tmp_path):
     res = run_cli("import", str(sd), "--spec", str(spec), "-o", str(tmp_path / "n.cephalon"))
     assert res.returncode == 2 and "spec.stages[0].channels" in res.stderr
     assert not (tmp_path / "n.cephalon").exists()
+
+
+def test_export_help_lists_every_registered_target_and_quantization_mode():
+    from typer.testing import CliRunner
+
+    from cephalon_edge.cli import app
+    from cephalon_edge.targets import QUANTIZATION_MODES, TARGETS
+
+    res = CliRunner().invoke(app, ["export", "--help"], env={"COLUMNS": "400", "TERM": "dumb"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert all(name in text for name in TARGETS) and all(mode in text for mode in QUANTIZATION_MODES)
+    assert all(f"{t.name}: {', '.join(t.quantization)}" in text for t in TARGETS.values())

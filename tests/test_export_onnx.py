@@ -47,7 +47,7 @@ def test_export_report_and_parity(tiny):
     for s in report["segments"]:
         assert (pkg / s["file"]).stat().st_size == s["size_bytes"] and s["max_abs_err"] <= 1e-4
     manifest = json.loads((pkg / "manifest.json").read_text())
-    assert manifest["format"] == "cephalon-edge/1" and manifest["target"] == "onnx"
+    assert manifest["format"] == "cephalon-edge/2" and manifest["target"] == "onnx"
     assert manifest["fused"] is True
     first = manifest["segments"][0]
     assert first["outputs"] == ["y", "logits", "score"]

@@ -10,12 +10,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PIXEL, run_cli, small_package, spawn_parked, tiny_spec_dict
+from conftest import PIXEL, run_cli, small_package, spawn_parked, tiny_spec_dict, wait_for
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
@@ -128,7 +127,7 @@ def test_a_crash_between_fallback_renames_is_recovered(small, tmp_path):
     pkg = tmp_path / "pkg"
     shutil.copytree(small / "pkg", tmp_path / ".pkg.999999.abcd.old")  # pid 999999: not running
     restore_stale_old(pkg)
-    assert Manifest.open(pkg).data["format"] == "cephalon-edge/1"
+    assert Manifest.open(pkg).data["format"] == "cephalon-edge/2"
     assert not list(tmp_path.glob(".pkg.*"))
 
 
@@ -141,7 +140,7 @@ def test_concurrent_exports_both_succeed_one_after_the_other(small, tmp_path):
     procs = [subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
     errors = [p.communicate(timeout=600)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
-    assert Manifest.open(pkg).data["format"] == "cephalon-edge/1"
+    assert Manifest.open(pkg).data["format"] == "cephalon-edge/2"
     assert [p.name for p in tmp_path.glob(".pkg*")] == []
 
 
@@ -281,7 +280,7 @@ def test_nan_gate_threshold_is_refused(pkg):
     with pytest.raises(PackageError, match="threshold"):
         Program.parse([{"op": "encode", "adapters": {"image": "a"}},
                        {"op": "gate", "gate": "g", "block": "b", "index": 0, "threshold": float("nan")},
-                       {"op": "final", "segment": "h", "exit": "final", "index": 0, "tasks": {}}],
+                       {"op": "final", "part": "h", "exit": "final", "index": 0, "tasks": {}}],
                       {"a": 1, "g": 1, "b": 1, "h": 2}, ["image"])
 
 
@@ -398,9 +397,8 @@ def test_ctrl_c_during_device_bench_stops_and_cleans_up(small, fake_adb, tmp_pat
                              "--benchmark-binary", str(binary), "--runs", "2", "--warmup", "0"],
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    while not (state / "p1.running").exists():  # the first segment's run has started on the device
-        assert proc.poll() is None, proc.stderr.read().decode()[-1500:]
-        time.sleep(0.02)
+    # the first segment's run has started on the device
+    wait_for((state / "p1.running").exists, proc, "the first segment ran on the device")
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=120)
     assert proc.returncode == 130

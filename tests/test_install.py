@@ -68,7 +68,7 @@ def test_device_half_alone_runs_benches_and_calibrates(wheel, tmp_path):
 
     net = make_net(seed=3, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
                    tasks=[{"name": "class", "outputs": 5}])
-    checkpoint.save(net, tmp_path / "m.cephalon")
+    checkpoint.save(net, tmp_path / "m.cephalon", {"dataset": "digits"})  # names a built-in dataset
     pkg = tmp_path / "pkg"
     export_package(tmp_path / "m.cephalon", pkg, ExportSpec("onnx", with_static=True, verify=False))
     data = labelled_npz(net, tmp_path / "data.npz", samples=400, seed=2)
@@ -92,6 +92,16 @@ def test_device_half_alone_runs_benches_and_calibrates(wheel, tmp_path):
     assert res.returncode == 0, res.stderr
     prediction = json.loads((tmp_path / "run.json").read_text())["predictions"][0]
     assert prediction["prediction"] == int(np.load(data)["labels"][0])  # labels are the net's own predictions
+    # the package names a built-in dataset that only the build half generates: bench without
+    # --data still times every segment and says why end to end was skipped; a built-in split
+    # is refused in one line naming the extra (scikit-learn is never imported here)
+    res = cli("bench", str(pkg), "--runs", "2", "--warmup", "1", "--json", str(tmp_path / "bare.json"))
+    assert res.returncode == 0, res.stderr
+    bare = json.loads((tmp_path / "bare.json").read_text())
+    assert bare["end_to_end"] is None and "build half" in bare["note"] and len(bare["segments"]) >= 2
+    res = cli("bench", str(pkg), "--data", "digits:test", "--runs", "2")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "No module named" not in res.stderr
+    assert "pip install 'cephalon-edge[export]'" in res.stderr
     res = cli("bench", str(pkg), "--data", str(data), "--runs", "3", "--warmup", "1", "--samples", "20",
               "--json", str(tmp_path / "bench.json"))
     assert res.returncode == 0, res.stderr

@@ -18,6 +18,7 @@ from cephalon_edge.cli.render import (
     render_usage,
     write_report,
 )
+from cephalon_edge.targets import bench_tools_help
 
 profiles_app = typer.Typer(help="Device profiles.", no_args_is_help=True)
 
@@ -76,7 +77,7 @@ def render_bench(report: dict[str, Any]) -> None:
 def bench_cmd(
     package: Path = typer.Argument(..., help="An edge package directory."),
     profile: str = typer.Option("host-cpu", "--profile", help="Device profile (threads, delegate)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Android SERIAL or 'all' (adb; tflite packages), iPhone UDID or 'all-ios' (macOS + Xcode; coreml packages)."),
+    device: Optional[str] = typer.Option(None, "--device", help=bench_tools_help()),
     team_id: Optional[str] = typer.Option(None, "--team-id", help="iPhone bench: Apple development team that signs coremltools' model-runner app (or CEPHALON_IOS_TEAM_ID)."),
     data: Optional[str] = typer.Option(None, "--data", help="Real inputs for end-to-end timing (default: the package's test split)."),
     label_map: Optional[Path] = label_map_option(),

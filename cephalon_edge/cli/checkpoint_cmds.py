@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, assert_never
 
 import typer
 from rich.markup import escape
@@ -11,11 +11,11 @@ from rich.table import Table
 from rich.tree import Tree
 
 from cephalon_edge.cli.render import console, fmt_count, fmt_pct, write_report
-from cephalon_edge.device.program import Exit, Final, Gate, Moe, Program, Run
+from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Program, Run
 
 
 def render_inspect(report: dict[str, Any]) -> None:
-    segs = {s["name"]: s for s in report["segments"]}
+    segs = {s["name"]: s for s in report["parts"]}
 
     def label(name: str) -> str:
         s = segs[name]
@@ -32,18 +32,25 @@ def render_inspect(report: dict[str, Any]) -> None:
     program = Program.parse(report["program"], {n: len(s["output_shapes"]) for n, s in segs.items()},
                             [m["name"] for m in report["modalities"]])
     for step in program:
-        if isinstance(step, Run):
-            body.add(label(step.segment))
-        elif isinstance(step, Gate):
-            body.add(label(step.gate) + "  [magenta]skip gate[/]").add(label(step.block))
-        elif isinstance(step, Moe):
-            node = body.add(label(step.gate) + f"  [magenta]top-1 of {len(step.experts)}[/]")
-            for e in step.experts:
-                node.add(label(e))
-        elif isinstance(step, (Exit, Final)):
-            node = body.add(label(step.segment) + f"  [green]exit {escape(step.exit)}[/]")
-            for seg in getattr(step, "tasks", {}).values():
-                node.add(label(seg) + "  [dim]on request[/]")
+        match step:
+            case Encode():
+                pass  # the modalities above
+            case Run():
+                body.add(label(step.part))
+            case Gate():
+                body.add(label(step.gate) + "  [magenta]skip gate[/]").add(label(step.block))
+            case Moe():
+                node = body.add(label(step.gate) + f"  [magenta]top-1 of {len(step.experts)}[/]")
+                for e in step.experts:
+                    node.add(label(e))
+            case Exit():
+                body.add(label(step.part) + f"  [green]exit {escape(step.exit)}[/]")
+            case Final():
+                node = body.add(label(step.part) + f"  [green]exit {escape(step.exit)}[/]")
+                for part in step.tasks.values():
+                    node.add(label(part) + "  [dim]on request[/]")
+            case _:
+                assert_never(step)
     console.print(tree)
     fused = report.get("fused_segments") or []
     if fused:

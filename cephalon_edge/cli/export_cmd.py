@@ -12,6 +12,7 @@ from rich.table import Table
 from cephalon_edge.cli.options import label_map_option
 from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
 from cephalon_edge.device.program import DEFAULT_EXIT_THRESHOLD
+from cephalon_edge.targets import quantization_help, target_help
 
 
 def render_coverage(report: dict[str, Any]) -> None:
@@ -69,9 +70,9 @@ def render_export(report: dict[str, Any]) -> None:
 
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="A .cephalon checkpoint."),
-    target: str = typer.Option(..., "--target", "-t", help="onnx | tflite | coreml."),
+    target: str = typer.Option(..., "--target", "-t", help=target_help()),
     output: Path = typer.Option(..., "-o", "--output", help="The package directory to write."),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="none | fp16 | int8 | int8-dynamic (per target; default: none, Core ML fp16)."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help=quantization_help()),
     profile: Optional[str] = typer.Option(None, "--profile", help="Device profile name."),
     with_static: bool = typer.Option(False, "--with-static", help="Also write the plain network (full depth, task heads, no exit heads): the baseline speedups are measured against."),
     no_fuse: bool = typer.Option(False, "--no-fuse", help="One segment per part (stage, gate, exit...), for per-part diagnosis; slower to run."),

