@@ -61,14 +61,14 @@ def showcase_profile(target: Target) -> str | None:
                  and load_profile(n)["os"] == "android"), None)
 
 
-DEMO_MODELS = ("digits-exits", "mnist-exits")
+DEMO_MODELS = ("digits-exits", "mnist-exits", "mobilenet-exits", "vit-exits", "text-exits")
 
 
-def run_demo(output: Path, epochs: int, view: DemoView, model: str = "digits-exits") -> Summary:
+def run_demo(output: Path, epochs: int | None, view: DemoView, model: str = "digits-exits") -> Summary:
     """The whole workflow on zoo ``model`` (one of ``DEMO_MODELS``); returns the summary rows
     (what, value)."""
     if model not in DEMO_MODELS:
-        raise UsageError(f"the demo runs {' or '.join(DEMO_MODELS)}, not {model!r}")
+        raise UsageError(f"the demo runs {', '.join(DEMO_MODELS)}, not {model!r}")
     output.mkdir(parents=True, exist_ok=True)
     ckpt = output / f"{model}.cephalon"
     dataset = get_zoo_entry(model).dataset
@@ -97,14 +97,15 @@ def run_demo(output: Path, epochs: int, view: DemoView, model: str = "digits-exi
 
     main = _export_every_target(model, ckpt, output, view, summary)
 
-    view.section("5. run a few test digits through the router")
+    view.section("5. run a few test samples through the router")
     test_split = builtin(dataset, "test")
+    modality = next(iter(test_split.inputs))
     inputs_dir = output / "inputs"
     inputs_dir.mkdir(exist_ok=True)
     files = []
     for i in range(6):
         f = inputs_dir / f"test{i}_label{test_split.labels[i]}.npy"
-        np.save(f, test_split.inputs["image"][i])
+        np.save(f, test_split.inputs[modality][i])
         files.append(f)
     extra_tasks = [t["name"] for t in json.loads((main / "manifest.json").read_text())["tasks"][1:]]
     view.show("run", run_package(main, files, tasks=extra_tasks))
@@ -171,10 +172,10 @@ def _export_every_target(model: str, ckpt: Path, output: Path, view: DemoView, s
     return output / f"{model}-{main.name}"
 
 
-def _multimodal(output: Path, epochs: int, target: Target, view: DemoView) -> Summary:
+def _multimodal(output: Path, epochs: int | None, target: Target, view: DemoView) -> Summary:
     """Build and export multimodal-digits, then run one test sample as image, signal and both."""
     ckpt = output / "multimodal-digits.cephalon"
-    provenance = build_zoo_model("multimodal-digits", ckpt, min(epochs, training_epochs("multimodal-digits")), view)
+    provenance = build_zoo_model("multimodal-digits", ckpt, min(training_epochs("multimodal-digits", epochs), training_epochs("multimodal-digits")), view)
     pkg = output / f"multimodal-digits-{target.name}"
     with view.progress(f"exporting multimodal-digits to {target.name}", None) as advance:
         exported = export_package(ckpt, pkg, ExportSpec(target.name, with_static=True, force=True),

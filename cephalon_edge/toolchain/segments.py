@@ -218,19 +218,26 @@ class SegmentSet:
 
 
 def count_macs(module: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of one sample through ``module``, from its conv and linear layers."""
+    """Multiply-accumulates of one sample through ``module``: its conv and linear layers
+    (depthwise convs by their groups) and attention's quadratic term (q @ k and weights @ v:
+    2 x tokens^2 x the attention width)."""
+    from cephalon_edge.toolchain.model.layers import SelfAttention
+
     total = 0
 
-    def hook(m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+    def hook(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
         nonlocal total
         per_sample = out.numel() // out.shape[0]
         if isinstance(m, (nn.Conv1d, nn.Conv2d)):
             total += per_sample * (m.in_channels // m.groups) * prod(m.kernel_size)
         elif isinstance(m, nn.Linear):
             total += per_sample * m.in_features
+        elif isinstance(m, SelfAttention):
+            tokens = inp[0].shape[1]
+            total += 2 * tokens * tokens * m.heads * m.head_width
 
-    handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    counted = (nn.Conv1d, nn.Conv2d, nn.Linear, SelfAttention)
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, counted)]
     try:
         with torch.no_grad():
             module(x[:1])

@@ -22,7 +22,11 @@ SPEC_VERSION = 1
 MODALITY_KINDS = {"image": 3, "signal": 2, "text": 1}  # kind -> rank of one sample: (C,H,W) / (C,L) / (L,)
 ADAPTER_KINDS = ("conv_stem", "patch_embed", "projection", "embedding")
 BACKBONES = ("native", "tokens")
-BLOCK_KINDS = ("basic", "bottleneck")
+BLOCK_KINDS = ("basic", "bottleneck", "inverted", "transformer")
+ACTIVATIONS = ("relu", "relu6", "hardswish", "gelu")
+DEFAULT_ACTIVATION = {"basic": "relu", "bottleneck": "relu", "inverted": "relu6", "transformer": "gelu"}
+SE_GATES = ("sigmoid", "hardsigmoid")
+HEAD_POOLS = ("mean", "cls")
 TASK_KINDS = ("classification", "regression")
 # bounds that keep a hostile spec from allocating absurd tensors before anything is checked
 MAX_WIDTH, MAX_BLOCKS, MAX_EXPERTS, MAX_DIM, MAX_INPUT, MAX_PARAMS = 1 << 16, 256, 64, 1 << 14, 1 << 26, 500_000_000
@@ -55,6 +59,8 @@ class AdapterSpec:
     pool: bool = False  # a 3x3/2 max-pool after the stem (ResNet layout)
     patch: int = 4  # patch_embed: patch side
     vocab: int = 0  # embedding: number of token ids
+    positions: bool = False  # tokens backbone: a learned positional embedding per token (transformers)
+    project: bool = True  # tokens backbone: a 1x1 projection + norm into the shared space
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,20 @@ class ModalitySpec:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A stage: ``blocks`` plain residual blocks, then ``skip_blocks`` gated blocks, then an
-    optional mixture-of-experts layer of ``experts`` blocks, then an optional early exit."""
+    """A stage: ``blocks`` plain blocks, then ``skip_blocks`` gated blocks, then an optional
+    mixture-of-experts layer of ``experts`` blocks, then an optional early exit. Every block
+    of a stage is of one kind:
+
+    - ``basic`` / ``bottleneck``: ResNet residual blocks;
+    - ``inverted``: MobileNetV2/V3 inverted residual: 1x1 expansion to ``inner_channels``
+      (default ``expansion`` x channels; ``expansion`` 1: no expansion conv, the depthwise
+      conv runs at the block's input width) -> depthwise ``kernel`` x ``kernel`` (stride) ->
+      optional squeeze-excitation -> 1x1 projection without activation; residual when the
+      shapes allow;
+    - ``transformer``: pre-norm multi-head self-attention (``heads``) + MLP (hidden
+      ``inner_channels``, default ``expansion`` x channels, GELU) over the tokens of a
+      ``tokens`` backbone; keeps the width and the token count.
+    """
 
     channels: int
     blocks: int = 1
@@ -107,18 +125,39 @@ class StageSpec:
     skip_blocks: int = 0
     experts: int = 0
     exit: bool = False
+    expansion: int = 4  # inverted: expansion ratio; transformer: MLP ratio (when inner_channels is unset)
+    kernel: int = 3  # inverted: the depthwise kernel (3 or 5)
+    activation: str | None = None  # relu | relu6 | hardswish | gelu (default per block kind)
+    se_gate: str = "sigmoid"  # squeeze-excitation gate: sigmoid, or hardsigmoid (MobileNetV3)
+    heads: int = 4  # transformer: attention heads (they split the width)
+    head_width: int | None = None  # transformer: width of each head (default channels // heads)
 
     @property
     def mid_channels(self) -> int:
         """Basic: output width of the first conv (default channels); bottleneck: the 1x1/3x3
-        width (default channels // 4)."""
+        width (default channels // 4); inverted: the expanded width; transformer: the MLP's
+        hidden width (default expansion x channels)."""
         if self.inner_channels:
             return self.inner_channels
+        if self.block in ("inverted", "transformer"):
+            return self.expansion * self.channels
         return self.channels if self.block == "basic" else max(1, self.channels // 4)
 
     @property
     def se_hidden(self) -> int:
-        return self.se_channels or max(1, self.channels // 4)
+        """Squeeze-excitation hidden width: of the output (residual blocks) or of the expanded
+        width (inverted)."""
+        width = self.mid_channels if self.block == "inverted" else self.channels
+        return self.se_channels or max(1, width // 4)
+
+    @property
+    def act(self) -> str:
+        return self.activation or DEFAULT_ACTIVATION.get(self.block, "relu")
+
+    @property
+    def attention_width(self) -> int:
+        """Transformer: heads x head width (the q, k, v width; pruning heads shrinks it)."""
+        return self.heads * (self.head_width or max(1, self.channels // self.heads))
 
 
 @dataclass(frozen=True)
@@ -140,6 +179,8 @@ class ModelSpec:
     # hands a token sequence (channels x tokens) to a 1-D backbone: the shared space of
     # multi-modal models
     backbone: str = "native"
+    class_token: bool = False  # tokens backbone: a learned class token in front of each modality's tokens
+    head_pool: str = "mean"  # how heads and gates read a token sequence: the tokens' mean, or the class token
     version: int = SPEC_VERSION
 
     # ---- derived names -------------------------------------------------------------
@@ -364,6 +405,7 @@ def validate(spec: ModelSpec) -> None:
                 _at_most(getattr(s, attr), limit, f"{p}.{attr}")
         _require(s.experts != 1, f"{p}.experts", "a mixture of experts needs at least 2 experts (0 = none)")
         _require(s.block in BLOCK_KINDS, f"{p}.block", f"must be one of {list(BLOCK_KINDS)}, got {s.block!r}")
+        _validate_block_settings(spec, k, s, p)
         for attr in ("inner_channels", "se_channels"):
             if getattr(s, attr) is not None:
                 _positive_int(getattr(s, attr), f"{p}.{attr}")
@@ -371,6 +413,12 @@ def validate(spec: ModelSpec) -> None:
         _require(isinstance(s.exit, bool), f"{p}.exit", "must be true or false")
     _require(not spec.stages[-1].exit, f"spec.stages[{len(spec.stages) - 1}].exit",
              "the last stage feeds the task heads; early exits go after earlier stages")
+    _require(spec.head_pool in HEAD_POOLS, "spec.head_pool", f"must be one of {list(HEAD_POOLS)}, got {spec.head_pool!r}")
+    _require(isinstance(spec.class_token, bool), "spec.class_token", "must be true or false")
+    _require(not spec.class_token or spec.backbone == "tokens", "spec.class_token",
+             'a class token is a token: it needs "backbone": "tokens"')
+    _require(spec.head_pool != "cls" or spec.class_token, "spec.head_pool",
+             '"cls" reads the class token: set "class_token": true')
     _count(spec.exit_channels, "spec.exit_channels")
     _at_most(spec.exit_channels, MAX_WIDTH, "spec.exit_channels")
 
@@ -391,6 +439,29 @@ def validate(spec: ModelSpec) -> None:
                  f"has {len(spec.labels)} names for {spec.classes} classes")
 
 
+def _validate_block_settings(spec: ModelSpec, k: int, s: StageSpec, p: str) -> None:
+    """The settings of inverted and transformer blocks, and where each kind may go."""
+    for attr, limit in (("expansion", 16), ("kernel", 15), ("heads", 256), ("head_width", MAX_WIDTH)):
+        value = getattr(s, attr)
+        if value is not None:
+            _positive_int(value, f"{p}.{attr}")
+            _at_most(value, limit, f"{p}.{attr}")
+    _require(s.activation is None or s.activation in ACTIVATIONS, f"{p}.activation",
+             f"must be one of {list(ACTIVATIONS)}, got {s.activation!r}")
+    _require(s.se_gate in SE_GATES, f"{p}.se_gate", f"must be one of {list(SE_GATES)}, got {s.se_gate!r}")
+    if s.block == "inverted":
+        _require(s.kernel in (3, 5, 7), f"{p}.kernel", f"the depthwise kernel must be 3, 5 or 7, got {s.kernel}")
+    if s.block == "transformer":
+        _require(spec.backbone == "tokens", f"{p}.block",
+                 'transformer blocks work on a token sequence: set "backbone": "tokens"')
+        _require(s.stride == 1, f"{p}.stride", "a transformer stage keeps its tokens: stride must be 1")
+        width = spec.modalities[0].adapter.channels if k == 0 else spec.stages[k - 1].channels
+        _require(s.channels == width, f"{p}.channels",
+                 f"a transformer stage keeps the width of its input ({width}), got {s.channels}")
+        _require(s.channels % s.heads == 0 or s.head_width is not None, f"{p}.heads",
+                 f"{s.heads} heads must divide the width {s.channels} (or set head_width)")
+
+
 def estimated_params(spec: ModelSpec) -> int:
     """A cheap upper bound of every part's parameters (adapters, embeddings, blocks, skip
     blocks, experts and their gates, exit heads, task heads), so that nothing huge is ever
@@ -404,9 +475,12 @@ def estimated_params(spec: ModelSpec) -> int:
             a.kind, a.kernel ** len(m.shape[1:]) * in_channels * a.channels)
         params += (a.channels + 2) * spec.stages[0].channels  # projection into the shared space
     width = spec.modalities[0].adapter.channels
-    for s in spec.stages:  # 3x3 convs, two per block, with the inner width
-        per_block = 9 * (s.channels * s.mid_channels * 2 + s.mid_channels ** 2)
-        params += (s.blocks + s.skip_blocks + s.experts) * per_block + 9 * width * s.channels
+    tokens = max(m.tokens for m in spec.modalities) + int(spec.class_token)
+    for s in spec.stages:
+        params += (s.blocks + s.skip_blocks + s.experts) * block_params(s, max(width, s.channels), spec.dims)
+        params += 9 * width * s.channels  # a shortcut projection, at most
+        if s.block == "transformer" and any(m.adapter.positions for m in spec.modalities):
+            params += len(spec.modalities) * tokens * s.channels
         params += (s.skip_blocks + 1) * (s.channels + 1) * max(1, s.experts)  # gates
         if s.exit:
             hidden = spec.exit_channels or s.channels
@@ -414,3 +488,14 @@ def estimated_params(spec: ModelSpec) -> int:
         width = s.channels
     params += sum((width + 1) * t.outputs for t in spec.tasks)
     return int(params)
+
+
+def block_params(s: StageSpec, cin: int, dims: int) -> int:
+    """An upper bound of one block's parameters (weights, norms, biases)."""
+    c, mid = s.channels, s.mid_channels
+    if s.block == "inverted":  # 1x1 expansion, depthwise k^dims, SE, 1x1 projection
+        return cin * mid + mid * s.kernel ** dims + 2 * mid * s.se_hidden + mid * c + 4 * (2 * mid + c)
+    if s.block == "transformer":  # q, k, v and output projections, the MLP, two norms
+        a = s.attention_width
+        return 4 * c * a + 2 * c * mid + 4 * c + 3 * a + mid + 4 * c
+    return 9 * (max(cin, c) * mid * 2 + mid ** 2)  # 3x3 convs, two per block, with the inner width

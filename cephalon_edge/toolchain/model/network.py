@@ -38,9 +38,9 @@ class Stage(nn.Module):
         blocks = [make_block(dims, s, cin if i == 0 else s.channels, s.stride if i == 0 else 1)
                   for i in range(s.blocks)]
         self.plain = nn.Sequential(*blocks)
-        self.skip_gates = nn.ModuleList(SkipGate(s.channels) for _ in range(s.skip_blocks))
+        self.skip_gates = nn.ModuleList(SkipGate(s.channels, spec.head_pool) for _ in range(s.skip_blocks))
         self.skip_blocks = nn.ModuleList(make_block(dims, s, s.channels, 1) for _ in range(s.skip_blocks))
-        self.moe_gate = ExpertGate(s.channels, s.experts) if s.experts else None
+        self.moe_gate = ExpertGate(s.channels, s.experts, spec.head_pool) if s.experts else None
         self.experts = nn.ModuleList(make_block(dims, s, s.channels, 1) for _ in range(s.experts))
 
 
@@ -92,17 +92,21 @@ class CephalonNet(nn.Module):
         self.spec = spec
         dims = spec.dims
         self.adapters = nn.ModuleDict(
-            {m.name: Adapter(m, tokens=spec.backbone == "tokens") for m in spec.modalities})
+            {m.name: Adapter(m, tokens=spec.backbone == "tokens", class_token=spec.class_token)
+             for m in spec.modalities})
         cin = spec.modalities[0].adapter.channels
         self.stages = nn.ModuleList()
         for k, s in enumerate(spec.stages):
             self.stages.append(Stage(spec, k, cin))
             cin = s.channels
         self.exits = nn.ModuleDict(
-            {str(k): ExitHead(dims, spec.stages[k].channels, spec.classes, spec.exit_channels)
+            {str(k): ExitHead(dims, spec.stages[k].channels, spec.classes, spec.exit_channels, spec.head_pool,
+                              layer_norm=spec.stages[k].block == "transformer")
              for k in spec.exit_stages})
         # keyed "task_<name>": a task may be called "class", which is no valid attribute name
-        self.heads = nn.ModuleDict({f"task_{t.name}": TaskHead(cin, t.outputs) for t in spec.tasks})
+        last_is_transformer = spec.stages[-1].block == "transformer"
+        self.heads = nn.ModuleDict({f"task_{t.name}": TaskHead(cin, t.outputs, spec.head_pool, last_is_transformer)
+                                    for t in spec.tasks})
 
     def head(self, task: str) -> nn.Module:
         return self.heads[f"task_{task}"]
