@@ -24,6 +24,22 @@ LONGEST_FIRST = ["test_demo.py", "test_zoo.py", "test_tflite_coreml.py", "test_m
                  "test_install.py", "test_hardening.py", "test_faults.py", "test_compress.py"]
 
 
+def pytest_configure(config):
+    """One directory per test session for artifacts the workers share (trained checkpoints):
+    made by the controller, handed to the workers through the environment."""
+    import tempfile
+
+    if not hasattr(config, "workerinput") and "CEPHALON_TEST_SHARED" not in os.environ:
+        os.environ["CEPHALON_TEST_SHARED"] = config._cephalon_shared = tempfile.mkdtemp(prefix="cephalon-test-shared-")
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if getattr(config, "_cephalon_shared", None):
+        shutil.rmtree(config._cephalon_shared, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = Path(str(item.fspath)).name
@@ -173,8 +189,34 @@ IPHONE_15_PRO = {"udid": "00008130-001A2B3C4D5E6F70", "name": "Ada's iPhone", "p
                  "marketing": "iPhone 15 Pro", "os": "18.1"}
 
 
+def shared_artifact(name: str, make) -> Path:
+    """A file made once per test session and shared by every worker: ``make(path)`` writes it
+    into the session's shared directory (``pytest_configure``), under a lock."""
+    import fcntl
+    import tempfile
+
+    root = Path(os.environ.get("CEPHALON_TEST_SHARED") or Path(tempfile.gettempdir()) / "cephalon-test-shared")
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            tmp = root / f".partial-{name}"  # keeps the suffix: a CLI may check it
+            make(tmp)
+            tmp.rename(path)
+    return path
+
+
 def small_digits_checkpoint(path: Path) -> Path:
-    """A small model trained briefly on digits (so accuracy and quantization are judged on real data)."""
+    """A small model trained briefly on digits (so accuracy and quantization are judged on
+    real data); trained once per test session, copied to ``path``."""
+    import shutil
+
+    shutil.copyfile(shared_artifact("small-digits.cephalon", _train_small_digits), path)
+    return path
+
+
+def _train_small_digits(path: Path) -> None:
     from cephalon_edge.toolchain import checkpoint
     from cephalon_edge.toolchain.model import CephalonNet
     from cephalon_edge.toolchain.spec import ModelSpec
@@ -190,7 +232,6 @@ def small_digits_checkpoint(path: Path) -> Path:
     net = CephalonNet(ModelSpec.from_dict(spec))
     train(net, builtin("digits", "train"), TrainSpec(epochs=6))
     checkpoint.save(net, path, {"dataset": "digits"})
-    return path
 
 
 def small_package(root: Path, samples: int, with_static: bool = False) -> Path:

@@ -199,3 +199,37 @@ def test_pruned_transformer_keeps_parity_after_export(tmp_path):
     checkpoint.save(pruned, tmp_path / "p.cephalon")
     report = export_package(tmp_path / "p.cephalon", tmp_path / "pkg", ExportSpec("onnx"))
     assert report["parity"]["passed"] and report["parity"]["decision_agreement"] == 1.0
+
+
+# ---- the zoo's new models, trained briefly (once per session) -------------------------------
+
+def zoo_checkpoint(name: str, epochs: int):
+    from conftest import run_cli, shared_artifact
+
+    def make(path):
+        res = run_cli("zoo", "build", name, "-o", str(path), "--epochs", str(epochs))
+        assert res.returncode == 0, res.stderr
+
+    return shared_artifact(f"{name}-{epochs}.cephalon", make)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, epochs, dataset, at_least", [
+    ("mobilenet-exits", 2, "mnist", 0.9), ("vit-exits", 2, "mnist", 0.5), ("text-exits", 3, "keywords", 0.3)])
+def test_new_zoo_models_train_on_their_data(name, epochs, dataset, at_least):
+    provenance = checkpoint.read_metadata(zoo_checkpoint(name, epochs))["provenance"]
+    test = provenance["metrics"]["test"]
+    assert test["dataset"] == f"{dataset}:test"
+    assert test["final_accuracy"] > at_least  # chance is 0.1; a short run
+    assert len(provenance["training"]["history"]) == epochs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_mobilenet_int8_with_each_targets_quantizer_judged_on_real_digits(tmp_path, target):
+    ckpt = zoo_checkpoint("mobilenet-exits", 2)
+    report = export_package(ckpt, tmp_path / "q", ExportSpec(target, quantize="int8", data="mnist"))
+    parity = report["parity"]
+    assert parity["passed"] and parity["val_top1_agreement"] >= 0.98
+    real = parity["real_accuracy"]
+    assert abs(real["exported"] - real["pytorch"]) <= 0.02

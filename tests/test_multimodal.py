@@ -221,7 +221,7 @@ def test_adapter_and_routed_parity_for_every_subset(mm_checkpoint, mm_exports, t
         "image", "signal", "text", "image+signal", "image+text", "signal+text", "image+signal+text"}
     assert all(m["decision_agreement"] == 1.0 and m["max_abs_err"] < 1e-4 for m in parity["modality_mixes"].values())
     assert parity["static_max_abs_err"] < 1e-4
-    adapters = {s["name"]: s for s in report["parts"] if s["kind"] == "adapter"}
+    adapters = {s["name"]: s for s in report["segments"] if s["kind"] == "adapter"}
     assert set(adapters) == {"adapter.image", "adapter.signal", "adapter.text"}
     assert all(s["max_abs_err"] < 1e-4 for s in adapters.values())
 

@@ -213,7 +213,7 @@ class Manifest:
 
         if not isinstance(d, dict):
             raise PackageError(f"{where}: expected a JSON object")
-        if d.get("format") not in READABLE_FORMATS:
+        if not isinstance(d.get("format"), str) or d["format"] not in READABLE_FORMATS:
             raise PackageError(f"{where}: unsupported format {str(d.get('format'))[:40]!r}",
                                hint=f"this cephalon-edge reads {', '.join(READABLE_FORMATS)}")
         for key in TOP_KEYS:

@@ -83,30 +83,43 @@ def mnist() -> Dataset:
 
 
 def keywords() -> Dataset:
-    """Generated text: which keyword occurs most often in a sequence of token ids.
+    """Generated text: which keyword occurs most often in a sequence of token ids, where an
+    occurrence right after the ``not`` token does not count.
 
-    Ids ``0..KEYWORDS_CLASSES-1`` are the keywords (one per class), the rest filler. Each
-    sample draws a difficulty: its class keyword occurs ``n`` times and the other keywords
-    fewer, an easy sample with a wide margin (the class keyword 6 times, no rival), a hard one
-    with a rival one occurrence short (or two rivals), at random positions in filler. The label
-    is the keyword with the most occurrences (always unique). Easy samples are decided by a
-    glance at a few tokens, hard ones need every count: the difficulty varies from sample to
-    sample, which is what early exits use. Seeded; nothing is downloaded."""
+    Ids ``0..KEYWORDS_CLASSES-1`` are the keywords (one per class), ``KEYWORDS_CLASSES`` is
+    ``not``, the rest filler. The class keyword occurs 2 to 6 times, one or two rivals fewer
+    times (by a margin of 1 to 6). In about half of the samples a rival also occurs after
+    ``not`` often enough that a plain count would pick it (decoys), and some samples negate
+    occurrences of the class keyword beyond the ones that count. Samples without decoys are
+    decided by a glance at the counts; samples with decoys need each occurrence read in its
+    context first: the difficulty varies from sample to sample, which is what early exits
+    use. Seeded; nothing is downloaded."""
     rng = np.random.default_rng(KEYWORDS_SEED)
     n, length, classes = KEYWORDS_SAMPLES, KEYWORDS_LENGTH, KEYWORDS_CLASSES
-    tokens = rng.integers(classes, KEYWORDS_VOCAB, (n, length))
+    negation = classes
+    tokens = np.empty((n, length), np.int64)
     labels = rng.integers(0, classes, n)
     for i in range(n):
-        counts = {int(labels[i]): int(rng.integers(2, 7))}
-        margin = int(rng.choice([1, 1, 2, 3, 6]))  # how far the runner-up falls short
-        rivals = rng.permutation([c for c in range(classes) if c != labels[i]])[:int(rng.integers(1, 3))]
-        for r in rivals:
-            if counts[int(labels[i])] - margin > 0:
-                counts[int(r)] = counts[int(labels[i])] - margin
-        slots = rng.permutation(length)
-        at = 0
-        for c, k in counts.items():
-            tokens[i, slots[at:at + k]] = c
-            at += k
+        label = int(labels[i])
+        items = _keyword_items(rng, label, classes, negation)
+        while sum(len(item) for item in items) > length:  # too many to fit: draw again
+            items = _keyword_items(rng, label, classes, negation)
+        used = sum(len(item) for item in items)
+        filler = [[int(t)] for t in rng.integers(classes + 1, KEYWORDS_VOCAB, length - used)]
+        tokens[i] = [t for j in rng.permutation(len(items) + len(filler)) for t in (items + filler)[j]]
     return Dataset("keywords", {"text": tokens.astype(np.float32)}, labels.astype(np.int64), {},
                    [f"kw{c}" for c in range(classes)])
+
+
+def _keyword_items(rng: np.random.Generator, label: int, classes: int, negation: int) -> list[list[int]]:
+    """One sample's keyword occurrences: ``[k]`` counts, ``[not, k]`` does not."""
+    wins = int(rng.integers(2, 7))
+    items: list[list[int]] = [[label]] * wins
+    for rival in rng.permutation([c for c in range(classes) if c != label])[:int(rng.integers(1, 3))]:
+        counted = max(0, wins - int(rng.choice([1, 1, 2, 3, 6])))
+        items += [[int(rival)]] * counted
+        if rng.random() < 0.5:  # decoys: negated rivals that a plain count would pick
+            items += [[negation, int(rival)]] * (wins - counted + int(rng.integers(0, 2)))
+    if rng.random() < 0.3:  # negated class keywords, beyond the ones that count
+        items += [[negation, label]] * int(rng.integers(1, 3))
+    return items

@@ -136,15 +136,17 @@ def mobilenet_exits_spec() -> ModelSpec:
 
 
 def vit_exits_spec() -> ModelSpec:
-    """A small ViT on the real MNIST digits as 4x4 patches (49 tokens of 64 channels, learned
-    positions): four transformer stages of one block each, exits after the first three, every
-    head reading the mean of the tokens through a LayerNorm."""
+    """A small ViT on the real MNIST digits as patches: overlapping 5x5 patches at stride 4 (a
+    convolutional patch embedding: 49 tokens of 64 channels, learned positions), four
+    transformer stages of one block each, exits after the first three, every head reading the
+    mean of the tokens through a LayerNorm. (Non-overlapping 4x4 patches reached 93.4% test
+    accuracy on the 3000 training digits; the overlapping embedding 95.8%.)"""
     return ModelSpec.from_dict({
         "name": "vit-exits",
         "backbone": "tokens",
         "modalities": [{"name": "image", "kind": "image", "shape": [1, 28, 28],
-                        "adapter": {"kind": "patch_embed", "channels": 64, "patch": 4, "positions": True,
-                                    "project": False},
+                        "adapter": {"kind": "conv_stem", "channels": 64, "kernel": 5, "stride": 4,
+                                    "positions": True, "project": False},
                         "preprocessing": MNIST_PREPROCESSING}],
         "stages": [{"channels": 64, "blocks": 1, "block": "transformer", "heads": 4, "expansion": 2,
                     "exit": k < 3} for k in range(4)],
@@ -155,8 +157,9 @@ def vit_exits_spec() -> ModelSpec:
 
 def text_exits_spec() -> ModelSpec:
     """A BERT-style encoder over token ids (the generated ``keywords`` task): token and
-    position embeddings, a class token the heads read, three transformer stages with exits
-    after the first two."""
+    position embeddings, a class token the heads read; a 1-D inverted residual (a depthwise
+    conv over neighbouring tokens, so each occurrence is read with the token before it), then
+    three transformer stages with exits after the first two."""
     return ModelSpec.from_dict({
         "name": "text-exits",
         "backbone": "tokens",
@@ -165,8 +168,9 @@ def text_exits_spec() -> ModelSpec:
         "modalities": [{"name": "text", "kind": "text", "shape": [KEYWORDS_LENGTH],
                         "adapter": {"kind": "embedding", "channels": 48, "vocab": KEYWORDS_VOCAB, "positions": True,
                                     "project": False}}],
-        "stages": [{"channels": 48, "blocks": 1, "block": "transformer", "heads": 4, "expansion": 2,
-                    "exit": k < 2} for k in range(3)],
+        "stages": [{"channels": 48, "blocks": 1, "block": "inverted", "expansion": 2, "kernel": 3},
+                   *({"channels": 48, "blocks": 1, "block": "transformer", "heads": 4, "expansion": 2,
+                      "exit": k < 2} for k in range(3))],
         "tasks": [{"name": "class", "kind": "classification", "outputs": KEYWORDS_CLASSES}],
         "labels": [f"kw{c}" for c in range(KEYWORDS_CLASSES)],
     })
@@ -210,10 +214,10 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
     ZooEntry("mobilenet-exits", "5000 real MNIST digits; MobileNetV3-style inverted residuals (depthwise, "
              "hard-swish, squeeze-excitation), 2 early exits, a skip gate", mobilenet_exits_spec, "mnist",
              TrainSpec(epochs=15)),
-    ZooEntry("vit-exits", "5000 real MNIST digits as 4x4 patches; a 4-block ViT (learned positions), "
+    ZooEntry("vit-exits", "5000 real MNIST digits as 49 overlapping patches; a 4-block ViT (learned positions), "
              "exits after blocks 1-3", vit_exits_spec, "mnist", TrainSpec(epochs=40, lr=2e-3, shift=2)),
-    ZooEntry("text-exits", "generated keyword-counting text (difficulty varies per sample); a 3-block "
-             "transformer encoder over token ids with a class token, 2 early exits", text_exits_spec, "keywords",
+    ZooEntry("text-exits", "generated keyword-counting text with negations (difficulty varies per sample); "
+             "a depthwise-conv block, then 3 transformer blocks reading a class token, 2 early exits", text_exits_spec, "keywords",
              TrainSpec(epochs=30, lr=2e-3, shift=0)),
     ZooEntry("resnet50-exits", "ResNet-50 bottleneck layout (3-4-6-3) at 224x224, exits after stages 1-3; "
              "untrained, for latency and scale work", resnet50_exits_spec, None),

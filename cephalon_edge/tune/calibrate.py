@@ -203,6 +203,42 @@ def held_out(ref: str, explicit: str | None, data: Dataset) -> tuple[Dataset | N
     return data, None
 
 
+@dataclass
+class Splits:
+    """What thresholds are chosen on (``val``) and reported on (``test``), per modality mix."""
+
+    val: Dataset
+    test: Dataset
+    mixes: list[tuple[str, ...]]  # calibrated for
+    test_mixes: list[tuple[str, ...]]  # of those, the ones the held-out data holds
+
+
+@dataclass
+class SegmentCosts:
+    """Per-segment latency (ms) on this host, the router's own cost per call, and whether the
+    segments were timed now or taken from the package's cache."""
+
+    key: dict[str, Any]
+    segment_ms: dict[str, float]
+    measured_now: bool
+    per_call_ms: float
+
+    @property
+    def call_ms(self) -> dict[str, float]:
+        """What each segment call costs a routed prediction: the segment and the router's work."""
+        return {name: ms + self.per_call_ms for name, ms in self.segment_ms.items()}
+
+
+@dataclass
+class Choice:
+    """The search over thresholds and the operating point chosen on validation."""
+
+    result: SearchResult
+    table: ExitTable
+    index: int
+    thresholds: dict[str, float]
+
+
 def calibrate_package(package: Path, spec: CalibrateSpec,
                       on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Choose thresholds, write them into the manifest atomically, return the report."""
@@ -211,68 +247,93 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
     threads = spec.threads if spec.threads is not None else profile_threads(spec.profile)
     package = Path(package)
     with Router.open(package, threads=threads, score=spec.score, spinning=profile_spinning(spec.profile)) as router:
-        contract = Contract.from_manifest(router.manifest)
-        if spec.modality is not None:
-            parse_mix(spec.modality, list(router.inputs))  # before any data is loaded
-        ref = spec.data if ":" in spec.data or Path(spec.data).exists() else f"{spec.data}:val"
-        val = load_dataset(ref, contract, label_map=spec.label_map)
-        whole, test_ref = held_out(ref, spec.test_data, val)
-        if whole is not None:  # a file: choose on one half, report on the other
-            order = np.random.default_rng(0).permutation(len(whole))
-            half = len(whole) // 2
-            if half < 2:
-                raise DataError(f"{spec.data}: {len(whole)} samples are too few to calibrate and hold out")
-            val, test = whole.subset(order[:half]), whole.subset(order[half:])
-            val.name, test.name = f"{whole.name} (half A)", f"{whole.name} (half B)"
-        else:
-            test = load_dataset(test_ref, contract, label_map=spec.label_map)
-        if len(val) == 0 or len(test) == 0:
-            raise DataError("calibration needs at least one validation and one test sample")
-        mixes = val.select_mixes(spec.modality, list(router.inputs))
-        test_mixes = [m for m in mixes if m in test.mixes()]
-        if not test_mixes:
-            raise DataError(f"the held-out data {test.name} holds none of the mixes calibrated for")
+        splits = load_splits(router, spec)
         step("measuring segments")
-        latency_key = {"host": f"{platform.node()} {platform.machine()}", "runtime": router.runtime.name,
-                       "threads": threads}
-        cached = router.manifest.segment_latency
-        if not spec.remeasure and cached.get("key") == latency_key and \
-                set(cached.get("segment_ms", {})) == set(router.manifest.segments):
-            seg_ms, measured = dict(cached["segment_ms"]), False
-        else:
-            seg_ms, measured = median_segment_ms(router.runtime, router.manifest, spec.latency_runs), True
-        # what the router itself adds per call, so expected latencies price every call made
-        per_call_ms = router_call_overhead_ms(router, val.with_mix(mixes[-1]).inputs, _never(spec.score, router))
-        call_ms = {name: ms + per_call_ms for name, ms in seg_ms.items()}
+        costs = segment_costs(router, spec, threads, splits)
         step("scoring exits")
-        tables = [collect(router, val.with_mix(mix), spec.score, call_ms) for mix in mixes]
-        table = stack_tables(tables)
-        step("searching")
-        never = _never(spec.score, router)
-        result = search(table, never)
-        if len(tables) > 1:
-            result.mix_accuracy = np.stack([search(t, never, result.candidates).accuracy for t in tables])
-            result.mix_full_depth = np.asarray([t.full_depth_accuracy for t in tables])
-        chosen = choose(result, table, spec)
-        early = router.exit_names[:-1]
-        thresholds = result.thresholds(chosen, early)
-        refuse_worse_than_allowed(_val_point(result, chosen, table, thresholds, val.name), spec)
+        choice = choose_thresholds(router, spec, splits, costs, step)
         step("measuring on the held-out split")
-        seg_flops = router.manifest.part_flops
         static = router.runtime.static_runner()
-        by_mix = {mix_name(mix): measure_test(router, test.with_mix(mix), thresholds, seg_flops, static, spec.rounds)
-                  for mix in test_mixes}
-    test_report = {**by_mix[mix_name(test_mixes[-1])],
-                   "modality_mixes": by_mix if len(router.inputs) > 1 else None}
-    val_report = _val_point(result, chosen, table, thresholds, val.name)
-    val_report["modality_mixes"] = [mix_name(m) for m in mixes]
+        by_mix = {mix_name(mix): measure_test(router, splits.test.with_mix(mix), choice.thresholds,
+                                              router.manifest.part_flops, static, spec.rounds)
+                  for mix in splits.test_mixes}
+        multi_modal = len(router.inputs) > 1
+        report = _report(package, spec, threads, splits, costs, choice, by_mix, router.exit_names[:-1], multi_modal)
+        _write_policy(router.manifest, spec, threads, costs, choice.thresholds, report)
+    return report
+
+
+def load_splits(router: Router, spec: CalibrateSpec) -> Splits:
+    """The validation data and the held-out data (the built-in test split, ``--test-data``,
+    or the other half of a file), checked against the package before any work."""
+    contract = Contract.from_manifest(router.manifest)
+    if spec.modality is not None:
+        parse_mix(spec.modality, list(router.inputs))  # before any data is loaded
+    ref = spec.data if ":" in spec.data or Path(spec.data).exists() else f"{spec.data}:val"
+    val = load_dataset(ref, contract, label_map=spec.label_map)
+    whole, test_ref = held_out(ref, spec.test_data, val)
+    if whole is not None:  # a file: choose on one half, report on the other
+        order = np.random.default_rng(0).permutation(len(whole))
+        half = len(whole) // 2
+        if half < 2:
+            raise DataError(f"{spec.data}: {len(whole)} samples are too few to calibrate and hold out")
+        val, test = whole.subset(order[:half]), whole.subset(order[half:])
+        val.name, test.name = f"{whole.name} (half A)", f"{whole.name} (half B)"
+    else:
+        test = load_dataset(test_ref, contract, label_map=spec.label_map)
+    if len(val) == 0 or len(test) == 0:
+        raise DataError("calibration needs at least one validation and one test sample")
+    mixes = val.select_mixes(spec.modality, list(router.inputs))
+    test_mixes = [m for m in mixes if m in test.mixes()]
+    if not test_mixes:
+        raise DataError(f"the held-out data {test.name} holds none of the mixes calibrated for")
+    return Splits(val, test, mixes, test_mixes)
+
+
+def segment_costs(router: Router, spec: CalibrateSpec, threads: int | None, splits: Splits) -> SegmentCosts:
+    """Segment latencies on this host (cached in the package per host, runtime and threads)
+    and the router's own cost per call."""
+    key = {"host": f"{platform.node()} {platform.machine()}", "runtime": router.runtime.name, "threads": threads}
+    cached = router.manifest.segment_latency
+    if not spec.remeasure and cached.get("key") == key and set(cached.get("segment_ms", {})) == set(router.manifest.segments):
+        seg_ms, measured = dict(cached["segment_ms"]), False
+    else:
+        seg_ms, measured = median_segment_ms(router.runtime, router.manifest, spec.latency_runs), True
+    per_call_ms = router_call_overhead_ms(router, splits.val.with_mix(splits.mixes[-1]).inputs, _never(spec.score, router))
+    return SegmentCosts(key, seg_ms, measured, per_call_ms)
+
+
+def choose_thresholds(router: Router, spec: CalibrateSpec, splits: Splits, costs: SegmentCosts,
+                      step: Callable[[str], None]) -> Choice:
+    """Score every exit on validation, search the thresholds, pick the operating point; refuse
+    one that costs more accuracy than allowed."""
+    tables = [collect(router, splits.val.with_mix(mix), spec.score, costs.call_ms) for mix in splits.mixes]
+    table = stack_tables(tables)
+    step("searching")
+    never = _never(spec.score, router)
+    result = search(table, never)
+    if len(tables) > 1:
+        result.mix_accuracy = np.stack([search(t, never, result.candidates).accuracy for t in tables])
+        result.mix_full_depth = np.asarray([t.full_depth_accuracy for t in tables])
+    chosen = choose(result, table, spec)
+    thresholds = result.thresholds(chosen, router.exit_names[:-1])
+    refuse_worse_than_allowed(_val_point(result, chosen, table, thresholds, splits.val.name), spec)
+    return Choice(result, table, chosen, thresholds)
+
+
+def _report(package: Path, spec: CalibrateSpec, threads: int | None, splits: Splits, costs: SegmentCosts,
+            choice: Choice, by_mix: dict[str, dict[str, Any]], early: list[str], multi_modal: bool) -> dict[str, Any]:
+    test_report = {**by_mix[mix_name(splits.test_mixes[-1])], "modality_mixes": by_mix if multi_modal else None}
+    result, table, chosen = choice.result, choice.table, choice.index
+    val_report = _val_point(result, chosen, table, choice.thresholds, splits.val.name)
+    val_report["modality_mixes"] = [mix_name(m) for m in splits.mixes]
     report = {
         "schema": "cephalon-edge/calibrate/1", "package": str(package), "score": spec.score,
-        "segment_latency": {"key": latency_key, "measured_now": measured},
+        "segment_latency": {"key": costs.key, "measured_now": costs.measured_now},
         "mode": spec.mode, "target": {"max_drop": spec.allowed_drop,
                                       "latency_budget_ms": spec.latency_budget_ms, "flops_budget": spec.flops_budget},
-        "profile": spec.profile, "threads": threads, "thresholds": thresholds,
-        "val": val_report, "test": test_report, "segment_ms": seg_ms, "router_ms_per_call": per_call_ms,
+        "profile": spec.profile, "threads": threads, "thresholds": choice.thresholds,
+        "val": val_report, "test": test_report, "segment_ms": costs.segment_ms, "router_ms_per_call": costs.per_call_ms,
         "routing_pays": test_report["routing_pays"],
         "pareto": [_point(result, i, table, early, i == chosen)
                    for i in sorted(_thin(result.pareto, chosen), key=lambda i: result.cost_ms[i])],
@@ -280,10 +341,18 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
                    "combinations": int(len(result.accuracy)), "seconds": round(result.seconds, 3)},
     }
     report["held_out_over_budget"] = warn_held_out_drop(test_report, spec.allowed_drop)
-    router.manifest.write_sections(
-        calibration_history=pushed_history(router.manifest.data),
+    return report
+
+
+def _write_policy(manifest: Manifest, spec: CalibrateSpec, threads: int | None, costs: SegmentCosts,
+                  thresholds: dict[str, float], report: dict[str, Any]) -> None:
+    """The chosen thresholds, the segment latencies and what calibration found, into the
+    manifest atomically; the previous policy goes into the history."""
+    val_report, test_report = report["val"], report["test"]
+    manifest.write_sections(
+        calibration_history=pushed_history(manifest.data),
         exit_policy={"score": spec.score, "calibrated": True, "thresholds": thresholds},
-        segment_latency={"key": latency_key, "segment_ms": seg_ms},
+        segment_latency={"key": costs.key, "segment_ms": costs.segment_ms},
         calibration={
             "created_by": f"cephalon-edge {__version__}", "dataset": val_report["dataset"],
             "test_dataset": test_report["dataset"], "mode": spec.mode, "target": report["target"],
@@ -291,7 +360,6 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
             "test": {k: test_report[k] for k in (
                 "accuracy", "full_depth_accuracy", "accuracy_drop", "exit_rates", "flops_ratio", "mean_ms",
                 "static_mean_ms", "speedup")}})
-    return report
 
 
 def plain_flops(program: Any, manifest: Manifest, part_flops: dict[str, float]) -> float:
