@@ -295,13 +295,14 @@ def _measure(segments: dict[str, Part], program: Program, spec: Any) -> None:
     """Fill in per-sample shapes, MACs and parameter counts by running one sample through."""
     h = None
     for step in program:
-        if isinstance(step, Encode):
-            h = [_probe(segments[step.adapters[m.name]], torch.zeros(1, *m.shape)) for m in spec.modalities][0]
-            continue
-        outs = {name: _probe(segments[name], h) for name in parts_of(step)}
-        trunk = [out for name, out in outs.items() if segments[name].kind.is_trunk]
-        if trunk:  # a stage, a gated block, experts: the representation goes on
-            h = trunk[-1]
+        match step:
+            case Encode():  # every adapter probed on its own input; they share one output shape
+                h = [_probe(segments[step.adapters[m.name]], torch.zeros(1, *m.shape)) for m in spec.modalities][0]
+            case _:
+                outs = {name: _probe(segments[name], h) for name in parts_of(step)}
+                trunk = [out for name, out in outs.items() if segments[name].kind.is_trunk]
+                if trunk:  # a stage, a gated block, experts: the representation goes on
+                    h = trunk[-1]
 
 
 def _probe(seg: Part, x: torch.Tensor) -> torch.Tensor:
