@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 import platform
 from dataclasses import dataclass
-from types import ModuleType
+from pathlib import Path
+from typing import Any, Callable, Protocol, cast
 
 from cephalon_edge.errors import UsageError
 
@@ -20,6 +21,20 @@ QUANTIZATION_MODES = ("none", "int8", "int8-dynamic", "fp16", "palettize")
 COREML_COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 # what an ExecuTorch program is lowered to: a delegate, or none (the portable CPU kernels)
 EXECUTORCH_BACKENDS = ("xnnpack", "portable", "coreml")
+
+
+class Converter(Protocol):
+    """A converter module (``converters/<target>.py``): the segment set into files."""
+
+    def convert(self, segments: Any, spec: Any, out_dir: Path,
+                on_segment: Callable[[str], None] | None = None) -> Any: ...
+
+
+class LoweringConverter(Converter, Protocol):
+    """A converter that knows, per segment, which ops it lowered to the delegate
+    (``Target.delegate_coverage == "lowered"``: ExecuTorch's partitioner)."""
+
+    def delegate_coverage(self, manifest: Any) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -32,7 +47,10 @@ class Target:
     default_quantization: str
     extra: str  # the pip extra that brings the runtime
     system: str | None = None  # the platform.system() its runtime needs, if any
-    delegate_coverage: bool = False  # documented per-delegate op lists apply (TFLite)
+    # where delegate op coverage comes from: "documented" per-delegate op lists against the
+    # file's ops (TFLite, with a profile), "lowered" what the converter partitioned
+    # (ExecuTorch), or None (unknown)
+    delegate_coverage: str | None = None
     android_benchmark: str | None = None  # the tool that times its files on Android over adb (tune/bench)
     ios_benchmark: bool = False  # coremltools' model-runner app times its files on an iPhone (macOS)
 
@@ -43,19 +61,24 @@ class Target:
             return f"{self.display} predictions need {needs} (this is {platform.system()})"
         return None
 
-    def converter_module(self) -> ModuleType:
+    def converter_module(self) -> Converter:
         """The converter (importing it needs the build half: ``cephalon-edge[export]``)."""
-        return importlib.import_module(self.converter)
+        return cast(Converter, importlib.import_module(self.converter))
+
+    def lowering_converter(self) -> LoweringConverter:
+        """The converter of a target whose coverage is what it lowered."""
+        assert self.delegate_coverage == "lowered", self.name
+        return cast(LoweringConverter, importlib.import_module(self.converter))
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx", "ONNX", "cephalon_edge.toolchain.converters.onnx", "onnxruntime",
            ("none", "int8", "int8-dynamic"), "none", extra="onnx"),
     Target("tflite", "TFLite", "cephalon_edge.toolchain.converters.tflite", "litert",
-           ("none", "fp16", "int8", "int8-dynamic"), "none", extra="tflite", delegate_coverage=True,
+           ("none", "fp16", "int8", "int8-dynamic"), "none", extra="tflite", delegate_coverage="documented",
            android_benchmark="benchmark_model"),
     Target("executorch", "ExecuTorch", "cephalon_edge.toolchain.converters.executorch", "executorch",
-           ("none", "int8"), "none", extra="executorch",
+           ("none", "int8"), "none", extra="executorch", delegate_coverage="lowered",
            android_benchmark="executor_runner"),
     Target("coreml", "Core ML", "cephalon_edge.toolchain.converters.coreml", "coreml",
            ("fp16", "none", "int8", "palettize"), "fp16", extra="coreml", system="Darwin", ios_benchmark=True),

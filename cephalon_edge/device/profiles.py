@@ -18,8 +18,9 @@ DELEGATES = ("xnnpack", "gpu", "nnapi", "npu", "cpu")
 IOS_MATCH_KEYS = ("ios.product_type",)  # from `xcrun devicectl list devices`: hardwareProperties.productType
 DEPRECATED = {"nnapi": "NNAPI is deprecated from Android 15; prefer the GPU delegate or a vendor accelerator"}
 
+# every registered target may have a section of its own
 TOP = {"name": str, "description": str, "os": str, "abi": str, "target": str, "quantization": str,
-       "runtime": dict, "coreml": dict, "tflite": dict, "executorch": dict, "match": dict, "estimate": dict}
+       "runtime": dict, "match": dict, "estimate": dict, **{name: dict for name in TARGETS}}
 REQUIRED = ("name", "description", "os", "abi", "target", "quantization", "runtime")
 
 

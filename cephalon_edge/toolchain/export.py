@@ -244,10 +244,9 @@ def _delegate_coverage(root: Path, spec: ExportSpec, target: Target) -> tuple[li
     preferred = spec.profile_settings.get("target")
     if spec.profile and preferred and preferred != target.name:
         notes.append(f"profile {spec.profile} prefers the {preferred} target")
-    converter = target.converter_module()
-    if hasattr(converter, "delegate_coverage"):
-        return converter.delegate_coverage(Manifest.open(root, verify=False)), notes
-    if not spec.profile or not target.delegate_coverage:
+    if target.delegate_coverage == "lowered":
+        return target.lowering_converter().delegate_coverage(Manifest.open(root, verify=False)), notes
+    if not spec.profile or target.delegate_coverage != "documented":
         return None, notes
     delegate = spec.profile_section("runtime").get("delegate", "cpu")
     note = deprecation_note(delegate)

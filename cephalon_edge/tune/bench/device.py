@@ -9,8 +9,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, cast
 
 import numpy as np
 
@@ -26,14 +25,32 @@ from cephalon_edge.tune.bench.adb import Adb, Device, device_path
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
 from cephalon_edge.tune.bench.pricing import price_on_device
 
-TOOLS = {tool.NAME: tool for tool in (benchmark_model, executor_runner)}  # by Target.android_benchmark
+class DeviceBenchTool(Protocol):
+    """A target's on-device benchmark tool (a module: ``benchmark_model``, ``executor_runner``):
+    its command line, the delegate it will use, its output parsed, its failures explained."""
+
+    NAME: str
+    HINT: str
+
+    def command(self, binary: str, model: str, method: str | None, runtime: dict[str, Any], runs: int,
+                warmup: int) -> list[str]: ...
+
+    def delegate(self, manifest: Any, runtime: dict[str, Any]) -> str: ...
+
+    def diagnose(self, text: str) -> DeviceError | None: ...
+
+    def parse(self, text: str, warmup: int = 0) -> dict[str, Any]: ...
+
+
+# by Target.android_benchmark
+TOOLS: dict[str, DeviceBenchTool] = {tool.NAME: cast(DeviceBenchTool, tool) for tool in (benchmark_model, executor_runner)}
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("CEPHALON_EDGE_CACHE", "~/.cache/cephalon-edge")).expanduser()
 
 
-def find_binary(explicit: Path | None, abi: str, tool: ModuleType = benchmark_model) -> Path:
+def find_binary(explicit: Path | None, abi: str, tool: DeviceBenchTool = TOOLS[benchmark_model.NAME]) -> Path:
     """``--benchmark-binary``, or ``<cache>/<tool>/<abi>/<tool>`` (``benchmark_model``,
     ``executor_runner``)."""
     if explicit is not None:
@@ -50,7 +67,7 @@ def find_binary(explicit: Path | None, abi: str, tool: ModuleType = benchmark_mo
 class _DeviceRun:
     """One device's bench; keeps what it measured so far if the device goes away."""
 
-    def __init__(self, adb: Adb, device: Device, manifest: Manifest, spec: BenchSpec, tool: ModuleType, binary: Path,
+    def __init__(self, adb: Adb, device: Device, manifest: Manifest, spec: BenchSpec, tool: DeviceBenchTool, binary: Path,
                  on_progress: Callable[[str], None]) -> None:
         self.adb, self.device, self.manifest, self.spec, self.binary = adb, device, manifest, spec, binary
         self.tool = tool
@@ -128,7 +145,7 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     validate(spec)
     step = on_progress or (lambda _: None)
     manifest = Manifest.open(Path(package))
-    tool = TOOLS[require_device_bench(manifest.target, "android").android_benchmark]
+    tool = TOOLS[str(require_device_bench(manifest.target, "android").android_benchmark)]
     adb = adb or Adb()
     attached = adb.devices()
     if spec.device == "all":
