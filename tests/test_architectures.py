@@ -192,10 +192,11 @@ def test_pruning_removes_heads_mlp_width_and_expanded_channels():
 
 
 @pytest.mark.slow
-def test_pruned_transformer_keeps_parity_after_export(tmp_path):
+@pytest.mark.parametrize("name", list(SPECS))
+def test_pruned_blocks_keep_parity_after_export(tmp_path, name):
     from cephalon_edge.toolchain.compress.prune import plan
 
-    _, pruned = plan(balanced("tokens"), 0.3, "l1")
+    _, pruned = plan(balanced(name), 0.3, "l1")
     checkpoint.save(pruned, tmp_path / "p.cephalon")
     report = export_package(tmp_path / "p.cephalon", tmp_path / "pkg", ExportSpec("onnx"))
     assert report["parity"]["passed"] and report["parity"]["decision_agreement"] == 1.0
