@@ -1,133 +1,20 @@
-"""The block kinds people ship: MobileNet-style inverted residuals and transformer blocks, as
-plain, gated and expert blocks, in 1-D and 2-D, through every target with fp32 parity;
-their FLOPs, their spec checks, their pruning."""
-
-import platform
+"""The block kinds people ship: MobileNet-style inverted residuals and transformer blocks:
+their FLOPs, their spec checks, their pruning, the zoo models built of them and their int8
+(their export parity on every target is test_architectures_export.py)."""
 
 import numpy as np
 import pytest
 import torch
+from arch_models import SPECS, TOKENS, balanced, make_inputs
 
 from cephalon_edge.device.router import Router
 from cephalon_edge.errors import SpecError
 from cephalon_edge.toolchain import checkpoint
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
-from cephalon_edge.toolchain.model import CephalonNet
 from cephalon_edge.toolchain.model.layers import InvertedResidual, SelfAttention, TransformerBlock
 from cephalon_edge.toolchain.segments import count_macs
 from cephalon_edge.toolchain.spec import ModelSpec
-
-# 2-D images: inverted residuals plain (ReLU6, expansion 2), gated (5x5 depthwise, hard-swish,
-# squeeze-excitation with a hard-sigmoid gate, stride 2) and as experts, then a basic stage
-MOBILE = {
-    "name": "mobile-mix",
-    "modalities": [{"name": "image", "kind": "image", "shape": [1, 16, 16],
-                    "adapter": {"kind": "conv_stem", "channels": 8, "stride": 2}}],
-    "stages": [
-        {"channels": 8, "blocks": 1, "block": "inverted", "expansion": 2, "exit": True},
-        {"channels": 12, "blocks": 1, "block": "inverted", "stride": 2, "kernel": 5, "se": True,
-         "se_gate": "hardsigmoid", "activation": "hardswish", "skip_blocks": 1, "exit": True},
-        {"channels": 16, "blocks": 1, "block": "inverted", "expansion": 1, "experts": 2, "exit": True},
-        {"channels": 16, "blocks": 1, "block": "basic"},
-    ],
-    "tasks": [{"name": "class", "outputs": 5}],
-}
-# a token space for image patches and text: transformer blocks plain, gated and as experts
-# (class token, learned positions), then 1-D inverted residuals over the tokens
-TOKENS = {
-    "name": "vit-mix", "backbone": "tokens", "class_token": True, "head_pool": "cls",
-    "modalities": [{"name": "image", "kind": "image", "shape": [1, 16, 16],
-                    "adapter": {"kind": "patch_embed", "channels": 16, "patch": 4, "positions": True,
-                                "project": False}},
-                   {"name": "text", "kind": "text", "shape": [16],
-                    "adapter": {"kind": "embedding", "channels": 16, "vocab": 50, "positions": True}}],
-    "stages": [
-        {"channels": 16, "blocks": 1, "block": "transformer", "heads": 2, "expansion": 2, "exit": True},
-        {"channels": 16, "blocks": 1, "block": "transformer", "heads": 4, "expansion": 2, "skip_blocks": 1,
-         "experts": 2, "exit": True},
-        {"channels": 16, "blocks": 1, "block": "inverted", "expansion": 2, "skip_blocks": 1, "experts": 2},
-    ],
-    "tasks": [{"name": "class", "outputs": 5}],
-}
-SPECS = {"mobile": MOBILE, "tokens": TOKENS}
-
-
-def make_inputs(spec: ModelSpec, n: int, seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {m.name: torch.randint(0, m.adapter.vocab, (n, *m.shape), generator=g).float() if m.kind == "text"
-            else torch.randn(n, *m.shape, generator=g) for m in spec.modalities}
-
-
-def balanced(name: str) -> CephalonNet:
-    """The spec's net with gates that fire for some samples and experts that share them."""
-    torch.manual_seed(0)
-    net = CephalonNet(ModelSpec.from_dict(SPECS[name])).eval()
-    x = make_inputs(net.spec, 64, seed=1)
-    with torch.no_grad():
-        feats = {}
-        hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: feats.__setitem__(n, args[0]))
-                 for n, m in net.named_modules() if n.endswith(("skip_gates.0", "moe_gate"))]
-        net(x)
-        for h in hooks:
-            h.remove()
-        for n, h in feats.items():
-            gate = net.get_submodule(n)
-            pooled = gate.pool(h)
-            if gate.fc.out_features == 1:
-                gate.fc.bias.fill_(-float((pooled @ gate.fc.weight[0]).median()))
-            else:  # two experts: the boundary at the median of their logit difference
-                gate.fc.weight.normal_(0, 1.0)
-                gate.fc.bias.zero_()
-                diff = pooled @ (gate.fc.weight[0] - gate.fc.weight[1])
-                gate.fc.bias[0] = -float(diff.median())
-    return net
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("arch")
-    out = {}
-    for name in SPECS:
-        net = balanced(name)
-        checkpoint.save(net, root / f"{name}.cephalon")
-        out[name] = (net, root / f"{name}.cephalon")
-    return out
-
-
-def test_balanced_nets_use_every_gate_and_expert(checkpoints):
-    for net, _ in checkpoints.values():
-        res = net.dynamic_forward(make_inputs(net.spec, 64, seed=2), thresholds=1.01)
-        assert ((res.gates == 1).any(0) & (res.gates == 0).any(0)).all()
-        assert all(len(set(col.tolist())) > 1 for col in res.experts.T)
-
-
-EXPORTS = [("mobile", "onnx", True), ("mobile", "tflite", False), ("mobile", "executorch", True),
-           ("mobile", "coreml", True), ("tokens", "onnx", True), ("tokens", "onnx", False),
-           ("tokens", "tflite", True), ("tokens", "executorch", True), ("tokens", "coreml", True)]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name, target, fuse", EXPORTS)
-def test_new_blocks_export_with_fp32_parity(checkpoints, tmp_path, name, target, fuse):
-    net, ckpt = checkpoints[name]
-    report = export_package(ckpt, tmp_path / "pkg", ExportSpec(target, quantize="none", fuse=fuse))
-    if target == "coreml" and platform.system() != "Darwin":  # converted and checked at spec level
-        assert report["verification"]["kind"] == "spec"
-        assert report["verification"]["segments_checked"] == len(report["segments"])
-        return
-    parity = report["parity"]
-    assert parity["passed"] and parity["decision_agreement"] == 1.0 and parity["max_abs_err"] <= 1e-4
-    if name == "tokens" and target == "onnx" and fuse:  # every modality subset routes as PyTorch does
-        with Router.open(tmp_path / "pkg") as router:
-            inputs = make_inputs(net.spec, 24, seed=3)
-            for mix in (["image"], ["text"], ["image", "text"]):
-                sub = {m: inputs[m] for m in mix}
-                ref = net.dynamic_forward(sub, thresholds=0.6)
-                got = router.predict({m: v.numpy() for m, v in sub.items()}, thresholds=0.6)
-                assert np.array_equal(got.exit_index, ref.exit_index.numpy()), mix
-                assert np.array_equal(got.gates, ref.gates.numpy()) and np.array_equal(got.experts, ref.experts.numpy())
-                np.testing.assert_allclose(got.logits, ref.logits.numpy(), atol=1e-4)
 
 
 def test_flops_count_depthwise_and_attention():
