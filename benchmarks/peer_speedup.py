@@ -6,7 +6,7 @@ hand the standard way (``torch.onnx.export``; ``litert_torch.convert``; ExecuTor
 runtime's *default* settings (``onnxruntime.InferenceSession(path)``; LiteRT's
 ``Interpreter(model_path=...)``; ``executorch.runtime.Runtime.get().load_program(path)``).
 The routed packages (ONNX, TFLite and ExecuTorch, fused segments) are
-calibrated on the val split at ``--max-drop 0.01`` and opened as an app would
+calibrated on the val split at ``--max-drop 0.01`` (or the benchmark's ``--max-drop``) and opened as an app would
 (``Router.open``). Every candidate runs the test split at batch 1; sessions are timed in
 alternating blocks of 16 samples (each block starts with an untimed call), never call by
 call, so one session's spinning workers do not tax the next one's calls.
@@ -128,7 +128,7 @@ def routed(router, thresholds=None):
     return lambda x: router.predict({next(iter(router.inputs)): x}, thresholds=thresholds).logits
 
 
-def zoo_model(name: str, workdir: Path, rounds: int, targets: list[str]) -> list[str]:
+def zoo_model(name: str, workdir: Path, rounds: int, targets: list[str], max_drop: float = 0.01) -> list[str]:
     from cephalon_edge.device.data import builtin
     from cephalon_edge.device.manifest import Manifest
     from cephalon_edge.device.router import Router
@@ -143,7 +143,7 @@ def zoo_model(name: str, workdir: Path, rounds: int, targets: list[str]) -> list
     candidates, flops = {}, None
     for target in targets:
         pkg = package(ckpt, workdir, target)
-        report = calibrate_package(pkg, CalibrateSpec(data=f"{dataset}:val", max_drop=0.01, remeasure=True))
+        report = calibrate_package(pkg, CalibrateSpec(data=f"{dataset}:val", max_drop=max_drop, remeasure=True))
         router = Router.open(pkg)
         candidates[f"routed {target}"] = routed(router)
         if flops is None:
@@ -196,11 +196,13 @@ def main() -> None:
     parser.add_argument("--models", default="digits-exits,mnist-exits,mnist1d-moe,resnet50-exits")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--targets", default="onnx,tflite,executorch")
+    parser.add_argument("--max-drop", type=float, default=0.01, help="calibrate's allowed validation drop")
     args = parser.parse_args()
     workdir = workdir_of(args.workdir, "cephalon-peer-")
     for name in args.models.split(","):
         lines = resnet_full_depth(workdir, args.rounds) if name == "resnet50-exits" else zoo_model(name, workdir, args.rounds,
-                                                                                             args.targets.split(","))
+                                                                                             args.targets.split(","),
+                                                                                             args.max_drop)
         print("\n".join(lines), flush=True)
 
 

@@ -107,7 +107,10 @@ class InvertedResidual(nn.Module):
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention over (B, L, C) tokens: one qkv projection, scaled dot-product
-    attention per head, an output projection (the layout of timm's ViT ``Attention``)."""
+    attention per head, an output projection (the layout of timm's ViT ``Attention``).
+    ``scaled_dot_product_attention`` lowers to each runtime's own kernel where it has one
+    (Core ML's ``scaled_dot_product_attention`` op for iOS 18 targets); elsewhere to batched
+    matmuls and a softmax (ONNX, TFLite, ExecuTorch's XNNPACK)."""
 
     def __init__(self, channels: int, heads: int, head_width: int) -> None:
         super().__init__()
@@ -118,8 +121,8 @@ class SelfAttention(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         tokens = t.shape[1]
         q, k, v = self.qkv(t).reshape(-1, tokens, 3, self.heads, self.head_width).permute(2, 0, 3, 1, 4)
-        att = torch.softmax((q * self.head_width ** -0.5) @ k.transpose(-2, -1), dim=-1)
-        return self.proj((att @ v).transpose(1, 2).reshape(-1, tokens, self.heads * self.head_width))
+        att = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(att.transpose(1, 2).reshape(-1, tokens, self.heads * self.head_width))
 
 
 class Mlp(nn.Module):
