@@ -12,7 +12,7 @@ from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.router import Router
-from cephalon_edge.errors import ExportError, UsageError
+from cephalon_edge.errors import ExportError, PackageError, UsageError
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +245,30 @@ def test_run_image_file_matches_router(tiny, tmp_path):
         ref = router.predict({"image": x}, thresholds=1.01)
     assert row["prediction"] == int(ref.predicted[0]) and row["exit"] == "final"
     assert abs(row["score"] - float(ref.scores[0])) < 1e-6
+
+
+def test_a_format_1_package_still_opens_and_routes_the_same(tiny, tmp_path):
+    """Format 1 named each step's part under "segment"; format 2 says "part". A package
+    written before keeps working, and a step that mixes the spellings is refused."""
+    import shutil
+
+    net, _, pkg, _ = tiny
+    old = tmp_path / "old"
+    shutil.copytree(pkg, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    assert manifest["format"] == "cephalon-edge/2" and all("segment" not in s for s in manifest["program"])
+    manifest["format"] = "cephalon-edge/1"
+    for step in manifest["program"]:
+        if "part" in step:
+            step["segment"] = step.pop("part")
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    x = torch.randn(16, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    ref = net.dynamic_forward(x, thresholds=0.6)
+    with Router.open(old) as router:
+        got = router.predict({"image": x.numpy()}, thresholds=0.6)
+    assert np.array_equal(got.exit_index, ref.exit_index.numpy())
+    np.testing.assert_allclose(got.logits, ref.logits.numpy(), atol=1e-4)
+    manifest["format"] = "cephalon-edge/2"  # "segment" keys in a format-2 manifest: refused
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match=r"program\[1\]\.part: must be a str"):
+        Manifest.open(old)
