@@ -130,3 +130,31 @@ def test_mobilenet_int8_with_each_targets_quantizer_judged_on_real_digits(tmp_pa
         got = router.predict(val.inputs, thresholds=1.01).predicted
     assert (got == ref).mean() >= 0.97
     assert (got == val.labels).mean() >= (ref == val.labels).mean() - 0.015
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SPECS))
+def test_width_variants_of_the_new_blocks(tmp_path, name):
+    """compress --widths narrows inverted blocks' expanded width and transformer blocks' heads
+    and MLP width; the variant loads from the one checkpoint and routes."""
+    from conftest import run_cli
+
+    net = balanced(name)
+    checkpoint.save(net, tmp_path / "m.cephalon")
+    x = make_inputs(net.spec, 96, seed=5)
+    labels = net.dynamic_forward(x, thresholds=1.01).logits.argmax(-1).numpy()
+    np.savez(tmp_path / "d.npz", **{k: v.numpy() for k, v in x.items()}, labels=labels)
+    res = run_cli("compress", str(tmp_path / "m.cephalon"), "--widths", "1.0,0.5", "--finetune-epochs", "1",
+                  "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "v.cephalon"))
+    assert res.returncode == 0, res.stderr
+    _, meta = checkpoint.load_with_metadata(tmp_path / "v.cephalon")
+    width, narrow = meta["variant_models"]["w0.5"]
+    assert width == 0.5
+    for full, half in zip(net.spec.stages, narrow.spec.stages):
+        if full.block == "transformer":
+            assert half.heads < full.heads and half.mid_channels < full.mid_channels
+        elif full.expansion > 1:
+            assert half.mid_channels < full.mid_channels
+    assert sum(p.numel() for p in narrow.parameters()) < 0.75 * sum(p.numel() for p in net.parameters())
+    res = narrow.dynamic_forward(make_inputs(narrow.spec, 4, seed=6), thresholds=0.5)
+    assert torch.isfinite(res.logits).all()
