@@ -175,7 +175,7 @@ def _export_every_target(model: str, ckpt: Path, output: Path, view: DemoView, s
 def _multimodal(output: Path, epochs: int | None, target: Target, view: DemoView) -> Summary:
     """Build and export multimodal-digits, then run one test sample as image, signal and both."""
     ckpt = output / "multimodal-digits.cephalon"
-    provenance = build_zoo_model("multimodal-digits", ckpt, min(training_epochs("multimodal-digits", epochs), training_epochs("multimodal-digits")), view)
+    provenance = build_zoo_model("multimodal-digits", ckpt, None if epochs is None else min(epochs, training_epochs("multimodal-digits")), view)
     pkg = output / f"multimodal-digits-{target.name}"
     with view.progress(f"exporting multimodal-digits to {target.name}", None) as advance:
         exported = export_package(ckpt, pkg, ExportSpec(target.name, with_static=True, force=True),

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from cephalon_edge.toolchain.model import CephalonNet
-from cephalon_edge.toolchain.model.layers import confidence
+from cephalon_edge.toolchain.model.layers import SelfAttention, confidence
 from cephalon_edge.device.program import (
     Encode,
     Exit,
@@ -221,8 +221,6 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> int:
     """Multiply-accumulates of one sample through ``module``: its conv and linear layers
     (depthwise convs by their groups) and attention's quadratic term (q @ k and weights @ v:
     2 x tokens^2 x the attention width)."""
-    from cephalon_edge.toolchain.model.layers import SelfAttention
-
     total = 0
 
     def hook(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
