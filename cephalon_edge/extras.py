@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "executorch": ("executorch", "torch"),
     "update": ("bsdiff4", "detools", "cryptography"),
     "plot": ("matplotlib",),
+    "retrofit": ("torchvision", "timm"),
 }
 
 

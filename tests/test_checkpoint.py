@@ -86,7 +86,7 @@ def test_import_state_dict_round_trip(tmp_path):
     torch.save({"state_dict": net.state_dict()}, sd)
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(tiny_spec_dict()))
-    imported = import_state_dict(sd, spec)
+    imported, _ = import_state_dict(sd, spec)
     for k, v in net.state_dict().items():
         assert torch.equal(v, imported.state_dict()[k])
     wrong = tmp_path / "wrong.json"

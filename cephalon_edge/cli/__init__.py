@@ -25,6 +25,7 @@ from cephalon_edge.cli import (
     demo_cmd,
     export_cmd,
     run_cmd,
+    spec_cmds,
     train_cmd,
     update_cmds,
     zoo_cmd,
@@ -57,6 +58,7 @@ def _root(
 
 app.add_typer(zoo_cmd.app, name="zoo")
 train_cmd.register(app)
+spec_cmds.register(app)
 checkpoint_cmds.register(app)
 compress_cmd.register(app)
 export_cmd.register(app)

@@ -93,6 +93,8 @@ def import_cmd(
     mapping: List[str] = typer.Option([], "--map", help="Rename a name prefix, OLD=NEW (repeatable; the first match wins). "
                                       "module./model. wrappers are stripped without asking."),
     expected: bool = typer.Option(False, "--expected", help="List the tensor names and shapes the spec expects, and stop."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="The weights are this library model's (e.g. torchvision:resnet50; "
+                                         "`spec presets` lists them): map its names to the spec made by `spec from`."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
@@ -117,13 +119,25 @@ def import_cmd(
         raise UsageError("import needs STATE_DICT and -o OUT.cephalon", hint="or --expected to list what the spec expects")
     if output.exists() and not force:
         raise UsageError(f"{output} exists", hint="pass --force to overwrite it, or write elsewhere with -o")
-    model = import_state_dict(state_dict, spec, rules)
+    model, info = import_state_dict(state_dict, spec, rules, preset)
     params = sum(p.numel() for p in model.parameters())
     save(model, output, {"creator": f"cephalon-edge {__version__} import", "source": str(state_dict),
-                         "map": [f"{r.old}={r.new}" for r in rules]})
+                         "map": [f"{r.old}={r.new}" for r in rules], **info})
     console.print(f"wrote [bold]{escape(str(output))}[/] ({escape(model.spec.name)}, {fmt_count(params)} params)")
+    render_preset_import(info)
     write_report(json_file, {"schema": "cephalon-edge/import/1", "output": str(output), "source": str(state_dict),
-                             "spec": str(spec), "params": params, "map": [f"{r.old}={r.new}" for r in rules]})
+                             "spec": str(spec), "params": params, "map": [f"{r.old}={r.new}" for r in rules], **info})
+
+
+def render_preset_import(info: dict[str, Any]) -> None:
+    if not info:
+        return
+    if info["initialised"]:
+        console.print(f"initialised the new exit heads {escape(', '.join(info['initialised']))}: train them with "
+                      "`cephalon-edge train MODEL.cephalon --freeze backbone --data DATA -o OUT.cephalon`")
+    if info["reference_max_abs_error"] is not None:
+        console.print(f"full depth is {escape(info['preset'])}'s function: logits within "
+                      f"{info['reference_max_abs_error']:.1e} of the library's own model on random inputs")
 
 
 def register(app: typer.Typer) -> None:

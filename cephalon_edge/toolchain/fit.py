@@ -16,7 +16,15 @@ import torch
 from cephalon_edge import __version__
 from cephalon_edge.toolchain.model import CephalonNet
 from cephalon_edge.toolchain.spec import ModelSpec
-from cephalon_edge.toolchain.train import MODALITY_DROPOUT, TrainSpec, evaluate, evaluate_mixes, train
+from cephalon_edge.toolchain.train import (
+    FREEZE_GROUPS,
+    MODALITY_DROPOUT,
+    TrainSpec,
+    evaluate,
+    evaluate_mixes,
+    train,
+    trainable,
+)
 from cephalon_edge.device.data import SPLIT_SEED, SPLITS, Dataset, builtin_name, load_dataset, split_index
 from cephalon_edge.errors import DataError, UsageError
 
@@ -46,6 +54,14 @@ def validate(spec: FitSpec) -> None:
         raise UsageError(f"--lr must be positive, got {t.lr}")
     if spec.patience is not None and spec.patience < 1:
         raise UsageError(f"--patience must be >= 1, got {spec.patience}")
+    unknown = [g for g in t.freeze if g not in FREEZE_GROUPS]
+    if unknown:
+        raise UsageError(f"--freeze {unknown[0]!r}: not a part of the model", hint=f"parts: {', '.join(FREEZE_GROUPS)}")
+
+
+def parse_freeze(text: str) -> tuple[str, ...]:
+    """``--freeze backbone,gates`` -> ("backbone", "gates")."""
+    return tuple(dict.fromkeys(g.strip() for g in text.split(",") if g.strip()))
 
 
 def splits(spec: FitSpec, model: ModelSpec) -> tuple[Dataset, Dataset, Dataset]:
@@ -108,13 +124,22 @@ def fit(net: CephalonNet, train_data: Dataset, val: Dataset, tspec: TrainSpec, p
             "stopped_early": len(history) < tspec.epochs, "history": history, "train": dataclasses.asdict(tspec)}
 
 
-def train_from_spec(model: ModelSpec, spec: FitSpec,
-                    on_epoch: EpochReport | None = None) -> tuple[CephalonNet, dict[str, Any]]:
-    """A new model of ``model`` trained on ``spec.data``; returns it with its provenance."""
+def train_from_spec(model: ModelSpec, spec: FitSpec, on_epoch: EpochReport | None = None,
+                    start: CephalonNet | None = None) -> tuple[CephalonNet, dict[str, Any]]:
+    """A model of ``model`` trained on ``spec.data`` (from ``start``'s weights when given: the
+    parts ``spec.train.freeze`` names keep theirs); returns it with its provenance."""
     validate(spec)
+    if spec.train.freeze and start is None:
+        raise UsageError("--freeze holds trained weights still: give a trained .cephalon checkpoint, not a spec",
+                         hint="cephalon-edge import WEIGHTS.pth --spec SPEC.json --preset LIB:MODEL -o MODEL.cephalon")
     train_data, val, test = splits(spec, model)
     torch.manual_seed(spec.train.seed)
-    net = CephalonNet(model)
+    net = start if start is not None else CephalonNet(model)
+    counts = {"params": sum(p.numel() for p in net.parameters()),
+              "trained_params": sum(p.numel() for p in trainable(net, spec.train.freeze))}
+    if counts["trained_params"] == 0:
+        raise UsageError(f"--freeze {','.join(spec.train.freeze)} leaves nothing to train",
+                         hint=f"parts: {', '.join(FREEZE_GROUPS)}; exit heads train when 'exits' is not frozen")
     result = fit(net, train_data, val, spec.train, spec.patience, on_epoch)
     metrics: dict[str, Any] = {"test": evaluate(net, test), "val": evaluate(net, val)}
     if len(model.modalities) > 1:
@@ -124,5 +149,6 @@ def train_from_spec(model: ModelSpec, spec: FitSpec,
                   "dataset": builtin_name(spec.data), "data": spec.data, "splits": {"train": train_data.name, "val": val.name,
                                                                     "test": test.name},
                   "epochs": result["epochs_run"], "best_epoch": result["best_epoch"],
-                  "stopped_early": result["stopped_early"], "metrics": metrics, "training": result}
+                  "stopped_early": result["stopped_early"], "metrics": metrics, "training": result,
+                  "frozen": list(spec.train.freeze), **counts}
     return net, provenance

@@ -61,6 +61,7 @@ class AdapterSpec:
     vocab: int = 0  # embedding: number of token ids
     positions: bool = False  # tokens backbone: a learned positional embedding per token (transformers)
     project: bool = True  # tokens backbone: a 1x1 projection + norm into the shared space
+    activation: str = "relu"  # conv_stem: the stem's activation (relu6 in MobileNetV2, hardswish in V3)
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,9 @@ class ModelSpec:
     backbone: str = "native"
     class_token: bool = False  # tokens backbone: a learned class token in front of each modality's tokens
     head_pool: str = "mean"  # how heads and gates read a token sequence: the tokens' mean, or the class token
+    # task heads first widen the last stage with a 1x1 conv + norm + the last stage's
+    # activation to this many channels (MobileNet's last conv); 0 = none
+    head_channels: int = 0
     version: int = SPEC_VERSION
 
     # ---- derived names -------------------------------------------------------------
@@ -325,6 +329,8 @@ def _validate_adapter(m: ModalitySpec, p: str) -> None:
         _positive_int(getattr(a, attr), f"{p}.adapter.{attr}")
         _at_most(getattr(a, attr), limit, f"{p}.adapter.{attr}")
     _require(a.kernel % 2 == 1, f"{p}.adapter.kernel", f"must be odd, got {a.kernel}")
+    _require(a.activation in ACTIVATIONS, f"{p}.adapter.activation",
+             f"must be one of {list(ACTIVATIONS)}, got {a.activation!r}")
     _require((a.kind == "embedding") == (m.kind == "text"), f"{p}.adapter.kind",
              "text enters through an 'embedding' adapter" if m.kind == "text"
              else f"'embedding' is the text adapter; a {m.kind} takes conv_stem, patch_embed or projection")
@@ -419,8 +425,11 @@ def validate(spec: ModelSpec) -> None:
              'a class token is a token: it needs "backbone": "tokens"')
     _require(spec.head_pool != "cls" or spec.class_token, "spec.head_pool",
              '"cls" reads the class token: set "class_token": true')
-    _count(spec.exit_channels, "spec.exit_channels")
-    _at_most(spec.exit_channels, MAX_WIDTH, "spec.exit_channels")
+    for attr in ("exit_channels", "head_channels"):
+        _count(getattr(spec, attr), f"spec.{attr}")
+        _at_most(getattr(spec, attr), MAX_WIDTH, f"spec.{attr}")
+    _require(not spec.head_channels or spec.backbone == "native", "spec.head_channels",
+             "a widening head conv is for convolutional backbones (native)")
 
     task_names = set()
     for i, t in enumerate(spec.tasks):
@@ -486,6 +495,9 @@ def estimated_params(spec: ModelSpec) -> int:
             hidden = spec.exit_channels or s.channels
             params += (s.channels + 1) * hidden + (hidden + 1) * spec.classes
         width = s.channels
+    if spec.head_channels:
+        params += len(spec.tasks) * (width + 2) * spec.head_channels
+        width = spec.head_channels
     params += sum((width + 1) * t.outputs for t in spec.tasks)
     return int(params)
 

@@ -160,11 +160,47 @@ def expected_tensors(spec: ModelSpec) -> list[dict[str, Any]]:
              "optional": n.endswith(OPTIONAL)} for n, t in net.state_dict().items()]
 
 
-def import_state_dict(state_path: Path, spec_path: Path, rules: Sequence[PrefixRule] = ()) -> CephalonNet:
-    """Build a model from a PyTorch ``state_dict`` file and a spec JSON."""
+def import_state_dict(state_path: Path, spec_path: Path, rules: Sequence[PrefixRule] = (),
+                      preset: str | None = None) -> tuple[CephalonNet, dict[str, Any]]:
+    """Build a model from a PyTorch ``state_dict`` file and a spec JSON; returns it with what
+    the import did (``preset``: the library's names are mapped block by block, exit heads the
+    library lacks are initialised, and the result is compared with the library's own model)."""
     spec = load_spec(spec_path)
     model = CephalonNet(spec)
-    state = rename(read_state_dict(state_path), rules, model.state_dict())
+    expected = model.state_dict()
+    state = rename(read_state_dict(state_path), rules, expected)
+    info: dict[str, Any] = {}
+    if preset is not None:
+        from cephalon_edge.toolchain import presets
+
+        chosen = presets.get(preset)
+        library_state = state
+        state = presets.convert_state(chosen, spec, state)
+        new = [n for n in expected if n.startswith("exits.") and n not in state]
+        state.update({n: expected[n] for n in new})
+        info = {"preset": preset, "initialised": sorted({".".join(n.split(".")[:2]) for n in new})}
     model.load_state_dict(reconcile(model, state, str(state_path)), strict=True)
     model.eval()
-    return model
+    if preset is not None:
+        info["reference_max_abs_error"] = _compare_with_library(chosen, model, library_state, str(state_path))
+    return model, info
+
+
+def _compare_with_library(preset: Any, model: CephalonNet, library_state: Mapping[str, torch.Tensor],
+                          source: str) -> float | None:
+    """The largest logit difference from the library's own model holding the same weights
+    (None, with a note, when the library is not installed)."""
+    from cephalon_edge.toolchain.presets.libraries import SAME_FUNCTION_TOLERANCE, max_difference, reference_model
+
+    try:
+        reference = reference_model(preset, model.spec)
+    except UsageError as exc:
+        warnings.warn(f"not compared with {preset.library}'s own model: {exc}", Note, stacklevel=3)
+        return None
+    reference.load_state_dict(library_state, strict=False)  # reconcile has named every mismatch; counters may lack
+    difference = max_difference(model, reference)
+    if not difference <= SAME_FUNCTION_TOLERANCE:
+        raise CheckpointError(f"{source}: the imported model's logits differ from {preset.name}'s by {difference:.3g} "
+                              f"(more than {SAME_FUNCTION_TOLERANCE:g})",
+                              hint="the spec and the preset disagree: make the spec with `cephalon-edge spec from`")
+    return difference

@@ -33,6 +33,39 @@ class TrainSpec:
     modality_dropout: float = 0.0
     contrastive: float = 0.0  # weight of the InfoNCE alignment between modalities
     contrastive_temperature: float = 0.1
+    # parts that keep their weights (FREEZE_GROUPS); with the backbone frozen, the final
+    # head's outputs are the exits' soft targets (self-distillation, weight ``distill``)
+    freeze: tuple[str, ...] = ()
+
+
+def _backbone(net: CephalonNet) -> list[nn.Module]:
+    return [*net.adapters.values(), *(s.plain for s in net.stages), *net.heads.values()]
+
+
+def _gates(net: CephalonNet) -> list[nn.Module]:
+    return [g for s in net.stages for g in (*s.skip_gates, *([s.moe_gate] if s.moe_gate is not None else []))]
+
+
+def _experts(net: CephalonNet) -> list[nn.Module]:
+    return [b for s in net.stages for b in (*s.skip_blocks, *s.experts)]
+
+
+# what `train --freeze` can hold still: the plain network (adapters, plain blocks, task heads),
+# the gates (skip gates and expert gates), the gated blocks and experts, the exit heads
+FREEZE_GROUPS: dict[str, Callable[[CephalonNet], list[nn.Module]]] = {
+    "backbone": _backbone, "gates": _gates, "experts": _experts,
+    "exits": lambda net: list(net.exits.values()),
+}
+
+
+def frozen_modules(net: CephalonNet, groups: tuple[str, ...]) -> list[nn.Module]:
+    return [m for g in groups for m in FREEZE_GROUPS[g](net)]
+
+
+def trainable(net: CephalonNet, groups: tuple[str, ...]) -> list[nn.Parameter]:
+    """The parameters left to train once ``groups`` are frozen."""
+    frozen = {id(p) for m in frozen_modules(net, groups) for p in m.parameters()}
+    return [p for p in net.parameters() if id(p) not in frozen]
 
 
 # called after each epoch with (epoch, mean loss); returning True stops training there
@@ -120,12 +153,29 @@ def train(net: CephalonNet, data: Dataset, spec: TrainSpec = TrainSpec(),
     torch.manual_seed(spec.seed)
     gen = torch.Generator().manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    frozen = frozen_modules(net, spec.freeze)
+    opt = torch.optim.AdamW(trainable(net, spec.freeze), lr=spec.lr, weight_decay=spec.weight_decay)
+    self_distill = "backbone" in spec.freeze and teacher is None
+    held = [p for m in frozen for p in m.parameters() if p.requires_grad]
+    for p in held:  # no gradient flows into frozen parts: backward stops at the first trained one
+        p.requires_grad_(False)
+    try:
+        return _epochs(net, data, spec, teacher, on_epoch, frozen, opt, self_distill, gen, rng)
+    finally:
+        for p in held:
+            p.requires_grad_(True)
+
+
+def _epochs(net: CephalonNet, data: Dataset, spec: TrainSpec, teacher: CephalonNet | None,
+            on_epoch: EpochCallback | None, frozen: list[nn.Module], opt: torch.optim.Optimizer,
+            self_distill: bool, gen: torch.Generator, rng: np.random.Generator) -> list[float]:
     steps = spec.epochs * max(1, int(np.ceil(len(data) / spec.batch_size)))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=max(1, steps))
     history = []
     for epoch in range(spec.epochs):
         net.train()
+        for m in frozen:  # frozen batch norms keep their statistics
+            m.eval()
         order = rng.permutation(len(data))
         total, count = 0.0, 0
         for start in range(0, len(order), spec.batch_size):
@@ -141,6 +191,8 @@ def train(net: CephalonNet, data: Dataset, spec: TrainSpec = TrainSpec(),
                 with torch.no_grad():
                     teacher_logits = teacher(inputs, present).exit_logits[-1]
             out = net(inputs, present)
+            if self_distill:  # the frozen final head is the teacher
+                teacher_logits = out.exit_logits[-1].detach()
             loss = multi_exit_loss(net, out, labels, targets, spec, teacher_logits)
             if spec.contrastive and present is not None:
                 held = {m: torch.from_numpy(data.has(m)[index]) for m in data.inputs}

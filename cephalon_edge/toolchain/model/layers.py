@@ -189,7 +189,7 @@ class Adapter(nn.Module):
             layers = [cls(cin, spec.channels, spec.patch, stride=spec.patch)]
         else:
             layers = [conv(dims, cin, spec.channels, spec.kernel, spec.stride),
-                      norm(dims, spec.channels), nn.ReLU()]
+                      norm(dims, spec.channels), activation(spec.activation)]
             if spec.pool:
                 layers.append((nn.MaxPool2d if dims == 2 else nn.MaxPool1d)(3, 2, 1))
         self.body = nn.Sequential(*layers)
@@ -247,17 +247,23 @@ class ExitHead(nn.Module):
 
 
 class TaskHead(nn.Module):
-    """A task head at the last exit: pool (mean or class token), LayerNorm after a
+    """A task head at the last exit: optionally a 1x1 conv + norm + activation widening to
+    ``hidden`` (MobileNet's last conv), pool (mean or class token), LayerNorm after a
     transformer stage, linear."""
 
-    def __init__(self, channels: int, outputs: int, pool: str = "mean", layer_norm: bool = False) -> None:
+    def __init__(self, channels: int, outputs: int, pool: str = "mean", layer_norm: bool = False,
+                 dims: int = 2, hidden: int = 0, act: str = "relu") -> None:
         super().__init__()
+        self.features: nn.Module = nn.Identity()
+        if hidden:
+            self.features = nn.Sequential(conv(dims, channels, hidden, 1), norm(dims, hidden), activation(act))
+            channels = hidden
         self.pool = Pool(pool)
         self.norm: nn.Module = nn.LayerNorm(channels, eps=LAYER_NORM_EPS) if layer_norm else nn.Identity()
         self.fc = nn.Linear(channels, outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(self.pool(x)))
+        return self.fc(self.norm(self.pool(self.features(x))))
 
 
 class SkipGate(nn.Module):

@@ -105,7 +105,8 @@ class CephalonNet(nn.Module):
              for k in spec.exit_stages})
         # keyed "task_<name>": a task may be called "class", which is no valid attribute name
         last_is_transformer = spec.stages[-1].block == "transformer"
-        self.heads = nn.ModuleDict({f"task_{t.name}": TaskHead(cin, t.outputs, spec.head_pool, last_is_transformer)
+        self.heads = nn.ModuleDict({f"task_{t.name}": TaskHead(cin, t.outputs, spec.head_pool, last_is_transformer,
+                                                               dims, spec.head_channels, spec.stages[-1].act)
                                     for t in spec.tasks})
 
     def head(self, task: str) -> nn.Module:
