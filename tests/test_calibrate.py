@@ -17,19 +17,25 @@ from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package, choos
 from cephalon_edge.tune.search import ExitTable, search
 
 
-def brute_force(table: ExitTable, max_drop: float):
-    """Independent reference: every per-exit threshold among the distinct scores, plain loops."""
+def brute_force(table: ExitTable, max_drop: float, z: float = 0.0):
+    """Independent reference: every per-exit threshold among the distinct scores, plain loops;
+    a combination qualifies when its drop plus ``z`` standard errors of the paired per-sample
+    difference (from the decisions lost and gained, plus one) is within ``max_drop``."""
     n, k = table.scores.shape[0], table.scores.shape[1] - 1
     options = [sorted(set(table.scores[:, j].tolist())) + [2.0] for j in range(k)]
     best = None
     for ts in itertools.product(*options):
         correct = cost = 0.0
+        lost = gained = early = 0
         for i in range(n):
             e = next((j for j in range(k) if table.scores[i, j] >= ts[j]), k)
             correct += table.correct[i, e]
             cost += table.cost_ms[i, e]
+            full, here = bool(table.correct[i, k]), bool(table.correct[i, e])
+            lost, gained, early = lost + (full and not here), gained + (here and not full), early + (e < k)
         acc, cost = correct / n, cost / n
-        if acc >= table.full_depth_accuracy - max_drop - 1e-9 and (best is None or (cost, -acc) < (best[0], -best[1])):
+        bound = (lost - gained) / n + z * ((lost + gained + 1) ** 0.5) / n if early else 0.0
+        if bound <= max_drop + 1e-9 and (best is None or (cost, -acc) < (best[0], -best[1])):
             best = (cost, acc, ts)
     return best
 
@@ -43,12 +49,16 @@ def synthetic(n: int, k: int, seed: int) -> ExitTable:
     return ExitTable([f"exit{j}" for j in range(k)] + ["final"], scores, correct, cost, cost * 1e6)
 
 
-@pytest.mark.parametrize("seed, k, max_drop", [(0, 1, 0.0), (1, 2, 0.02), (2, 2, 0.0), (3, 3, 0.05)])
-def test_search_finds_the_optimum(seed, k, max_drop):
+@pytest.mark.parametrize("seed, k, max_drop, confidence", [(0, 1, 0.0, 0.5), (1, 2, 0.02, 0.5), (2, 2, 0.0, 0.5),
+                                                            (3, 3, 0.05, 0.5), (1, 2, 0.05, 0.9), (3, 3, 0.1, 0.9),
+                                                            (4, 2, 0.08, 0.95)])
+def test_search_finds_the_optimum(seed, k, max_drop, confidence):
+    """0.5: the validation drop alone; above: the drop's upper confidence bound must fit."""
     table = synthetic(30 if k == 3 else 40, k, seed)
     result = search(table, never=2.0)
-    chosen = choose(result, table, CalibrateSpec(data="x", max_drop=max_drop))
-    cost, acc, _ = brute_force(table, max_drop)
+    spec = CalibrateSpec(data="x", max_drop=max_drop, confidence=confidence)
+    chosen = choose(result, table, spec)
+    cost, acc, _ = brute_force(table, max_drop, spec.z)
     assert result.cost_ms[chosen] == pytest.approx(cost, abs=1e-9)
     assert result.accuracy[chosen] == pytest.approx(acc, abs=1e-9)
 
@@ -63,7 +73,7 @@ def test_search_on_a_model_with_known_exits():
     cost = np.tile([1.0, 2.0, 5.0], (n, 1))
     table = ExitTable(["exit0", "exit1", "final"], scores, correct, cost, cost)
     result = search(table, never=2.0)
-    i = choose(result, table, CalibrateSpec(data="x", max_drop=0.0))
+    i = choose(result, table, CalibrateSpec(data="x", max_drop=0.0, confidence=0.5))
     thresholds = result.thresholds(i, ["exit0", "exit1"])
     assert thresholds["exit0"] == pytest.approx(s0[s0 >= 0.8].min())
     assert thresholds["exit1"] <= scores[:, 1].min()  # everyone else leaves at exit1
@@ -71,6 +81,12 @@ def test_search_on_a_model_with_known_exits():
     assert result.cost_ms[i] == pytest.approx((s0 >= 0.8).mean() * 1 + (s0 < 0.8).mean() * 2)
     budget = choose(result, table, CalibrateSpec(data="x", latency_budget_ms=1.0))
     assert result.cost_ms[budget] <= 1.0 and result.accuracy[budget] == pytest.approx((s0 >= 0.8).mean())
+    # 50 samples cannot promise a zero drop at 90%: even a combination that changes no decision
+    # carries z / 50, so nothing exits early
+    sure = choose(result, table, CalibrateSpec(data="x", max_drop=0.0, confidence=0.9))
+    assert result.flops[sure] == pytest.approx(5.0) and result.accuracy[sure] == 1.0
+    # 3 points at 90% do: the no-loss combination's bound is z * sqrt(1) / 50 = 2.6 points
+    assert choose(result, table, CalibrateSpec(data="x", max_drop=0.03)) == i
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +111,9 @@ def test_calibrate_command(package, tmp_path):
     report = json.loads(report_file.read_text())
     assert report["schema"] == "cephalon-edge/calibrate/1"
     assert report["val"]["accuracy"] == report["val"]["full_depth_accuracy"]  # --max-drop 0
+    # a zero drop cannot be promised at 90% from any sample count: nothing exits early, and it is said
+    assert report["val"]["confidence"] == 0.9 and report["val"]["accuracy_drop_bound"] == 0.0
+    assert report["val"]["exit_rates"]["final"] == 1.0 and "no sample exits early" in " ".join(res.stderr.split())
     for key in ("accuracy", "full_depth_accuracy", "accuracy_drop", "exit_rates", "flops_ratio", "mean_ms",
                 "static_mean_ms", "speedup"):
         assert key in report["test"], key
@@ -112,6 +131,24 @@ def test_calibrate_command(package, tmp_path):
     again = json.loads(again_file.read_text())
     assert again["thresholds"] == report["thresholds"]
     assert again["segment_latency"]["measured_now"] is False
+
+
+def test_calibrate_promises_the_drop_at_a_confidence(package, tmp_path):
+    """A higher confidence never lets more samples leave early; the bound is reported beside
+    the validation drop and is never below it."""
+    pkg, data = package
+    finals = []
+    for confidence in ("0.5", "0.99"):
+        out = tmp_path / f"cal-{confidence}.json"
+        res = run_cli("calibrate", str(pkg), "--data", str(data), "--max-drop", "0.05", "--confidence", confidence,
+                      "--json", str(out))
+        assert res.returncode == 0, res.stderr
+        val = json.loads(out.read_text())["val"]
+        assert val["confidence"] == float(confidence) and val["accuracy_drop_bound"] >= val["accuracy_drop"] - 1e-12
+        assert val["accuracy_drop_bound"] <= 0.05 + 1e-9
+        finals.append(val["exit_rates"]["final"])
+    assert finals[1] >= finals[0]
+    assert "at most" in res.stdout and "99% confidence" in " ".join(res.stdout.split())
 
 
 def test_calibrate_says_when_routing_does_not_pay(tmp_path):
@@ -148,10 +185,12 @@ def test_calibrate_rejects_bad_input(package, tmp_path):
     np.savez(bad, image=np.zeros((10, 1, 8, 8), np.float32), labels=np.zeros(10, np.int64))
     for args in (["--data", str(bad)], ["--data", "digits:val"], ["--data", str(bad), "--max-drop", "2"],
                  ["--data", str(bad), "--max-drop", "0.1", "--latency-budget-ms", "1"],
-                 ["--data", str(bad), "--score", "vibes"]):
+                 ["--data", str(bad), "--score", "vibes"], ["--data", str(bad), "--confidence", "1.5"]):
         res = run_cli("calibrate", str(pkg), *args)
         assert res.returncode == 2, (args, res.stderr)
         assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    res = run_cli("calibrate", str(pkg), "--data", str(package[1]), "--confidence", "1.5")
+    assert res.returncode == 2 and "--confidence is a probability in [0.5, 1)" in res.stderr
     assert (pkg / "manifest.json").read_bytes() == before
 
 

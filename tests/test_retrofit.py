@@ -109,6 +109,9 @@ def test_cli_spec_from_and_import_preset(tmp_path):
     assert report["initialised"] == ["exits.0", "exits.2"] and report["reference_max_abs_error"] <= 1e-5
     net, meta = checkpoint.load_with_metadata(tmp_path / "r18.cephalon")
     assert meta["provenance"]["preset"] == "torchvision:resnet18"
+    r = run_cli("inspect", str(tmp_path / "r18.cephalon"), "--json", str(tmp_path / "inspect.json"))
+    assert r.returncode == 0 and "exits can go after layer 1..3" in " ".join(r.stdout.split())
+    assert json.loads((tmp_path / "inspect.json").read_text())["preset"]["name"] == "torchvision:resnet18"
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert float((net(x, exits=False).exit_logits[-1] - reference(x)).abs().max()) <= 1e-5

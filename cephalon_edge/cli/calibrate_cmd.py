@@ -55,7 +55,9 @@ def render_calibrate(report: dict[str, Any]) -> None:
         console.print("[dim]* against the package at full depth: the static model takes every modality[/]")
     console.print(f"[bold]speedup {test['speedup']:.2f}x[/] at an accuracy drop of {100 * test['accuracy_drop']:.2f} points "
                   f"(FLOPs speedup {test['flops_speedup']:.2f}x; measured/FLOPs {test['speedup_vs_flops']:.2f}); "
-                  f"validation drop {100 * val['accuracy_drop']:.2f} points")
+                  f"validation drop {100 * val['accuracy_drop']:.2f} points"
+                  + (f", at most {100 * val['accuracy_drop_bound']:.2f} on unseen data at {val['confidence']:.0%} confidence"
+                     if "accuracy_drop_bound" in val and "confidence" in val else ""))
     if test.get("routing_pays") is False:
         console.print(f"[yellow]routing does not pay here: the plain static model ({test['static_mean_ms']:.3f} ms) is not "
                       f"slower than the routed package ({test['mean_ms']:.3f} ms); ship the static model, or calibrate "
@@ -99,6 +101,9 @@ def calibrate_cmd(
                                  "(default: one set of thresholds for every mix the data allows)."),
     restore: bool = typer.Option(False, "--restore", help="Put back the exit policy from before the last calibration "
                                  "(the manifest keeps the last 5)."),
+    confidence: float = typer.Option(0.9, "--confidence", help="Accuracy mode: how sure the --max-drop is to hold on "
+                                     "unseen data like the validation data (an upper confidence bound on the drop; "
+                                     "0.5: the validation drop alone)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the Pareto curve as a PNG."),
 ) -> None:
@@ -125,7 +130,7 @@ def calibrate_cmd(
         raise UsageError("calibrate needs --data (validation data)", hint="or --restore to put back the previous thresholds")
     spec = CalibrateSpec(data=data, max_drop=max_drop, latency_budget_ms=latency_budget_ms, flops_budget=flops_budget,
                          score=score, test_data=test_data, label_map=label_map, profile=profile, threads=threads,
-                         remeasure=remeasure, modality=modality)
+                         remeasure=remeasure, modality=modality, confidence=confidence)
     validate_spec(spec)
     from cephalon_edge.device.variants import is_variants_package
 

@@ -56,6 +56,9 @@ def render_inspect(report: dict[str, Any]) -> None:
     if fused:
         console.print(f"exported fused: {len(fused)} chains run as one segment each "
                       f"({escape(', '.join(f['name'] for f in fused))}); --no-fuse keeps one per part")
+    if report.get("preset"):
+        console.print(f"imported from {escape(report['preset']['name'])}: exits can go "
+                      f"{escape(report['preset']['exits_can_go'])} (`spec from --exits-after`)")
     acc = report.get("provenance", {}).get("metrics", {}).get("test", {}).get("exit_accuracy", {})
     table = Table(title="exit paths (gated blocks counted as run)")
     for col in ("exit", "cumulative FLOPs", "cumulative MACs", "params", "test accuracy"):

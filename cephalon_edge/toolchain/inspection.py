@@ -38,6 +38,16 @@ def inspect_checkpoint(path: Path) -> dict[str, Any]:
         "fused_segments": [{"name": s.name, "parts": [p.name for p in s.parts]} for s in segset if len(s.parts) > 1],
         "program": segset.program.to_json(),
         "provenance": meta.get("provenance", {}),
+        "preset": _preset(meta.get("provenance", {})),
         "quantization": meta.get("quantization"),
         "spec": spec.to_dict(),
     }
+
+
+def _preset(provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The library model an import came from, and where its spec can take exits."""
+    from cephalon_edge.toolchain.presets import PRESETS
+
+    name = provenance.get("preset") or provenance.get("started_from", {}).get("preset")
+    preset = PRESETS.get(name) if isinstance(name, str) else None
+    return {"name": name, "exits_can_go": preset.exit_help()} if preset else None

@@ -17,9 +17,11 @@ held-out report is given per mix.
 
 from __future__ import annotations
 
+import math
 import platform
 import warnings
 from dataclasses import dataclass
+from statistics import NormalDist
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +38,7 @@ from cephalon_edge.device.scores import SCORES, exit_scores, never_exit
 from cephalon_edge.device.usage import routing_usage
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.errors import CalibrationRefused, DataError, Note, UsageError
-from cephalon_edge.tune.search import ExitTable, SearchResult, search, stack_tables
+from cephalon_edge.tune.search import ExitTable, SearchResult, drop_bound, search, stack_tables
 from cephalon_edge.tune.timing import alternating_blocks, median_segment_ms, router_call_overhead_ms
 
 HISTORY = 5  # earlier exit policies kept in the manifest's calibration_history
@@ -57,6 +59,14 @@ class CalibrateSpec:
     rounds: int = 3  # timed passes over the test split
     remeasure: bool = False  # ignore segment latencies cached in the manifest for this host
     modality: str | None = None  # calibrate for this mix only (default: every mix the data allows)
+    # accuracy mode: the --max-drop holds at this one-sided confidence on unseen data of the
+    # validation split's kind (an upper confidence bound of the paired drop); 0.5: the
+    # validation point estimate alone
+    confidence: float = 0.9
+
+    @property
+    def z(self) -> float:
+        return NormalDist().inv_cdf(self.confidence)
 
     @property
     def allowed_drop(self) -> float | None:
@@ -87,6 +97,9 @@ def validate_spec(spec: CalibrateSpec) -> None:
         raise UsageError(f"--flops-budget must be positive, got {spec.flops_budget}")
     if spec.score not in SCORES:
         raise UsageError(f"unknown score {spec.score!r}", hint=f"scores: {', '.join(SCORES)}")
+    if not 0.5 <= spec.confidence < 1:
+        raise UsageError(f"--confidence is a probability in [0.5, 1) (0.9: the drop holds 9 times in 10), "
+                         f"got {spec.confidence}")
     if spec.latency_runs < 1 or spec.rounds < 1:
         raise UsageError("--runs must be at least 1")
 
@@ -122,9 +135,9 @@ def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
     acc, cost, flops = result.accuracy, result.cost_ms, result.flops
     if spec.mode == "accuracy":
         drop = spec.allowed_drop
-        ok = acc >= table.full_depth_accuracy - drop - 1e-9
+        ok = bounds(result, table, spec.z) <= drop + 1e-9
         if result.mix_accuracy is not None:  # the drop holds for every modality mix on its own
-            ok &= (result.mix_accuracy >= result.mix_full_depth[:, None] - drop - 1e-9).all(0)
+            ok &= (mix_bounds(result, table, spec.z) <= drop + 1e-9).all(0)
         key = np.lexsort((flops, -acc, cost))  # cheapest, then most accurate
     else:
         if spec.mode == "latency":
@@ -140,6 +153,27 @@ def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
                              hint="raise the budget (every sample must at least reach the first exit)")
         key = np.lexsort((cost, -acc))  # most accurate, then cheapest
     return int(next(i for i in key if ok[i]))
+
+
+def bounds(result: SearchResult, table: ExitTable, z: float) -> np.ndarray:
+    """Each combination's upper confidence bound on the drop (``search.drop_bound``)."""
+    early = result.flops < table.full_depth_flops * (1 - 1e-9)
+    return drop_bound(result.accuracy, result.both, table.full_depth_accuracy, result.samples, z, early)
+
+
+def mix_bounds(result: SearchResult, table: ExitTable, z: float) -> np.ndarray:
+    """(mixes, M): the bound on each modality mix's own drop."""
+    early = result.flops < table.full_depth_flops * (1 - 1e-9)
+    assert result.mix_accuracy is not None and result.mix_both is not None
+    return np.stack([drop_bound(a, b, f, int(n), z, early) for a, b, f, n in
+                     zip(result.mix_accuracy, result.mix_both, result.mix_full_depth, result.mix_samples)])
+
+
+def smallest_promising_split(allowed: float, z: float) -> int | None:
+    """Validation samples below which no early exit can be promised to hold ``allowed`` (a
+    combination that changes no decision still carries ``z / samples``); None: no number of
+    samples can promise a zero drop."""
+    return math.ceil(z / allowed) if allowed > 0 else None
 
 
 # ---- measuring on the held-out split ---------------------------------------------------------
@@ -313,11 +347,22 @@ def choose_thresholds(router: Router, spec: CalibrateSpec, splits: Splits, costs
     never = _never(spec.score, router)
     result = search(table, never)
     if len(tables) > 1:
-        result.mix_accuracy = np.stack([search(t, never, result.candidates).accuracy for t in tables])
+        per_mix = [search(t, never, result.candidates) for t in tables]
+        result.mix_accuracy = np.stack([r.accuracy for r in per_mix])
+        result.mix_both = np.stack([r.both for r in per_mix])
         result.mix_full_depth = np.asarray([t.full_depth_accuracy for t in tables])
+        result.mix_samples = np.asarray([len(t.correct) for t in tables])
     chosen = choose(result, table, spec)
     thresholds = result.thresholds(chosen, router.exit_names[:-1])
-    refuse_worse_than_allowed(_val_point(result, chosen, table, thresholds, splits.val.name), spec)
+    refuse_worse_than_allowed(_val_point(result, chosen, table, thresholds, splits.val.name, spec.z), spec)
+    smallest = min(len(t.correct) for t in tables)
+    if spec.mode == "accuracy" and spec.z > 0:
+        need = smallest_promising_split(spec.allowed_drop, spec.z)
+        if need is None or smallest < need:
+            warnings.warn(f"{splits.val.name}: {smallest} validation samples cannot promise a drop of at most "
+                          f"{100 * spec.allowed_drop:.2f} points at {spec.confidence:.0%} confidence, so no sample exits "
+                          "early; " + (f"calibrate on at least {need} samples, or " if need else "")
+                          + "raise --max-drop or lower --confidence (0.5: the validation drop alone)", Note, stacklevel=2)
     return Choice(result, table, chosen, thresholds)
 
 
@@ -325,7 +370,8 @@ def _report(package: Path, spec: CalibrateSpec, threads: int | None, splits: Spl
             choice: Choice, by_mix: dict[str, dict[str, Any]], early: list[str], multi_modal: bool) -> dict[str, Any]:
     test_report = {**by_mix[mix_name(splits.test_mixes[-1])], "modality_mixes": by_mix if multi_modal else None}
     result, table, chosen = choice.result, choice.table, choice.index
-    val_report = _val_point(result, chosen, table, choice.thresholds, splits.val.name)
+    val_report = _val_point(result, chosen, table, choice.thresholds, splits.val.name, spec.z)
+    val_report["confidence"] = spec.confidence
     val_report["modality_mixes"] = [mix_name(m) for m in splits.mixes]
     report = {
         "schema": "cephalon-edge/calibrate/1", "package": str(package), "score": spec.score,
@@ -428,12 +474,14 @@ def restore_previous(package: Path) -> dict[str, Any]:
 
 
 def _val_point(result: SearchResult, i: int, table: ExitTable, thresholds: dict[str, float],
-               name: str) -> dict[str, Any]:
+               name: str, z: float) -> dict[str, Any]:
     full_flops = float(table.flops[:, -1].mean())
     exits = exit_rates(table.exit_names, first_exit(table.scores, list(thresholds.values())))
     return {"dataset": name, "samples": int(table.correct.shape[0]), "accuracy": float(result.accuracy[i]),
             "full_depth_accuracy": table.full_depth_accuracy,
             "accuracy_drop": table.full_depth_accuracy - float(result.accuracy[i]),
+            # the drop unseen data of this kind stays under, at the report's confidence
+            "accuracy_drop_bound": float(bounds(result, table, z)[i]),
             "expected_ms": float(result.cost_ms[i]), "full_depth_ms": float(table.cost_ms[:, -1].mean()),
             "expected_flops": float(result.flops[i]), "flops_ratio": float(result.flops[i]) / full_flops,
             "exit_rates": exits}

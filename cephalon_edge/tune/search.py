@@ -27,6 +27,10 @@ class ExitTable:
     def full_depth_accuracy(self) -> float:
         return float(self.correct[:, -1].mean())
 
+    @property
+    def full_depth_flops(self) -> float:
+        return float(self.flops[:, -1].mean())
+
 
 def stack_tables(tables: list[ExitTable]) -> ExitTable:
     """One table of several modality mixes: each sample counts once per mix."""
@@ -41,12 +45,18 @@ class SearchResult:
     accuracy: np.ndarray  # (M,)
     cost_ms: np.ndarray  # (M,) mean per sample
     flops: np.ndarray  # (M,) mean per sample
+    # (M,) fraction right both where each sample leaves and at full depth: with ``accuracy``
+    # and the full-depth accuracy it gives the decisions lost and gained (the drop's bound)
+    both: np.ndarray
+    samples: int
     seconds: float = 0.0
     pareto: list[int] = field(default_factory=list)
     # multi-modal: (mixes, M) accuracy of every combination on each mix alone, and each
     # mix's full-depth accuracy
     mix_accuracy: np.ndarray | None = None
     mix_full_depth: np.ndarray | None = None
+    mix_both: np.ndarray | None = None
+    mix_samples: np.ndarray | None = None
 
     def thresholds(self, i: int, names: list[str]) -> dict[str, float]:
         return {name: float(self.candidates[k][self.index[i, k]]) for k, name in enumerate(names)}
@@ -65,10 +75,11 @@ def search(table: ExitTable, never: float, candidates: list[np.ndarray] | None =
     started = time.perf_counter()
     n, k_total = table.correct.shape
     k = k_total - 1
-    values = np.stack([table.correct, table.cost_ms, table.flops], -1).astype(np.float64)  # (N, K+1, 3)
+    both = table.correct & table.correct[:, -1:]
+    values = np.stack([table.correct, table.cost_ms, table.flops, both], -1).astype(np.float64)  # (N, K+1, 4)
     if k == 0:
         totals = values[:, 0].sum(0)[None] / n
-        return SearchResult([], np.zeros((1, 0), int), totals[:, 0], totals[:, 1], totals[:, 2],
+        return SearchResult([], np.zeros((1, 0), int), totals[:, 0], totals[:, 1], totals[:, 2], totals[:, 3], n,
                             time.perf_counter() - started, [0])
     limit = max(2, int(MAX_COMBINATIONS ** (1 / k)))
     cands = candidates or [_candidates(table.scores[:, j], limit, never) for j in range(k)]
@@ -77,7 +88,7 @@ def search(table: ExitTable, never: float, candidates: list[np.ndarray] | None =
     last = k - 1
     for prefix in itertools.product(*[range(len(c)) for c in cands[:last]]):
         remaining = np.ones(n, bool)
-        acc = np.zeros(3)
+        acc = np.zeros(4)
         for j, ci in enumerate(prefix):
             leave = masks[j][ci] & remaining
             acc += values[leave, j].sum(0)
@@ -90,10 +101,23 @@ def search(table: ExitTable, never: float, candidates: list[np.ndarray] | None =
                                      np.arange(len(cands[last]))]))
     index = np.concatenate(rows).astype(int)
     totals_arr = np.concatenate(totals) / n
-    result = SearchResult(cands, index, totals_arr[:, 0], totals_arr[:, 1], totals_arr[:, 2],
+    result = SearchResult(cands, index, totals_arr[:, 0], totals_arr[:, 1], totals_arr[:, 2], totals_arr[:, 3], n,
                           time.perf_counter() - started)
     result.pareto = pareto_front(result.accuracy, result.cost_ms)
     return result
+
+
+def drop_bound(accuracy: np.ndarray, both: np.ndarray, full_depth: float, samples: int, z: float,
+               exits_early: np.ndarray) -> np.ndarray:
+    """An upper confidence bound on each combination's accuracy drop on unseen data of the
+    same kind: the paired drop (full-depth accuracy minus routed) plus ``z`` standard errors
+    of the per-sample difference, estimated from the decisions that changed (lost + gained,
+    plus one, so that a combination that changed none on validation is not promised a drop
+    of exactly zero). A combination that exits nothing early is the full-depth model: 0."""
+    drop = full_depth - accuracy
+    changed = (full_depth - both) + (accuracy - both)  # fraction of samples lost or gained
+    bound = drop + z * np.sqrt(changed * samples + 1) / samples
+    return np.where(exits_early, bound, 0.0)
 
 
 def pareto_front(accuracy: np.ndarray, cost: np.ndarray) -> list[int]:
