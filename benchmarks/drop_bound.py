@@ -30,7 +30,7 @@ def tables(package: Path, dataset: str | None):
     from cephalon_edge.tune.calibrate import collect
 
     manifest = Manifest.open(package, verify=False)
-    name = dataset or manifest.data.get("dataset") or manifest.data.get("provenance", {}).get("dataset")
+    name = dataset or manifest.source_dataset
     contract = Contract.from_manifest(manifest)
     with Router.open(package) as router:
         costs = {s: 1.0 for s in router.manifest.segments}

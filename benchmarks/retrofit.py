@@ -114,8 +114,16 @@ def main() -> None:
     workdir = workdir_of(args.workdir, "cephalon-retrofit-")
     targets = args.targets.split(",")
     weights = workdir / "resnet18.pth"
-    model = train_plain(args.epochs)
-    torch.save(model.state_dict(), weights)
+    if weights.exists():  # the user's trained model from an earlier run in this --workdir
+        from cephalon_edge.toolchain.presets import get, preset_spec
+        from cephalon_edge.toolchain.presets.libraries import reference_model
+
+        model = reference_model(get(PRESET), preset_spec(get(PRESET), [], SHAPE, 10))
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        print(f"reusing the plain resnet18 in {weights}")
+    else:
+        model = train_plain(args.epochs)
+        torch.save(model.state_dict(), weights)
     spec, imported, exits = workdir / "resnet18.json", workdir / "resnet18.cephalon", workdir / "resnet18-exits.cephalon"
     cli("spec", "from", PRESET, "--exits-after", args.exits_after, "--classes", "10", "--input", "x".join(map(str, SHAPE)),
         "--exit-channels", str(args.exit_channels), "-o", str(spec), "--force")

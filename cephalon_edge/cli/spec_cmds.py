@@ -15,8 +15,13 @@ app = typer.Typer(help="Architecture specs.", no_args_is_help=True)
 
 
 def _exit_points_help() -> str:
-    from cephalon_edge.toolchain.presets import PRESETS
+    """Each preset's exit boundaries, from the registry (the build half; without it, a pointer)."""
+    from cephalon_edge.extras import MissingExtra
 
+    try:
+        from cephalon_edge.toolchain.presets import PRESETS
+    except (ImportError, MissingExtra):
+        return "boundary numbers (`spec presets` lists each model's)"
     return "; ".join(f"{name}: {p.exit_help()}" for name, p in PRESETS.items())
 
 
