@@ -429,12 +429,14 @@ def test_one_threshold_set_keeps_the_drop_for_every_mix():
 
     strong, weak = table(0.995), table(0.9)
     pooled = stack_tables([strong, weak])
-    spec = CalibrateSpec(data="x", max_drop=0.03)
+    spec = CalibrateSpec(data="x", max_drop=0.03, confidence=0.5)  # the validation drops alone
     alone = search(pooled, 1.01)  # pooled accuracy only
     loose = alone.accuracy[choose(alone, pooled, spec)]
     result = search(pooled, 1.01)  # and every mix on its own
-    result.mix_accuracy = np.stack([search(t, 1.01, result.candidates).accuracy for t in (strong, weak)])
-    result.mix_full_depth = np.asarray([1.0, 1.0])
+    per_mix = [search(t, 1.01, result.candidates) for t in (strong, weak)]
+    result.mix_accuracy = np.stack([r.accuracy for r in per_mix])
+    result.mix_both = np.stack([r.both for r in per_mix])
+    result.mix_full_depth, result.mix_samples = np.asarray([1.0, 1.0]), np.asarray([n, n])
     i = choose(result, pooled, spec)
     assert (result.mix_accuracy[:, i] >= 1.0 - 0.03 - 1e-9).all()
     # pooling alone would have accepted a point that breaks the weak mix's budget

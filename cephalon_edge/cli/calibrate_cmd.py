@@ -101,7 +101,7 @@ def calibrate_cmd(
                                  "(default: one set of thresholds for every mix the data allows)."),
     restore: bool = typer.Option(False, "--restore", help="Put back the exit policy from before the last calibration "
                                  "(the manifest keeps the last 5)."),
-    confidence: float = typer.Option(0.9, "--confidence", help="Accuracy mode: how sure the --max-drop is to hold on "
+    confidence: float = typer.Option(0.99, "--confidence", help="Accuracy mode: how sure the --max-drop is to hold on "
                                      "unseen data like the validation data (an upper confidence bound on the drop; "
                                      "0.5: the validation drop alone)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),

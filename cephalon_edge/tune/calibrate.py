@@ -98,7 +98,7 @@ def validate_spec(spec: CalibrateSpec) -> None:
     if spec.score not in SCORES:
         raise UsageError(f"unknown score {spec.score!r}", hint=f"scores: {', '.join(SCORES)}")
     if not 0.5 <= spec.confidence < 1:
-        raise UsageError(f"--confidence is a probability in [0.5, 1) (0.9: the drop holds 9 times in 10), "
+        raise UsageError(f"--confidence is a probability in [0.5, 1) (0.99: the drop holds 99 times in 100), "
                          f"got {spec.confidence}")
     if spec.latency_runs < 1 or spec.rounds < 1:
         raise UsageError("--runs must be at least 1")
