@@ -185,6 +185,8 @@ class ModelSpec:
     # task heads first widen the last stage with a 1x1 conv + norm + the last stage's
     # activation to this many channels (MobileNet's last conv); 0 = none
     head_channels: int = 0
+    head_hidden: int = 0  # a hidden linear layer (+ the last stage's activation) before each classifier (MobileNetV3's)
+    norm_eps: float = 1e-5  # every batch norm's epsilon (torchvision's MobileNetV3 uses 1e-3)
     version: int = SPEC_VERSION
 
     # ---- derived names -------------------------------------------------------------
@@ -425,7 +427,9 @@ def validate(spec: ModelSpec) -> None:
              'a class token is a token: it needs "backbone": "tokens"')
     _require(spec.head_pool != "cls" or spec.class_token, "spec.head_pool",
              '"cls" reads the class token: set "class_token": true')
-    for attr in ("exit_channels", "head_channels"):
+    _require(isinstance(spec.norm_eps, (int, float)) and not isinstance(spec.norm_eps, bool)
+             and 0 < spec.norm_eps <= 0.1, "spec.norm_eps", f"must be a small positive number, got {spec.norm_eps!r}")
+    for attr in ("exit_channels", "head_channels", "head_hidden"):
         _count(getattr(spec, attr), f"spec.{attr}")
         _at_most(getattr(spec, attr), MAX_WIDTH, f"spec.{attr}")
     _require(not spec.head_channels or spec.backbone == "native", "spec.head_channels",
@@ -498,6 +502,9 @@ def estimated_params(spec: ModelSpec) -> int:
     if spec.head_channels:
         params += len(spec.tasks) * (width + 2) * spec.head_channels
         width = spec.head_channels
+    if spec.head_hidden:
+        params += len(spec.tasks) * (width + 1) * spec.head_hidden
+        width = spec.head_hidden
     params += sum((width + 1) * t.outputs for t in spec.tasks)
     return int(params)
 

@@ -77,8 +77,9 @@ def _ignored(net: CephalonNet) -> list[nn.Module]:
     for m in net.modules():
         if isinstance(m, (TaskHead, SkipGate, ExpertGate)):
             ignored.append(m.fc)
-            if isinstance(m, TaskHead):  # a widening head conv keeps its width (it feeds the classifier)
-                ignored.extend(x for x in m.features.modules() if isinstance(x, (nn.Conv1d, nn.Conv2d)))
+            if isinstance(m, TaskHead):  # a widening head conv and a hidden layer keep their widths
+                ignored.extend(x for x in [*m.features.modules(), *m.hidden.modules()]
+                               if isinstance(x, (nn.Conv1d, nn.Conv2d, nn.Linear)))
         elif isinstance(m, ExitHead):
             ignored.append(m.fc)
             ignored.extend(x for x in m.features.modules() if isinstance(x, (nn.Conv1d, nn.Conv2d)))

@@ -248,22 +248,27 @@ class ExitHead(nn.Module):
 
 class TaskHead(nn.Module):
     """A task head at the last exit: optionally a 1x1 conv + norm + activation widening to
-    ``hidden`` (MobileNet's last conv), pool (mean or class token), LayerNorm after a
-    transformer stage, linear."""
+    ``widen`` channels (MobileNet's last conv), pool (mean or class token), LayerNorm after a
+    transformer stage, optionally a hidden linear layer + activation (MobileNetV3's
+    classifier), linear."""
 
     def __init__(self, channels: int, outputs: int, pool: str = "mean", layer_norm: bool = False,
-                 dims: int = 2, hidden: int = 0, act: str = "relu") -> None:
+                 dims: int = 2, widen: int = 0, hidden: int = 0, act: str = "relu") -> None:
         super().__init__()
         self.features: nn.Module = nn.Identity()
-        if hidden:
-            self.features = nn.Sequential(conv(dims, channels, hidden, 1), norm(dims, hidden), activation(act))
-            channels = hidden
+        if widen:
+            self.features = nn.Sequential(conv(dims, channels, widen, 1), norm(dims, widen), activation(act))
+            channels = widen
         self.pool = Pool(pool)
         self.norm: nn.Module = nn.LayerNorm(channels, eps=LAYER_NORM_EPS) if layer_norm else nn.Identity()
+        self.hidden: nn.Module = nn.Identity()
+        if hidden:
+            self.hidden = nn.Sequential(nn.Linear(channels, hidden), activation(act))
+            channels = hidden
         self.fc = nn.Linear(channels, outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(self.pool(self.features(x))))
+        return self.fc(self.hidden(self.norm(self.pool(self.features(x)))))
 
 
 class SkipGate(nn.Module):

@@ -106,8 +106,12 @@ class CephalonNet(nn.Module):
         # keyed "task_<name>": a task may be called "class", which is no valid attribute name
         last_is_transformer = spec.stages[-1].block == "transformer"
         self.heads = nn.ModuleDict({f"task_{t.name}": TaskHead(cin, t.outputs, spec.head_pool, last_is_transformer,
-                                                               dims, spec.head_channels, spec.stages[-1].act)
+                                                               dims, spec.head_channels, spec.head_hidden,
+                                                               spec.stages[-1].act)
                                     for t in spec.tasks})
+        for m in self.modules():  # one epsilon for every batch norm (the spec's)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eps = spec.norm_eps
 
     def head(self, task: str) -> nn.Module:
         return self.heads[f"task_{task}"]
