@@ -2,7 +2,9 @@
 split at ``--max-drop`` for several confidences (0.5: the validation drop alone, as before
 the bound), then applied to the test split, which calibration never sees; the test drop and
 the FLOPs speedup are printed per confidence. Packages are scored once (every exit evaluated)
-and the search is re-run per confidence: no timing, so the figures are exact and quick.
+and the search is re-run per confidence, minimising the segment latencies calibrate cached
+in the package (as calibrate does; 1 per segment when none are cached): nothing is timed, so
+the figures are exact and quick.
 
     .venv/bin/python benchmarks/drop_bound.py PKG[:DATASET] ... [--max-drop 0.01]
         [--confidences 0.5,0.8,0.9,0.95,0.99]
@@ -33,7 +35,9 @@ def tables(package: Path, dataset: str | None):
     name = dataset or manifest.source_dataset
     contract = Contract.from_manifest(manifest)
     with Router.open(package) as router:
-        costs = {s: 1.0 for s in router.manifest.segments}
+        # calibrate's own objective: the segment latencies it cached in the package (1 each if none)
+        cached = manifest.segment_latency.get("segment_ms") or {}
+        costs = {s: float(cached.get(s, 1.0)) for s in router.manifest.segments}
         out = [collect(router, load_dataset(f"{name}:{split}", contract), "max_softmax", costs) for split in ("val", "test")]
         return out[0], out[1], router.exit_names
 

@@ -3,7 +3,6 @@ function, the library's weights imported by preset, exits trained with the backb
 and the exported package at full depth reproducing the library model."""
 
 import json
-import math
 import shutil
 
 import numpy as np
@@ -17,37 +16,17 @@ from cephalon_edge.toolchain import checkpoint, presets
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.toolchain.model import CephalonNet
-from cephalon_edge.toolchain.presets.libraries import reference_model
-from cephalon_edge.toolchain.state_import import reconcile
+from cephalon_edge.toolchain.presets.libraries import randomise, reference_model
+from cephalon_edge.toolchain.state_import import from_library
 
 SMALL_INPUT = {"torchvision": (3, 64, 64), "timm": (3, 32, 32)}  # the same functions, cheap to run
 
 
-def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every floating tensor random (weights at 1/sqrt(fan-in), norm scales near 1, variances
-    positive), so a wrong map cannot hide behind an initialisation that zeroes a path."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            noise = torch.randn(t.shape, generator=gen)
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            elif t.dim() >= 2:
-                t.copy_(noise / math.sqrt(t[0].numel()))
-            else:  # norm scales, biases, running means
-                t.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
-    return model.eval()
-
-
 def retrofitted(preset: presets.Preset, spec) -> tuple[CephalonNet, torch.nn.Module]:
-    reference = randomised(reference_model(preset, spec))
-    net = CephalonNet(spec)
-    state = presets.convert_state(preset, spec, reference.state_dict())
-    state.update({n: t for n, t in net.state_dict().items() if n.startswith("exits.")})
-    net.load_state_dict(reconcile(net, state, preset.name), strict=True)
-    return net.eval(), reference
+    reference = randomise(reference_model(preset, spec))
+    net, initialised = from_library(preset, spec, reference.state_dict(), preset.name)
+    assert initialised == [f"exits.{k}" for k in spec.exit_stages]
+    return net, reference
 
 
 @pytest.mark.parametrize("name", list(presets.PRESETS))
@@ -87,7 +66,7 @@ def _save_library_weights(tmp_path, preset_name, spec_path, wrap=True):
     spec = json.loads(spec_path.read_text())
     from cephalon_edge.toolchain.spec import ModelSpec
 
-    reference = randomised(reference_model(preset, ModelSpec.from_dict(spec)))
+    reference = randomise(reference_model(preset, ModelSpec.from_dict(spec)))
     state = reference.state_dict()
     path = tmp_path / f"{preset.model}.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}} if wrap else state, path)

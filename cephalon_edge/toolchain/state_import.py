@@ -166,24 +166,33 @@ def import_state_dict(state_path: Path, spec_path: Path, rules: Sequence[PrefixR
     the import did (``preset``: the library's names are mapped block by block, exit heads the
     library lacks are initialised, and the result is compared with the library's own model)."""
     spec = load_spec(spec_path)
-    model = CephalonNet(spec)
-    expected = model.state_dict()
-    state = rename(read_state_dict(state_path), rules, expected)
-    info: dict[str, Any] = {}
     if preset is not None:
         from cephalon_edge.toolchain import presets
 
         chosen = presets.get(preset)
-        library_state = state
-        state = presets.convert_state(chosen, spec, state)
-        new = [n for n in expected if n.startswith("exits.") and n not in state]
-        state.update({n: expected[n] for n in new})
-        info = {"preset": preset, "initialised": sorted({".".join(n.split(".")[:2]) for n in new})}
+        state = rename(read_state_dict(state_path), rules, CephalonNet(spec).state_dict())
+        model, initialised = from_library(chosen, spec, state, str(state_path))
+        return model, {"preset": preset, "initialised": initialised,
+                       "reference_max_abs_error": _compare_with_library(chosen, model, state, str(state_path))}
+    model = CephalonNet(spec)
+    state = rename(read_state_dict(state_path), rules, model.state_dict())
     model.load_state_dict(reconcile(model, state, str(state_path)), strict=True)
-    model.eval()
-    if preset is not None:
-        info["reference_max_abs_error"] = _compare_with_library(chosen, model, library_state, str(state_path))
-    return model, info
+    return model.eval(), {}
+
+
+def from_library(preset: Any, spec: ModelSpec, state: Mapping[str, torch.Tensor],
+                 source: str) -> tuple[CephalonNet, list[str]]:
+    """A model of ``spec`` holding a library model's ``state`` (``preset``'s names), and the
+    exit heads it initialised because the library model has none."""
+    from cephalon_edge.toolchain.presets import convert_state
+
+    model = CephalonNet(spec)
+    expected = model.state_dict()
+    ours = convert_state(preset, spec, state)
+    new = [n for n in expected if n.startswith("exits.") and n not in ours]
+    ours.update({n: expected[n] for n in new})
+    model.load_state_dict(reconcile(model, ours, source), strict=True)
+    return model.eval(), [f"exits.{k}" for k in spec.exit_stages if any(n.startswith(f"exits.{k}.") for n in new)]
 
 
 def _compare_with_library(preset: Any, model: CephalonNet, library_state: Mapping[str, torch.Tensor],

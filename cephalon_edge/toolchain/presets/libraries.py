@@ -5,6 +5,7 @@ nothing downloaded), and the check that a Cephalon model at full depth is the sa
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterator
 
 import torch
@@ -72,6 +73,26 @@ def reference_model(preset: Preset, spec: ModelSpec) -> nn.Module:
                 model.conv1 = wider
             else:
                 model.features[0][0] = wider
+    return model.eval()
+
+
+@torch.no_grad()
+def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Every floating tensor of ``model`` random — weights at 1/sqrt(fan-in), norm scales near
+    1, biases and means near 0, variances in [0.5, 1.5] — so that a comparison sees every
+    tensor (the libraries' own initialisations leave paths at zero: a fresh MobileNetV2's
+    logits are ~1e-10)."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point():
+            continue
+        noise = torch.randn(t.shape, generator=gen)
+        if name.endswith("running_var"):
+            t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+        elif t.dim() >= 2:
+            t.copy_(noise / math.sqrt(t[0].numel()))
+        else:  # norm scales, biases, running means
+            t.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
     return model.eval()
 
 
