@@ -11,9 +11,10 @@ from rich.markup import escape
 from cephalon_edge.cli.options import label_map_option
 from cephalon_edge.cli.render import console, fmt_count, progress, write_report
 
+
 def train_cmd(
-    spec: Path = typer.Argument(..., help="The architecture spec (JSON; `spec init --like NAME` or `spec from LIB:MODEL` "
-                                "writes one), or a .cephalon checkpoint to train on from its weights."),
+    source: Path = typer.Argument(..., metavar="SPEC.json|CHECKPOINT", help="The architecture spec (JSON; `spec init --like "
+                                  "NAME` or `spec from LIB:MODEL` writes one), or a .cephalon checkpoint to train on from its weights."),
     data: str = typer.Option(..., "--data", help="Training data: a built-in name (digits, mnist1d, multimodal, mnist), "
                              "a .npz or an image folder (split 60/20/20 train/val/test by a fixed seed)."),
     output: Path = typer.Option(..., "-o", "--output", help="The .cephalon checkpoint to write (the best epoch)."),
@@ -32,8 +33,7 @@ def train_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report (per-epoch history) as JSON."),
 ) -> None:
     """Train a Cephalon model (exits, gates, experts, adapters) from a spec on your data."""
-    from cephalon_edge.toolchain.checkpoint import save
-    from cephalon_edge.toolchain.checkpoint import load_with_metadata
+    from cephalon_edge.toolchain.checkpoint import load_with_metadata, save
     from cephalon_edge.toolchain.fit import FitSpec, parse_freeze, train_from_spec, validate
     from cephalon_edge.toolchain.state_import import load_spec
     from cephalon_edge.toolchain.train import TrainSpec
@@ -45,15 +45,15 @@ def train_cmd(
     validate(fit_spec)
     if output.exists() and not force:
         raise UsageError(f"{output} exists", hint="pass --force to overwrite it, or write elsewhere with -o")
-    start, earlier = load_with_metadata(spec) if spec.suffix.lower() != ".json" else (None, {})
-    model = start.spec if start is not None else load_spec(spec)
+    start, earlier = load_with_metadata(source) if source.suffix.lower() != ".json" else (None, {})
+    model = start.spec if start is not None else load_spec(source)
     with progress(f"training {model.name}", epochs) as advance:
         def on_epoch(e: dict[str, Any]) -> None:
             acc = " ".join(f"{k} {100 * v:.1f}" for k, v in e["val_exit_accuracy"].items())
             advance(f"training {model.name}: loss {e['loss']:.3f}, val {acc}")
         net, provenance = train_from_spec(model, fit_spec, on_epoch, start)
     if start is not None:  # where the weights came from: an import keeps its preset and source
-        provenance["started_from"] = {"checkpoint": str(spec), **{k: earlier["provenance"][k] for k in
+        provenance["started_from"] = {"checkpoint": str(source), **{k: earlier["provenance"][k] for k in
                                       ("creator", "source", "preset") if k in earlier.get("provenance", {})}}
     save(net, output, provenance)
     render_training(provenance)
@@ -61,7 +61,7 @@ def train_cmd(
         console.print(f"trained {fmt_count(provenance['trained_params'])} of {fmt_count(provenance['params'])} parameters "
                       f"({escape(', '.join(provenance['frozen']))} frozen, bit for bit)")
     console.print(f"wrote [bold]{escape(str(output))}[/] (epoch {provenance['best_epoch']} of {provenance['epochs']})")
-    write_report(json_file, {"schema": "cephalon-edge/train/1", "spec": str(spec), "output": str(output), **provenance})
+    write_report(json_file, {"schema": "cephalon-edge/train/1", "spec": str(source), "output": str(output), **provenance})
 
 
 def render_training(provenance: dict[str, Any]) -> None:
