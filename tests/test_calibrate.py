@@ -151,6 +151,38 @@ def test_calibrate_promises_the_drop_at_a_confidence(package, tmp_path):
     assert "at most" in res.stdout and "99% confidence" in " ".join(res.stdout.split())
 
 
+def test_restore_refuses_a_history_entry_that_is_no_exit_policy(package, tmp_path):
+    """Each would have been written into the manifest, leaving a package that no longer opens."""
+    import math
+    import shutil
+
+    from cephalon_edge.errors import UsageError
+    from cephalon_edge.tune.calibrate import restore_previous
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(package[0], pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    good = manifest["exit_policy"]
+    histories = {
+        "a NaN threshold": [{"exit_policy": {**good, "thresholds": {k: math.nan for k in good["thresholds"]}}}],
+        "a string threshold": [{"exit_policy": {**good, "thresholds": {k: "0.5" for k in good["thresholds"]}}}],
+        "an unknown score": [{"exit_policy": {**good, "score": "rm -rf"}}],
+        "a policy that is a number": [{"exit_policy": 5}],
+        "an entry that is a number": [7],
+        "a history that is an object": {"exit_policy": good},
+    }
+    for what, history in histories.items():
+        (pkg / "manifest.json").write_text(json.dumps({**manifest, "calibration_history": history}))
+        before = (pkg / "manifest.json").read_bytes()
+        with pytest.raises(UsageError, match="nothing was restored"):
+            restore_previous(pkg)
+        assert (pkg / "manifest.json").read_bytes() == before, what
+    res = run_cli("calibrate", str(pkg), "--restore")
+    assert res.returncode == 2 and "calibration_history is not a list" in res.stderr and "Traceback" not in res.stderr
+    (pkg / "manifest.json").write_text(json.dumps({**manifest, "calibration_history": [{"exit_policy": good}]}))
+    assert restore_previous(pkg)["history_left"] == 0  # a good entry still restores
+
+
 def test_calibrate_says_when_routing_does_not_pay(tmp_path):
     """Exits that are never confident: every sample runs to full depth, through the exit heads
     and one call per segment, which cannot beat the plain network in one call."""

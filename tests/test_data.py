@@ -116,6 +116,26 @@ def test_image_folders_are_matched_to_labels_by_name(tmp_path):
         load_dataset(str(words), DIGITS, label_map=mapping)
 
 
+def test_merged_folders_are_said_and_fifos_in_folders_are_refused(tmp_path):
+    import os
+    import warnings
+
+    from cephalon_edge.errors import Note
+
+    words = _folder(tmp_path / "words", ["zero", "nought", "one"])
+    mapping = tmp_path / "map.json"
+    mapping.write_text('{"zero": "0", "nought": "0", "one": "1"}')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_dataset(str(words), DIGITS, label_map=mapping)
+    assert sorted(ds.labels.tolist()) == [0, 0, 1]
+    assert any(issubclass(w.category, Note) and "'nought', 'zero' are all labelled '0'" in str(w.message)
+               for w in caught)
+    os.mkfifo(words / "one" / "b.png")  # a read would block forever
+    with pytest.raises(DataError, match="b.png is not a regular file"):
+        load_dataset(str(words), DIGITS, label_map=mapping)
+
+
 def test_a_missing_path_is_not_called_an_unknown_dataset(tmp_path):
     with pytest.raises(DataError, match="dataset not found"):
         load_dataset(str(tmp_path / "nothing" / "here"))

@@ -405,3 +405,14 @@ def test_ctrl_c_during_device_bench_stops_and_cleans_up(small, fake_adb, tmp_pat
     assert len((state / "p1.runs").read_text().splitlines()) == 1  # nothing started after Ctrl-C
     assert not (state / "p1" / "data" / "local" / "tmp" / "cephalon-edge").exists() and \
         not [p for p in (state / "p1").rglob("*") if p.is_file()]
+
+
+def test_control_characters_are_shown_never_sent_to_the_terminal(tmp_path):
+    """An OSC-8 hyperlink or any ESC sequence in user text (here a path) prints as \\xNN."""
+    from cephalon_edge.cli.render import escape, plain
+
+    assert plain("a\x1b[31mb\x9bc\td\n") == "a\\x1b[31mb\\x9bc\td\n" and escape("[x]\x07") == "\\[x]\\x07"
+    evil = tmp_path / "x\x1b]8;;https:evil.example\x07click\x1b]8;;\x07.cephalon"
+    res = run_cli("inspect", str(evil))
+    assert res.returncode == 2 and "not found" in res.stderr
+    assert not {"\x1b", "\x07"} & set(res.stderr) and "\\x1b]8;;https:evil.example\\x07click" in res.stderr

@@ -206,3 +206,74 @@ def test_sigkill_mid_apply_leaves_the_package_as_it_was(packages, tmp_path):
     assert res.returncode == 0, res.stderr
     assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".device.")]
+
+
+def _crafted(update: Path, out: Path, edit, extra: dict[str, bytes] | None = None) -> Path:
+    """``update`` with its header edited by ``edit(header)`` (unsigned: the header is all that
+    changes) and ``extra`` members added."""
+    from cephalon_edge.device.updates.archive import encode_header
+
+    with zipfile.ZipFile(update) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "update.json":
+                header = json.loads(data)
+                edit(header)
+                data = encode_header(header)
+            dst.writestr(info.filename, data)
+        for name, data in (extra or {}).items():
+            dst.writestr(name, data)
+    return out
+
+
+def test_crafted_updates_never_write_into_the_base(packages, tmp_path):
+    """Kept files are links into the base: an update that names the manifest or a member twice,
+    nests members, or brings files its manifest does not name is refused, and the base — and
+    with -o, everything — stays as it was."""
+    import hashlib
+
+    onnx, coreml = tmp_path / "onnx", tmp_path / "coreml"
+    shutil.copytree(packages / "onnx-base", onnx)
+    shutil.copytree(packages / "coreml-base", coreml)
+    heads, tree = tmp_path / "heads.update", tmp_path / "tree.update"
+    make_update(onnx, packages / "onnx-tuned", heads)
+    make_update(coreml, packages / "coreml-tuned", tree)
+    onnx_files = sorted(p.name for p in onnx.iterdir() if p.name != "manifest.json")
+
+    def tree_entry(header):
+        return next(f for f in header["files"] if f["action"] == "tree" and any(not m.get("keep") for m in f["members"]))
+
+    def twice(header):  # a member kept (a link into the base), then written with new bytes
+        entry = tree_entry(header)
+        changed = next(m for m in entry["members"] if not m.get("keep"))
+        entry["members"].insert(0, {**changed, "keep": True, "algorithm": None})
+
+    def nested(header):
+        entry = tree_entry(header)
+        entry["members"].append({**entry["members"][0], "path": entry["members"][0]["path"] + "/inner"})
+
+    def dot(header):
+        tree_entry(header)["members"][0]["path"] = "./" + tree_entry(header)["members"][0]["path"]
+
+    def manifest_tree(header):
+        tree_entry(header)["name"] = "manifest.json"
+
+    payload = b"not a segment"
+    digest = hashlib.sha256(payload).hexdigest()
+    cases = {
+        "keep lists the manifest": (heads, lambda h: h.update(keep=onnx_files + ["manifest.json"]), None, onnx),
+        "keep lists a file twice": (heads, lambda h: h.update(keep=h["keep"] + h["keep"][:1]), None, onnx),
+        "a full file no manifest names": (heads, lambda h: h["files"].append(
+            {"name": "extra.bin", "action": "full", "payload": "files/extra.bin", "payload_sha256": digest,
+             "sha256": digest, "payload_bytes": len(payload)}), {"files/extra.bin": payload}, onnx),
+        "a tree member kept, then written": (tree, twice, None, coreml),
+        "a member that is a file and a directory": (tree, nested, None, coreml),
+        "a member path with '.'": (tree, dot, None, coreml),
+        "a tree named manifest.json": (tree, manifest_tree, None, coreml),
+    }
+    for what, (update, edit, extra, base) in cases.items():
+        before = tree_bytes(base)
+        crafted = _crafted(update, tmp_path / "crafted.update", edit, extra)
+        res = run_cli("apply", str(base), str(crafted), "-o", str(tmp_path / "new"))
+        assert res.returncode == 2 and "Traceback" not in res.stderr, (what, res.stderr)
+        assert tree_bytes(base) == before and not (tmp_path / "new").exists(), what

@@ -30,7 +30,7 @@ from cephalon_edge.cli import (
     update_cmds,
     zoo_cmd,
 )
-from cephalon_edge.cli.render import err_console, error_lines
+from cephalon_edge.cli.render import err_console, error_lines, plain
 from cephalon_edge.errors import CephalonError, Note
 
 # operating-system failures a user can act on: one line instead of a traceback
@@ -77,7 +77,7 @@ def _show_notes() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
         if issubclass(category, Note):
-            err_console.print(Text.assemble(("note:", "cyan"), " ", str(message)), highlight=False, soft_wrap=True)
+            err_console.print(Text.assemble(("note:", "cyan"), " ", plain(str(message))), highlight=False, soft_wrap=True)
         else:
             default(message, category, filename, lineno, file, line)
 

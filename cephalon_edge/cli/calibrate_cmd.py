@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.options import label_map_option
 from cephalon_edge.cli.render import (
+    escape,
     console,
     fmt_count,
     fmt_pct,

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any, List, Optional, assert_never
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from cephalon_edge.cli.render import console, fmt_count, fmt_pct, write_report
+from cephalon_edge.cli.render import console, escape, fmt_count, fmt_pct, write_report
 from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Program, Run
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
@@ -15,7 +14,7 @@ from cephalon_edge.cli.calibrate_cmd import render_calibrate
 from cephalon_edge.cli.checkpoint_cmds import render_inspect
 from cephalon_edge.cli.compress_cmd import render_compress, render_plan
 from cephalon_edge.cli.export_cmd import render_coverage, render_export
-from cephalon_edge.cli.render import console, fmt_pct, progress
+from cephalon_edge.cli.render import console, escape, fmt_pct, progress
 from cephalon_edge.cli.run_cmd import render_run
 
 

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from cephalon_edge.cli.options import label_map_option
-from cephalon_edge.cli.render import console, fmt_count, fmt_pct, progress, write_report
+from cephalon_edge.cli.render import console, escape, fmt_count, fmt_pct, progress, write_report
 from cephalon_edge.device.program import DEFAULT_EXIT_THRESHOLD
 from cephalon_edge.targets import quantization_help, target_help
 

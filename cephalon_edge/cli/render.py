@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +22,20 @@ from cephalon_edge.formatting import fmt_count, fmt_pct  # noqa: F401  (re-expor
 
 console = Console()
 err_console = Console(stderr=True)
+
+# C0 and C1 control characters (ESC, OSC, BEL...) but tab and newline: shown as \xNN, never
+# sent to the terminal (an OSC-8 sequence in a path would print a clickable link)
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """``text`` with every control character shown as its ``\\xNN`` escape."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def escape(text: str) -> str:
+    """User, device or package text for a rich markup string: controls shown, markup escaped."""
+    return escape_markup(plain(text))
 
 
 def write_report(path: Path | None, report: dict[str, Any]) -> None:
@@ -39,10 +54,10 @@ def progress(description: str, total: int | None) -> Iterator[Any]:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=False,
                   disable=not err_console.is_terminal) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(escape(description), total=total)
 
         def advance(text: str | None = None) -> None:
-            bar.update(task, advance=1, **({"description": text} if text else {}))
+            bar.update(task, advance=1, **({"description": escape(text)} if text else {}))
 
         yield advance
 
@@ -50,9 +65,9 @@ def progress(description: str, total: int | None) -> Iterator[Any]:
 def error_lines(message: str, hint: str | None = None) -> list[Text]:
     """``error: …`` and ``hint: …`` as rich Text: the message is data (paths, serials, device
     output), shown exactly as it is, never read as markup."""
-    lines = [Text.assemble(("error:", "bold red"), " ", message)]
+    lines = [Text.assemble(("error:", "bold red"), " ", plain(message))]
     if hint:
-        lines.append(Text.assemble(("hint:", "yellow"), " ", hint))
+        lines.append(Text.assemble(("hint:", "yellow"), " ", plain(hint)))
     return lines
 
 

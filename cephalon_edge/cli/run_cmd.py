@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from cephalon_edge.cli.render import console, write_report
+from cephalon_edge.cli.render import console, escape, write_report
 
 
 def render_run(report: dict[str, Any]) -> None:

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from cephalon_edge.cli.render import console
+from cephalon_edge.cli.render import console, escape
 
 app = typer.Typer(help="Architecture specs.", no_args_is_help=True)
 

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 
 from cephalon_edge.cli.options import label_map_option
-from cephalon_edge.cli.render import console, fmt_count, progress, write_report
+from cephalon_edge.cli.render import console, escape, fmt_count, progress, write_report
 
 
 def train_cmd(

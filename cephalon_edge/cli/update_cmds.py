@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from cephalon_edge.cli.render import console, fmt_count, progress, write_report
+from cephalon_edge.cli.render import console, escape, fmt_count, progress, write_report
 
 keys_app = typer.Typer(help="Ed25519 keys that sign updates.", no_args_is_help=True)
 

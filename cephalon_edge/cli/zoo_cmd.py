@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from cephalon_edge.cli.render import console, err_console, fmt_pct, progress
+from cephalon_edge.cli.render import console, err_console, escape, fmt_pct, progress
 
 app = typer.Typer(help="Reference Cephalon models.", no_args_is_help=True)
 

@@ -256,7 +256,14 @@ def folder_labels(path: Path, folders: list[str], label_names: Sequence[str],
         raise DataError(f"{path}: class folders {_shown(unmatched)} match no label of the model",
                         hint=f"name the folders after the model's labels ({_shown(label_names)}) or pass "
                              '--label-map FILE, a JSON object such as {"zero": "0"}')
-    return {f: index[label_map.get(f, f)] for f in folders}
+    labels = {f: index[label_map.get(f, f)] for f in folders}
+    shared = {}
+    for folder, label in labels.items():
+        shared.setdefault(label_names[label], []).append(folder)
+    for label, names in shared.items():
+        if len(names) > 1:  # allowed (merging classes), but never silent
+            warnings.warn(f"{path}: folders {_shown(names)} are all labelled {label!r}", Note, stacklevel=3)
+    return labels
 
 
 def _shown(names: Sequence[str], most: int = 6) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cephalon_edge.device.program import Program
+from cephalon_edge.device.scores import SCORES
 from cephalon_edge.errors import ConcurrentChange, PackageError
 from cephalon_edge.fsutil import (
     loads_json,
@@ -276,7 +277,8 @@ class Manifest:
         for name, value in thresholds.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise bad(f"exit_policy.thresholds.{name}", "must be a finite number")
-        _typed(policy.get("score", "max_softmax"), str, "exit_policy.score", bad)
+        if policy.get("score", "max_softmax") not in SCORES:
+            raise bad("exit_policy.score", f"must be one of {', '.join(SCORES)}")
         if d.get("static") is not None:
             static = _typed(d["static"], dict, "static", bad)
             safe_member(self.root, static.get("file"))
@@ -305,13 +307,17 @@ class Manifest:
         self.data = data
         self.read_sha256 = sha256_file(path)
 
-    def verify_files(self) -> None:
+    def member_files(self) -> dict[str, str]:
+        """Every file the manifest names (segments, the static model) and its sha256."""
         expected: dict[str, str] = {}
         for seg in self.data["segments"]:
             expected.setdefault(seg["file"], seg["sha256"])
         if self.data.get("static"):
             expected[self.data["static"]["file"]] = self.data["static"]["sha256"]
-        for name, digest in expected.items():
+        return expected
+
+    def verify_files(self) -> None:
+        for name, digest in self.member_files().items():
             path = safe_member(self.root, name)
             if not path.exists() and not path.is_symlink():
                 raise PackageError(f"{self.root}: segment file {name} is missing", hint="re-export the package")

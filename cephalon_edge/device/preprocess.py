@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cephalon_edge.errors import DataError
+from cephalon_edge.fsutil import regular_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 MAX_IMAGE_PIXELS = 50_000_000  # an input image larger than this is refused before it is decoded
@@ -46,6 +47,7 @@ def load_image(path: Path, shape: tuple[int, ...], preprocessing: Mapping[str, A
 
     if len(shape) != 3 or shape[1] * shape[2] > MAX_IMAGE_PIXELS:
         raise DataError(f"{path}: the package's image input {list(shape)} is larger than {MAX_IMAGE_PIXELS} pixels")
+    regular_file(Path(path), "image", DataError)  # a FIFO would block the read forever
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -464,14 +464,32 @@ def restore_previous(package: Path) -> dict[str, Any]:
         return {**restored[table.full], "package": str(package), "variants": restored,
                 "note": "operating points cleared: calibrate again to measure them"}
     manifest = Manifest.open(Path(package), verify=False)
-    history = list(manifest.data.get("calibration_history") or [])
+    history = manifest.data.get("calibration_history") or []
+    if not isinstance(history, list):
+        raise UsageError(f"{package}: calibration_history is not a list of earlier exit policies; nothing was restored")
     if not history:
         raise UsageError(f"{package}: no earlier exit policy to restore",
                          hint="calibrate keeps the last 5 policies in calibration_history; this package has none")
-    previous = history.pop()
+    *history, previous = history
+    checked_history_entry(manifest, previous)
     manifest.write_sections(exit_policy=previous["exit_policy"], calibration=previous.get("calibration"),
                             calibration_history=history)
     return {"package": str(package), "exit_policy": previous["exit_policy"], "history_left": len(history)}
+
+
+def checked_history_entry(manifest: Manifest, entry: Any) -> None:
+    """Refuse a ``calibration_history`` entry that would not pass as the manifest's own exit
+    policy (thresholds, score), before anything is written."""
+    from cephalon_edge.errors import PackageError
+
+    where = f"{manifest.root}: the last calibration_history entry"
+    if not isinstance(entry, dict) or not isinstance(entry.get("exit_policy"), dict) \
+            or not isinstance(entry.get("calibration") or {}, dict):
+        raise UsageError(f"{where} is not an exit policy with its calibration report; nothing was restored")
+    try:
+        Manifest(manifest.root, {**manifest.data, "exit_policy": entry["exit_policy"]}).validate()
+    except PackageError as exc:
+        raise UsageError(f"{where} is not a valid exit policy ({exc.message}); nothing was restored") from None
 
 
 def _val_point(result: SearchResult, i: int, table: ExitTable, thresholds: dict[str, float],

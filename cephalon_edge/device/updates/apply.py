@@ -1,26 +1,29 @@
 """``apply``: turn a package into the update's result, verified, atomically.
 
 The update is read and checked first (every payload against its sha256, the signature when
-a trust key is given), then the base: its manifest must be the one the update was made for,
-and its files must match their sha256s. The new package is assembled in a temporary
-directory next to the destination (kept files hard-linked or copied from the base, changed
-ones written or patched), opened and verified against its new manifest, and only then takes
-the destination's place in one atomic exchange (the same mechanism as export). On any failure
-or kill the package is untouched.
+a trust key is given), then the base, under its writers' lock (an ``apply`` or ``calibrate``
+that finished meanwhile is seen, never overwritten): its manifest must be the one the update
+was made for, and its files must match their sha256s. The new package is assembled in a
+temporary directory next to the destination (kept files hard-linked or copied from the base,
+changed ones written or patched into new files: nothing is ever written through a link into
+the base), opened and verified against its new manifest, and only then takes the
+destination's place in one atomic exchange (the same mechanism as export). On any failure or
+kill the package is untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from cephalon_edge.device.manifest import MANIFEST, Manifest, sha256_file
 from cephalon_edge.device.updates.archive import Update, UpdateError, member_payload, read_update, sha256_bytes
 from cephalon_edge.device.updates.deltas import apply_delta
 from cephalon_edge.errors import PackageError, UsageError
-from cephalon_edge.fsutil import atomic_directory
+from cephalon_edge.fsutil import atomic_directory, writer_lock
 
 
 def check_base(update: Update, package: Path) -> Manifest:
@@ -52,16 +55,41 @@ def _place(src: Path, dst: Path) -> None:
     """A kept file or directory of the base in the new package: hard-linked (files are never
     written in place), copied where links are not possible."""
     if src.is_dir():
-        shutil.copytree(src, dst, copy_function=_link_or_copy)
+        try:
+            shutil.copytree(src, dst, copy_function=_link_or_copy)
+        except FileExistsError:
+            raise UpdateError(f"{dst.name} is placed twice in the new package") from None
     else:
         _link_or_copy(src, dst)
 
 
 def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """``dst`` as a new name of ``src``'s file, or a new copy of it; never over an existing file
+    (a copy over a kept link would write into the base package)."""
     try:
         os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+        return
+    except FileExistsError:
+        raise UpdateError(f"{Path(dst).name} is placed twice in the new package") from None
+    except OSError:  # another file system, or links not allowed: copy into a new file
+        pass
+    with open(src, "rb") as reader, _new_file(Path(dst)) as writer:
+        shutil.copyfileobj(reader, writer)
+    shutil.copystat(src, dst)
+
+
+def _new_file(path: Path) -> BinaryIO:
+    """``path`` opened for writing only if nothing is there yet: an update that names a file
+    twice is refused instead of writing through the first one (perhaps a link into the base)."""
+    try:
+        return open(path, "xb")
+    except FileExistsError:
+        raise UpdateError(f"{path.name} is written twice in the new package") from None
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with _new_file(path) as f:
+        f.write(data)
 
 
 def write_file(tmp: Path, base: Manifest, update: Update, entry: dict[str, Any]) -> None:
@@ -83,10 +111,10 @@ def write_file(tmp: Path, base: Manifest, update: Update, entry: dict[str, Any])
                 data = _patched(update, src, data, m, f"{name}/{m['path']}")
             if sha256_bytes(data) != m["sha256"]:
                 raise UpdateError(f"{update.path}: {name}/{m['path']} does not match the sha256 in its header")
-            path.write_bytes(data)
+            _write_new(path, data)
         return
     payload = update.payloads[entry["payload"]]
-    dst.write_bytes(payload if entry["action"] == "full" else _patched(update, base.member(name), payload, entry, name))
+    _write_new(dst, payload if entry["action"] == "full" else _patched(update, base.member(name), payload, entry, name))
 
 
 def _patched(update: Update, src: Path, delta: bytes, entry: dict[str, Any], what: str) -> bytes:
@@ -124,16 +152,23 @@ def apply_update(package: Path, update_path: Path, out: Path | None = None, trus
     if dry_run:
         return report
     step("update verified")
-    with atomic_directory(dest, replace=True) as tmp:
+    with contextlib.ExitStack() as held:
+        if dest.resolve() != package.resolve():  # the base's writers wait too (in place, the next lock is its)
+            held.enter_context(writer_lock(package))
+        tmp = held.enter_context(atomic_directory(dest, replace=True))
+        base = check_base(update, package)  # again, under the lock: a writer may have finished meanwhile
         for name in update.header["keep"]:
             _place(base.member(name), tmp / name)
         for entry in update.files:
             write_file(tmp, base, update, entry)
             step(entry["name"])
-        (tmp / MANIFEST).write_bytes(update.manifest_bytes)
+        _write_new(tmp / MANIFEST, update.manifest_bytes)
         try:
-            Manifest.open(tmp)  # every file against the new manifest's sha256s
+            result = Manifest.open(tmp)  # every file against the new manifest's sha256s
         except PackageError as exc:
             raise UpdateError(f"{update_path}: the updated package does not verify: {exc.message}") from None
+        unnamed = sorted(set(os.listdir(tmp)) - set(result.member_files()) - {MANIFEST})
+        if unnamed:
+            raise UpdateError(f"{update_path}: brings files its manifest does not name: {', '.join(unnamed[:5])}")
         step("package verified")
     return report

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cephalon_edge.errors import UsageError
+from cephalon_edge.errors import PackageError, UsageError
 from cephalon_edge.fsutil import loads_json, regular_file
 
 FORMAT = "cephalon-edge-update/1"
@@ -148,8 +148,6 @@ def read_update(path: Path) -> Update:
 
 
 def _validate_header(path: Path, header: Any) -> None:
-    from cephalon_edge.device.manifest import safe_member
-
     def need(cond: bool, why: str) -> None:
         if not cond:
             raise _bad(path, why)
@@ -166,10 +164,7 @@ def _validate_header(path: Path, header: Any) -> None:
         need(isinstance(f.get("payload_bytes", 0), int) and not isinstance(f.get("payload_bytes", 0), bool),
              f"{HEADER}: {f['name']}: payload_bytes must be a number of bytes")
         names.add(f["name"])
-        try:
-            safe_member(Path("."), f["name"])
-        except UsageError:
-            raise _bad(path, f"file name {str(f['name'])[:60]!r} would leave the package") from None
+        _plain_member(path, f["name"], "file")
         need(f.get("payload") == f"files/{f['name']}" + (f".{f.get('algorithm')}" if f["action"] == "delta" else ""),
              f"{HEADER}: {f['name']}: unexpected payload name")
         if f["action"] == "delta":
@@ -179,13 +174,34 @@ def _validate_header(path: Path, header: Any) -> None:
             need(isinstance(f.get("members"), list), f"{HEADER}: {f['name']}: a tree lists its members")
             for m in f["members"]:
                 rel = m.get("path") if isinstance(m, dict) else None
-                need(isinstance(rel, str) and rel and not rel.startswith("/") and ".." not in rel.split("/")
+                need(isinstance(rel, str) and rel and not set(rel.split("/")) & {"", ".", ".."}
                      and "\\" not in rel and "\x00" not in rel, f"{HEADER}: {f['name']}: bad member path")
                 need(isinstance(m.get("sha256"), str), f"{HEADER}: {f['name']}: {rel}: sha256 missing")
                 need(m.get("algorithm") is None or (m["algorithm"] in ALGORITHMS and isinstance(m.get("base_sha256"), str)),
                      f"{HEADER}: {f['name']}: {rel}: a delta needs a known algorithm and its base's sha256")
+            paths = [m["path"] for m in f["members"]]
+            need(len(set(paths)) == len(paths), f"{HEADER}: {f['name']}: a member is listed twice")
+            folders = {p.rsplit("/", k)[0] for p in paths for k in range(1, p.count("/") + 1)}
+            need(not folders & set(paths), f"{HEADER}: {f['name']}: a member is both a file and a directory")
         else:
             need(isinstance(f.get("payload_sha256"), str) and isinstance(f.get("sha256"), str),
                  f"{HEADER}: {f['name']}: sha256s missing")
-    for name in header["keep"]:
-        need(isinstance(name, str) and name not in names, f"{HEADER}: keep names unchanged files only")
+    kept = header["keep"]
+    need(all(isinstance(name, str) for name in kept) and len(set(kept)) == len(kept),
+         f"{HEADER}: keep must list each unchanged file once")
+    for name in kept:
+        need(name not in names, f"{HEADER}: keep names unchanged files only")
+        _plain_member(path, name, "kept file")
+
+
+def _plain_member(path: Path, name: str, what: str) -> None:
+    """A package file an update may place: a plain name inside the package, never the manifest
+    (the update's own manifest is the new package's)."""
+    from cephalon_edge.device.manifest import safe_member
+
+    if name == MANIFEST:
+        raise _bad(path, f"a {what} named {MANIFEST}: the update's own manifest is the new package's")
+    try:
+        safe_member(Path("."), name)
+    except PackageError:
+        raise _bad(path, f"{what} name {str(name)[:60]!r} would leave the package") from None
