@@ -277,3 +277,40 @@ def test_crafted_updates_never_write_into_the_base(packages, tmp_path):
         res = run_cli("apply", str(base), str(crafted), "-o", str(tmp_path / "new"))
         assert res.returncode == 2 and "Traceback" not in res.stderr, (what, res.stderr)
         assert tree_bytes(base) == before and not (tmp_path / "new").exists(), what
+
+
+@pytest.mark.parametrize("meanwhile", ["apply", "calibrate"])
+def test_a_writer_that_finished_meanwhile_is_never_overwritten(packages, tmp_path, monkeypatch, meanwhile):
+    """The interleaving that lost an update: B checks its base, another writer (an apply, or
+    calibrate writing thresholds) finishes, then B takes the lock. B must see the change."""
+    from cephalon_edge.device.manifest import Manifest
+    from cephalon_edge.device.updates import apply as apply_module
+    from cephalon_edge.device.updates.archive import UpdateError
+
+    device = tmp_path / "device"
+    shutil.copytree(packages / "onnx-base", device)
+    first, second = tmp_path / "first.update", tmp_path / "second.update"
+    make_update(packages / "onnx-base", packages / "onnx-tuned", first)
+    make_update(packages / "onnx-base", packages / "onnx-calibrated", second)
+    real, raced = apply_module.check_base, []
+
+    def racing(update, package):
+        base = real(update, package)
+        if not raced:  # the second apply has checked its base: the other writer lands now
+            raced.append(meanwhile)
+            if meanwhile == "apply":
+                apply_update(device, first)
+            else:
+                manifest = Manifest.open(device, verify=False)
+                manifest.write_sections(exit_policy={**manifest.data["exit_policy"], "calibrated": True})
+        return base
+
+    monkeypatch.setattr(apply_module, "check_base", racing)
+    with pytest.raises(UpdateError, match="was made for another package"):
+        apply_update(device, second)
+    assert raced == [meanwhile]
+    # the other writer's result stands, untouched
+    if meanwhile == "apply":
+        assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
+    else:
+        assert json.loads((device / "manifest.json").read_text())["exit_policy"]["calibrated"] is True
