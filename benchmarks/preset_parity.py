@@ -5,8 +5,9 @@ For each preset: the library model with every floating tensor randomised (weight
 1/sqrt(fan-in), norm scales near 1, positive variances), its ``state_dict`` mapped onto the
 ``spec from`` spec with one exit, exported (fused, fp32), and routed with no exit taken; the
 largest logit difference from the library model on 8 random inputs is printed per target,
-relative to the logits' scale. The suite checks one model per family and target; this checks
-them all.
+relative to the logits' scale (random weights give logits far from a trained model's, so the
+export's own absolute parity gate is off here: the table is the check). The suite checks one
+model per family and target; this checks them all.
 
     .venv/bin/python benchmarks/preset_parity.py [--targets onnx,tflite,executorch,coreml] [--presets NAME,...]
 
@@ -53,7 +54,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint.save(net.eval(), Path(tmp) / "m.cephalon")
             for target in args.targets.split(","):
-                report = export_package(Path(tmp) / "m.cephalon", Path(tmp) / target, ExportSpec(target, quantize="none"))
+                report = export_package(Path(tmp) / "m.cephalon", Path(tmp) / target, ExportSpec(target, quantize="none", verify=False))
                 if report["verification"]["kind"] == "spec":  # Core ML off macOS: converted, checked at spec level
                     print(f"{name:34} {'x'.join(map(str, shape)):>9} {target:>7} {'spec-level':>12} "
                           f"{report['verification']['segments_checked']:>4} segments checked", flush=True)

@@ -124,6 +124,32 @@ def test_the_router_follows_injected_latencies(variants_package, tmp_path):
     assert r.returncode == 2 and "this package has one" in r.stderr
 
 
+def test_a_malformed_variants_table_is_one_line_when_opened(variants_package, tmp_path):
+    """Each used to pass (or give a TypeError traceback in run --budget-ms and bench)."""
+    import shutil
+
+    from cephalon_edge.errors import PackageError
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(variants_package / "pkg", pkg)
+    good = json.loads((pkg / "variants.json").read_text())
+    point = good["operating_points"][0]
+    broken = {
+        "a width as text": {"variants": [{**good["variants"][0], "width": "1.0"}, *good["variants"][1:]]},
+        "a width over 1": {"variants": [{**good["variants"][0], "width": 2}, *good["variants"][1:]]},
+        "a negative latency": {"operating_points": [{**point, "latency_ms": -5}]},
+        "a huge threshold": {"operating_points": [{**point, "thresholds": {k: 1e300 for k in point["thresholds"]}}]},
+        "a negative threshold": {"operating_points": [{**point, "thresholds": {k: -1e300 for k in point["thresholds"]}}]},
+        "an accuracy over 1": {"operating_points": [{**point, "accuracy": 3.0}]},
+    }
+    for what, change in broken.items():
+        (pkg / "variants.json").write_text(json.dumps({**good, **change}))
+        with pytest.raises(PackageError):
+            VariantTable.open(pkg)
+        r = run_cli("run", str(pkg), str(tmp_path / "missing.npy"), "--budget-ms", "5")
+        assert r.returncode == 2 and "Traceback" not in r.stderr and "variants.json" in r.stderr, (what, r.stderr)
+
+
 def test_bench_reports_every_point_and_the_budget_choice(variants_package, tmp_path):
     r = run_cli("bench", str(variants_package / "pkg"), "--data", str(variants_package / "d.npz"), "--runs", "2",
                 "--samples", "40", "--budget-ms", "1000", "--json", str(tmp_path / "b.json"))

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from cephalon_edge.device.manifest import safe_member
+from cephalon_edge.device.program import NEVER_EXIT
 from cephalon_edge.device.router import Prediction, Router
 from cephalon_edge.errors import PackageError, UsageError
 from cephalon_edge.fsutil import loads_json, regular_file, write_json_atomic
@@ -83,6 +84,9 @@ class VariantTable:
             if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not NAME.match(v["name"]) \
                     or v.get("package") != v["name"]:
                 raise PackageError(f"{where}: variants[{i}] must have a name like w0.5 and its package folder of that name")
+            if not _number(v.get("width")) or not 0 < v["width"] <= 1:
+                raise PackageError(f"{where}: variants[{i}].width must be a number in (0, 1], got {v.get('width')!r}",
+                                   hint="re-export the package")
             safe_member(self.root, v["package"])
         names = [v["name"] for v in variants]
         points = d.get("operating_points")
@@ -90,8 +94,10 @@ class VariantTable:
             raise PackageError(f"{where}: 'operating_points' must be a list")
         for i, p in enumerate(points):
             ok = isinstance(p, dict) and p.get("variant") in names and isinstance(p.get("thresholds"), dict) and all(
-                isinstance(k, str) and _number(t) for k, t in p["thresholds"].items()) and all(
-                p.get(k) is None or _number(p[k]) for k in ("accuracy", "latency_ms", "flops"))
+                isinstance(k, str) and _number(t) and 0 <= t <= _highest_threshold(len(p["thresholds"]))
+                for k, t in p["thresholds"].items()) and all(
+                p.get(k) is None or (_number(p[k]) and p[k] >= 0) for k in ("accuracy", "latency_ms", "flops")) \
+                and (p.get("accuracy") is None or p["accuracy"] <= 1) and isinstance(p.get("source") or "", str)
             if not ok:
                 raise PackageError(f"{where}: operating_points[{i}] is malformed",
                                    hint="calibrate the package again to rebuild the table")
@@ -118,6 +124,11 @@ class VariantTable:
         """Replace top-level sections of ``variants.json`` atomically."""
         self.data = {**self.data, **sections}
         write_json_atomic(self.root / VARIANTS_FILE, self.data)
+
+
+def _highest_threshold(early_exits: int) -> float:
+    """The largest threshold any score takes: never-exit, or a patience count."""
+    return max(NEVER_EXIT, float(early_exits + 1))
 
 
 def _number(x: Any) -> bool:

@@ -6,6 +6,7 @@ host's in ``variants.json``, so the router's choice is right for that phone)."""
 from __future__ import annotations
 
 import platform
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,13 +16,14 @@ from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.router import Router
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.device.variants import OperatingPoint, VariantTable, choose_point
-from cephalon_edge.errors import DeviceError
+from cephalon_edge.errors import DeviceError, Note
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, bench_host
 from cephalon_edge.tune.bench.pricing import price_on_device
 from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
 from cephalon_edge.tune.timing import alternating_blocks, stats_ms
 
 Progress = Callable[[str], None]
+MAX_TIMED_POINTS = 64  # operating points bench times end to end (the table may hold thousands)
 
 
 def calibrate_variants(package: Path, spec: CalibrateSpec, on_progress: Progress | None = None) -> dict[str, Any]:
@@ -54,7 +56,9 @@ def bench_variants(package: Path, spec: BenchSpec, budget_ms: float | None = Non
     reports = {name: bench_host(table.package(name), spec, on_progress=lambda what, n=name: step(f"{n}: {what}"))
                for name in table.names}
     points = table.points
-    measured = measure_points(table, points, spec) if points else []
+    if len(points) > MAX_TIMED_POINTS:  # each point is timed over the whole bench data
+        warnings.warn(f"{package}: {len(points)} operating points; timing the first {MAX_TIMED_POINTS}", Note, stacklevel=2)
+    measured = measure_points(table, points[:MAX_TIMED_POINTS], spec) if points else []
     chosen = None
     if budget_ms is not None:
         point, fits = choose_point(points, budget_ms)
