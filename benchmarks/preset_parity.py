@@ -11,12 +11,13 @@ model per family and target; this checks them all.
 
     .venv/bin/python benchmarks/preset_parity.py [--targets onnx,tflite,executorch,coreml] [--presets NAME,...]
 
-Core ML packages are converted and checked at spec level off macOS (no predictions there).
+Core ML packages are converted off macOS, without predictions (they need macOS).
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import tempfile
 from pathlib import Path
 
@@ -55,9 +56,9 @@ def main() -> None:
             checkpoint.save(net.eval(), Path(tmp) / "m.cephalon")
             for target in args.targets.split(","):
                 report = export_package(Path(tmp) / "m.cephalon", Path(tmp) / target, ExportSpec(target, quantize="none", verify=False))
-                if report["verification"]["kind"] == "spec":  # Core ML off macOS: converted, checked at spec level
-                    print(f"{name:34} {'x'.join(map(str, shape)):>9} {target:>7} {'spec-level':>12} "
-                          f"{report['verification']['segments_checked']:>4} segments checked", flush=True)
+                if target == "coreml" and platform.system() != "Darwin":  # no Core ML predictions off macOS
+                    print(f"{name:34} {'x'.join(map(str, shape)):>9} {target:>7} {'converted':>12} "
+                          f"{len(report['segments']):>4} segments (predictions need macOS)", flush=True)
                     continue
                 with Router.open(Path(tmp) / target) as router:
                     got = router.predict({"image": x}, thresholds=NEVER_EXIT).logits

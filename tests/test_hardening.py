@@ -416,3 +416,38 @@ def test_control_characters_are_shown_never_sent_to_the_terminal(tmp_path):
     res = run_cli("inspect", str(evil))
     assert res.returncode == 2 and "not found" in res.stderr
     assert not {"\x1b", "\x07"} & set(res.stderr) and "\\x1b]8;;https:evil.example\\x07click" in res.stderr
+
+
+def test_array_headers_and_deflate_bombs_are_checked_before_loading(pkg, tmp_path):
+    """A header declaring 2^40 samples, a header declaring more than the file holds, and an .npz
+    whose member unpacks a little file into gigabytes: one line each, nothing allocated."""
+    import zipfile
+
+    from cephalon_edge.device.arrays import check_npz
+    from cephalon_edge.device.data import load_npz
+    from cephalon_edge.errors import DataError
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1, 8, 8), np.float32))
+    huge = tmp_path / "huge.npy"
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": (1 << 40, 1, 8, 8)})
+        f.write(b"\0" * 256)
+    res = run_cli("run", str(pkg), str(huge))  # was an _ArrayMemoryError traceback
+    assert res.returncode == 2 and "declares 281474976710656 bytes" in " ".join(res.stderr.split()) and "Traceback" not in res.stderr
+    short = tmp_path / "short.npz"
+    with zipfile.ZipFile(short, "w") as z:
+        with z.open("image.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, {**header, "shape": (1000, 1, 8, 8)})
+            f.write(b"\0" * 256)
+        z.writestr("labels.npy", b"")
+    with pytest.raises(DataError, match="declares 256000 bytes of data; the file holds 256"):
+        load_npz(short)
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("image.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, {**header, "shape": (1 << 16, 1, 8, 8)})
+            for _ in range(16):
+                f.write(b"\0" * (1 << 20))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(DataError, match="unpack to .* more than the 1000000 read"):
+        check_npz(bomb, "bomb.npz", limit=1_000_000)

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cephalon_edge.device.arrays import check_npz
 from cephalon_edge.device.data_checks import Contract, check_dataset
 from cephalon_edge.device.mixes import mix_name, modality_mixes, parse_mix
 from cephalon_edge.device.preprocess import (
@@ -188,6 +189,7 @@ def _generate(name: str) -> Dataset:
 
 def load_npz(path: Path) -> Dataset:
     regular_file(path, "dataset", DataError)
+    check_npz(Path(path), str(path))  # before numpy allocates what the headers declare
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cephalon_edge.device.arrays import check_npy
 from cephalon_edge.device.mixes import parse_mix
 from cephalon_edge.device.preprocess import IMAGE_SUFFIXES, load_image
 from cephalon_edge.device.router import Router
@@ -30,15 +31,15 @@ def load_input(path: Path, modality: Mapping[str, Any]) -> np.ndarray:
     if path.suffix.lower() != ".npy":
         raise DataError(f"{path}: unsupported input file", hint=f"inputs are .npy arrays or images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     regular_file(path, "input", DataError, MAX_INPUT_BYTES)
+    if zipfile.is_zipfile(path):  # an .npz renamed .npy loads as an archive
+        raise DataError(f"{path}: an .npz archive, not a .npy array", hint="save one array with numpy.save")
+    check_npy(path, str(path))
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"input not found: {path}") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if not isinstance(arr, np.ndarray):  # an .npz renamed .npy loads as an archive
-        arr.close()
-        raise DataError(f"{path}: an .npz archive, not a .npy array", hint="save one array with numpy.save")
     text = modality.get("vocab") is not None  # token ids may be stored as integers
     if not (np.issubdtype(arr.dtype, np.floating) or (text and np.issubdtype(arr.dtype, np.integer))):
         raise DataError(f"{path}: dtype {arr.dtype}; expected "
