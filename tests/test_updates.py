@@ -314,3 +314,26 @@ def test_a_writer_that_finished_meanwhile_is_never_overwritten(packages, tmp_pat
         assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
     else:
         assert json.loads((device / "manifest.json").read_text())["exit_policy"]["calibrated"] is True
+
+
+def test_an_update_is_read_within_bounds_and_signatures_come_first(packages, tmp_path):
+    """A small archive whose manifest.json deflates to 24 MB (it used to be read whole, even
+    before the signature check), and a payload longer than its signed header says."""
+    from cephalon_edge.device.updates.archive import UpdateError, read_update
+
+    update = tmp_path / "heads.update"
+    make_update(packages / "onnx-base", packages / "onnx-tuned", update)
+    bomb = tmp_path / "bomb.update"
+    with zipfile.ZipFile(update) as src, zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, b" " * (24 << 20) if info.filename == "manifest.json" else src.read(info.filename))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(UpdateError, match="manifest.json is larger than 8388608 bytes"):
+        read_update(bomb)
+    assert run_cli("keys", "new", "-o", str(tmp_path / "key")).returncode == 0
+    res = run_cli("apply", str(packages / "onnx-base"), str(bomb), "--trust", str(tmp_path / "key.pub"), "--dry-run")
+    assert res.returncode == 2 and "is not signed" in res.stderr  # refused before the manifest is read
+    longer = _rewrite(update, tmp_path / "longer.update", next(n for n in zipfile.ZipFile(update).namelist()
+                                                                 if n.startswith("files/")), lambda d: d + b"\0")
+    with pytest.raises(UpdateError, match="is not the size its header states"):
+        read_update(longer)

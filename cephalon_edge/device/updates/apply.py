@@ -135,10 +135,7 @@ def apply_update(package: Path, update_path: Path, out: Path | None = None, trus
                  on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Apply ``update_path`` to ``package`` (in place, or into ``out``); returns the report."""
     step = on_progress or (lambda _: None)
-    update = read_update(update_path)
-    if trust is not None:
-        from cephalon_edge.device.updates.keys import check_signature
-        check_signature(update.header_bytes, update.signature, trust, f"update {update_path}")
+    update = read_update(update_path, trust)  # the signature before anything large is read
     package = Path(package)
     dest = Path(out) if out is not None else package
     if out is not None and dest.exists():

@@ -32,6 +32,7 @@ HEADER = "update.json"
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.ed25519"
 MAX_HEADER_BYTES = 4 << 20
+MAX_SIGNATURE_BYTES = 1024
 MAX_TOTAL_BYTES = 8 << 30  # uncompressed, all members: a bound against archive bombs
 ACTIONS = ("full", "delta", "tree")
 ALGORITHMS = ("bsdiff4", "detools")
@@ -108,8 +109,12 @@ def _bad(path: Path, why: str) -> UpdateError:
     return UpdateError(f"update {path}: {why}", hint="make the update again with `cephalon-edge diff OLD NEW -o UPDATE`")
 
 
-def read_update(path: Path) -> Update:
-    """Read ``path`` and validate it; every payload's sha256 is checked here."""
+def read_update(path: Path, trust: Path | None = None) -> Update:
+    """Read ``path`` and validate it; every payload's sha256 is checked here. With ``trust``
+    (a public key) the header's signature is checked before anything large is read; every
+    member is read with a bound (the header's own sizes, the manifest's cap)."""
+    from cephalon_edge.device.manifest import MAX_MANIFEST_BYTES
+
     path = regular_file(Path(path), "update file", UpdateError)
     if not zipfile.is_zipfile(path):
         raise _bad(path, "not an update file (not a zip archive)")
@@ -120,20 +125,27 @@ def read_update(path: Path) -> Update:
         for name in (HEADER, MANIFEST):
             if name not in infos:
                 raise _bad(path, f"no {name}")
-        if infos[HEADER].file_size > MAX_HEADER_BYTES:
-            raise _bad(path, f"{HEADER} is larger than {MAX_HEADER_BYTES} bytes")
         try:
-            header_bytes, manifest_bytes = z.read(HEADER), z.read(MANIFEST)
-            signature = z.read(SIGNATURE) if SIGNATURE in infos else None
+            header_bytes = _read(path, z, infos[HEADER], MAX_HEADER_BYTES)
+            signature = _read(path, z, infos[SIGNATURE], MAX_SIGNATURE_BYTES) if SIGNATURE in infos else None
+            if trust is not None:
+                from cephalon_edge.device.updates.keys import check_signature
+
+                check_signature(header_bytes, signature, trust, f"update {path}")
             header = loads_json(header_bytes, f"{path}: {HEADER}", UpdateError)
             _validate_header(path, header)
-            wanted = {f["payload"] for f in header["files"] if f["action"] != "tree"} | {
-                member_payload(f["payload"], m) for f in header["files"] if f["action"] == "tree"
+            manifest_bytes = _read(path, z, infos[MANIFEST], MAX_MANIFEST_BYTES)
+            wanted = {f["payload"]: f for f in header["files"] if f["action"] != "tree"} | {
+                member_payload(f["payload"], m): f for f in header["files"] if f["action"] == "tree"
                 for m in f["members"] if not m.get("keep")}
-            missing = sorted(wanted - set(infos))
+            missing = sorted(set(wanted) - set(infos))
             if missing:
                 raise _bad(path, f"payload {missing[0]} is missing")
-            payloads = {name: z.read(name) for name in sorted(wanted)}
+            for f in header["files"]:  # the sizes the (signed) header states, before reading
+                declared = sum(infos[name].file_size for name, entry in wanted.items() if entry is f)
+                if declared != f.get("payload_bytes", declared):
+                    raise _bad(path, f"the payload of {f['name']} is not the size its header states")
+            payloads = {name: _read(path, z, infos[name], infos[name].file_size) for name in sorted(wanted)}
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise _bad(path, f"corrupt archive ({exc})") from None
     if sha256_bytes(manifest_bytes) != header["result"]["manifest_sha256"]:
@@ -145,6 +157,17 @@ def read_update(path: Path) -> Update:
             if digest is not None and sha256_bytes(payloads[name]) != digest:
                 raise _bad(path, f"payload {name} does not match the sha256 in its header (tampered or corrupt)")
     return Update(path, header, header_bytes, manifest_bytes, payloads, signature)
+
+
+def _read(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """A member's bytes, never more than ``limit`` of them (whatever its entry claims)."""
+    if info.file_size > limit:
+        raise _bad(path, f"{info.filename} is larger than {limit} bytes")
+    with z.open(info) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise _bad(path, f"{info.filename} unpacks to more than {limit} bytes")
+    return data
 
 
 def _validate_header(path: Path, header: Any) -> None:
