@@ -337,3 +337,37 @@ def test_an_update_is_read_within_bounds_and_signatures_come_first(packages, tmp
                                                                  if n.startswith("files/")), lambda d: d + b"\0")
     with pytest.raises(UpdateError, match="is not the size its header states"):
         read_update(longer)
+
+
+def test_a_delta_declaring_a_huge_result_is_refused_before_patching(packages, tmp_path):
+    """A 2.8 KB bsdiff4 payload used to reach 2.1 GB: the size a delta declares must fit the
+    size the new manifest gives the file."""
+    import hashlib
+
+    from cephalon_edge.device.updates.archive import encode_header
+    from cephalon_edge.device.updates.deltas import apply_delta
+
+    update = tmp_path / "heads.update"
+    make_update(packages / "onnx-base", packages / "onnx-tuned", update)
+    with zipfile.ZipFile(update) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    header = json.loads(members["update.json"])
+    entry = next(f for f in header["files"] if f["action"] == "delta")
+    delta = bytearray(members[entry["payload"]])
+    delta[24:32] = (1 << 40).to_bytes(8, "little")  # a terabyte
+    members[entry["payload"]] = bytes(delta)
+    entry["payload_sha256"] = hashlib.sha256(delta).hexdigest()
+    members["update.json"] = encode_header(header)
+    crafted = tmp_path / "huge.update"
+    with zipfile.ZipFile(crafted, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    device = tmp_path / "device"
+    shutil.copytree(packages / "onnx-base", device)
+    before = tree_bytes(device)
+    res = run_cli("apply", str(device), str(crafted))
+    assert res.returncode == 2 and "declares a 1099511627776-byte result" in " ".join(res.stderr.split())
+    assert tree_bytes(device) == before
+    with pytest.raises(ValueError, match="grows past the 10 bytes"):  # detools: bounded as it writes
+        from cephalon_edge.device.updates.deltas import make_delta
+        apply_delta(b"a" * 100, make_delta(b"a" * 100, b"b" * 100, "detools"), "detools", 10)

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from cephalon_edge.device.manifest import MANIFEST, Manifest, sha256_file
-from cephalon_edge.device.updates.archive import Update, UpdateError, member_payload, read_update, sha256_bytes
+from cephalon_edge.device.updates.archive import (
+    MAX_TOTAL_BYTES,
+    Update,
+    UpdateError,
+    member_payload,
+    read_update,
+    sha256_bytes,
+)
 from cephalon_edge.device.updates.deltas import apply_delta
 from cephalon_edge.errors import PackageError, UsageError
 from cephalon_edge.fsutil import atomic_directory, writer_lock
@@ -118,16 +125,28 @@ def write_file(tmp: Path, base: Manifest, update: Update, entry: dict[str, Any])
 
 
 def _patched(update: Update, src: Path, delta: bytes, entry: dict[str, Any], what: str) -> bytes:
-    """The base's file ``src`` with ``delta`` applied, checked against the result's sha256."""
+    """The base's file ``src`` with ``delta`` applied, checked against the result's sha256; the
+    result may not outgrow the size the new manifest gives its file."""
     if not src.is_file() or sha256_file(src) != entry["base_sha256"]:
         raise UpdateError(f"{update.path}: the delta of {what} is for another version of it than the package's")
+    limit = result_sizes(update).get(what.split("/", 1)[0], MAX_TOTAL_BYTES)
     try:
-        data = apply_delta(src.read_bytes(), delta, entry["algorithm"])
+        data = apply_delta(src.read_bytes(), delta, entry["algorithm"], limit)
     except Exception as exc:  # the delta libraries raise their own errors on corrupt input
         raise UpdateError(f"{update.path}: the delta of {what} does not apply ({str(exc)[:120]})") from None
     if sha256_bytes(data) != entry["sha256"]:
         raise UpdateError(f"{update.path}: patching {what} gave a file that does not match its sha256")
     return data
+
+
+def result_sizes(update: Update) -> dict[str, int]:
+    """The size the update's new manifest gives each file (a tree: all its members)."""
+    from cephalon_edge.fsutil import loads_json
+
+    data = loads_json(update.manifest_bytes, f"{update.path}: manifest.json", UpdateError)
+    files = [*(data.get("segments") or []), *([data["static"]] if isinstance(data.get("static"), dict) else [])]
+    return {f["file"]: f["size_bytes"] for f in files if isinstance(f, dict) and isinstance(f.get("file"), str)
+            and isinstance(f.get("size_bytes"), int) and not isinstance(f.get("size_bytes"), bool)}
 
 
 def apply_update(package: Path, update_path: Path, out: Path | None = None, trust: Path | None = None,
