@@ -93,7 +93,7 @@ def calibrated(pkg: Path, dataset: str, workdir: Path) -> Path:
 
 
 def measure(old: Path, new: Path, workdir: Path, algorithm: str) -> dict:
-    from cephalon_edge.device.updates.apply import apply_update
+    from cephalon_edge.device.updates.apply import Policy, apply_update
     from cephalon_edge.device.updates.diff import make_update
 
     update = workdir / f"{old.name}--{new.name}.{algorithm}.update"
@@ -105,7 +105,7 @@ def measure(old: Path, new: Path, workdir: Path, algorithm: str) -> dict:
         out = workdir / "applied"
         shutil.rmtree(out, ignore_errors=True)
         t = time.perf_counter()
-        apply_update(old, update, out=out)
+        apply_update(old, update, out=out, policy=Policy(allow_unsigned=True))
         times.append(time.perf_counter() - t)
     return {**report, "diff_s": diff_s, "apply_s": statistics.median(times)}
 

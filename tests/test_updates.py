@@ -2,6 +2,7 @@
 digits model before and after calibration and an exit-head fine-tune."""
 
 import json
+import os
 import shutil
 import signal
 import zipfile
@@ -10,14 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from conftest import run_cli, small_digits_checkpoint, spawn_parked
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
-from cephalon_edge.device.updates.apply import apply_update
+from cephalon_edge.device.updates.apply import Policy, apply_update
 from cephalon_edge.device.updates.diff import make_update
 
 pytestmark = pytest.mark.slow
+UNSIGNED = Policy(allow_unsigned=True)  # these tests' updates are unsigned unless they say so
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -78,7 +82,7 @@ def test_a_threshold_update_is_manifest_only_and_gives_the_calibrated_package(pa
     from cephalon_edge.device.router import Router
 
     with Router.open(device) as router:
-        apply_update(device, update)
+        apply_update(device, update, policy=UNSIGNED)
         assert tree_bytes(device) == tree_bytes(packages / "onnx-calibrated")
         assert router.reload() == {"reopened": [], "kept": sorted(router.manifest.segments)}
         assert router.manifest.calibrated and router.manifest.thresholds == Router.open(device).manifest.thresholds
@@ -100,7 +104,7 @@ def test_an_exit_head_finetune_ships_only_the_exit_segment_and_reloads_in_place(
     x = builtin("digits", "test").inputs["image"][:64]
     with Router.open(device) as router:
         before = router.predict({"image": x}, thresholds=0.5)
-        apply_update(device, update)
+        apply_update(device, update, policy=UNSIGNED)
         assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
         reloaded = router.reload()
         assert reloaded["reopened"] == ["exit0"] and "stage1" in reloaded["kept"]
@@ -119,10 +123,10 @@ def test_a_tflite_finetune_travels_as_a_small_binary_delta(packages, tmp_path):
     assert entry["name"] == "segments.tflite" and entry["action"] == "delta" and entry["algorithm"] == "bsdiff4"
     assert report["bytes"] < 0.3 * report["package_bytes"]
     out = tmp_path / "applied"
-    apply_update(packages / "tflite-base", update, out=out)
+    apply_update(packages / "tflite-base", update, out=out, policy=UNSIGNED)
     assert tree_bytes(out) == tree_bytes(packages / "tflite-tuned")
     detools = make_update(packages / "tflite-base", packages / "tflite-tuned", tmp_path / "d.update", algorithm="detools")
-    apply_update(packages / "tflite-base", tmp_path / "d.update", out=tmp_path / "applied-detools")
+    apply_update(packages / "tflite-base", tmp_path / "d.update", out=tmp_path / "applied-detools", policy=UNSIGNED)
     assert tree_bytes(tmp_path / "applied-detools") == tree_bytes(packages / "tflite-tuned")
     assert detools["files"][0]["action"] == "delta"
 
@@ -136,7 +140,7 @@ def test_a_core_ml_update_ships_only_the_changed_files_of_its_model_packages(pac
     assert exit_segment["payload_bytes"] > 0
     assert report["bytes"] < 0.3 * report["package_bytes"]
     out = tmp_path / "applied"
-    apply_update(packages / "coreml-base", update, out=out)
+    apply_update(packages / "coreml-base", update, out=out, policy=UNSIGNED)
     assert tree_bytes(out) == tree_bytes(packages / "coreml-tuned")
 
 
@@ -175,7 +179,7 @@ def test_tampered_wrong_base_and_bad_signatures_are_refused_untouched(packages, 
     make_update(packages / "onnx-calibrated", packages / "onnx-tuned", tmp_path / "cal.update")
     make_update(packages / "onnx-base", packages / "onnx-tuned", tmp_path / "unsigned.update")
     for what, (update, extra, message) in cases.items():
-        res = run_cli("apply", str(device), str(update), *extra)
+        res = run_cli("apply", str(device), str(update), *extra, "--allow-unsigned")
         assert res.returncode == 2 and message in res.stderr, (what, res.stderr)
         assert "Traceback" not in res.stderr and tree_bytes(device) == before, what
     # the genuine signed update applies, and `inspect` describes an update file
@@ -197,12 +201,13 @@ def test_sigkill_mid_apply_leaves_the_package_as_it_was(packages, tmp_path):
     update = tmp_path / "heads.update"
     make_update(packages / "onnx-base", packages / "onnx-tuned", update)
     # parked while the changed file is being written into the new package, then killed
-    proc = spawn_parked(tmp_path, "call:cephalon_edge.device.updates.apply:write_file", "apply", str(device), str(update))
+    proc = spawn_parked(tmp_path, "call:cephalon_edge.device.updates.apply:write_file", "apply", str(device), str(update),
+                        "--allow-unsigned")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert tree_bytes(device) == before
     # and the next apply goes through (the dead writer's temporary directory is cleared)
-    res = run_cli("apply", str(device), str(update))
+    res = run_cli("apply", str(device), str(update), "--allow-unsigned")
     assert res.returncode == 0, res.stderr
     assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".device.")]
@@ -274,7 +279,7 @@ def test_crafted_updates_never_write_into_the_base(packages, tmp_path):
     for what, (update, edit, extra, base) in cases.items():
         before = tree_bytes(base)
         crafted = _crafted(update, tmp_path / "crafted.update", edit, extra)
-        res = run_cli("apply", str(base), str(crafted), "-o", str(tmp_path / "new"))
+        res = run_cli("apply", str(base), str(crafted), "-o", str(tmp_path / "new"), "--allow-unsigned")
         assert res.returncode == 2 and "Traceback" not in res.stderr, (what, res.stderr)
         assert tree_bytes(base) == before and not (tmp_path / "new").exists(), what
 
@@ -299,7 +304,7 @@ def test_a_writer_that_finished_meanwhile_is_never_overwritten(packages, tmp_pat
         if not raced:  # the second apply has checked its base: the other writer lands now
             raced.append(meanwhile)
             if meanwhile == "apply":
-                apply_update(device, first)
+                apply_update(device, first, policy=UNSIGNED)
             else:
                 manifest = Manifest.open(device, verify=False)
                 manifest.write_sections(exit_policy={**manifest.data["exit_policy"], "calibrated": True})
@@ -307,7 +312,7 @@ def test_a_writer_that_finished_meanwhile_is_never_overwritten(packages, tmp_pat
 
     monkeypatch.setattr(apply_module, "check_base", racing)
     with pytest.raises(UpdateError, match="was made for another package"):
-        apply_update(device, second)
+        apply_update(device, second, policy=UNSIGNED)
     assert raced == [meanwhile]
     # the other writer's result stands, untouched
     if meanwhile == "apply":
@@ -365,9 +370,121 @@ def test_a_delta_declaring_a_huge_result_is_refused_before_patching(packages, tm
     device = tmp_path / "device"
     shutil.copytree(packages / "onnx-base", device)
     before = tree_bytes(device)
-    res = run_cli("apply", str(device), str(crafted))
+    res = run_cli("apply", str(device), str(crafted), "--allow-unsigned")
     assert res.returncode == 2 and "declares a 1099511627776-byte result" in " ".join(res.stderr.split())
     assert tree_bytes(device) == before
     with pytest.raises(ValueError, match="grows past the 10 bytes"):  # detools: bounded as it writes
         from cephalon_edge.device.updates.deltas import make_delta
         apply_delta(b"a" * 100, make_delta(b"a" * 100, b"b" * 100, "detools"), "detools", 10)
+
+
+def test_a_pinned_package_takes_its_keys_updates_only_and_never_goes_back(packages, tmp_path):
+    """Trust pinning (no flag needed once pinned), anti-rollback, and key rotation by a signed
+    update; every refusal leaves the package as it was."""
+    device = tmp_path / "device"
+    shutil.copytree(packages / "onnx-base", device)
+    for name in ("key", "other", "next"):
+        assert run_cli("keys", "new", "-o", str(tmp_path / name)).returncode == 0
+
+    def diff(old, new, out, *extra):
+        res = run_cli("diff", str(packages / old), str(packages / new), "-o", str(tmp_path / out), *extra)
+        assert res.returncode == 0, res.stderr
+        return str(tmp_path / out)
+
+    def apply(update, *extra):
+        return run_cli("apply", str(device), update, *extra)
+
+    def files():
+        return {k: v for k, v in tree_bytes(device).items() if k != "trust.json"}
+
+    signed = diff("onnx-base", "onnx-tuned", "signed.update", "--sign", str(tmp_path / "key"))
+    foreign = diff("onnx-base", "onnx-tuned", "foreign.update", "--sign", str(tmp_path / "other"))
+    unsigned = diff("onnx-base", "onnx-tuned", "unsigned.update")
+    before = files()
+    res = apply(unsigned)  # unsigned updates are no longer taken by default
+    assert res.returncode == 2 and "pins no key and no --trust was given" in " ".join(res.stderr.split())
+    assert run_cli("keys", "trust", str(device), str(tmp_path / "key.pub")).returncode == 0
+    pins = (device / "trust.json").read_bytes()
+    for update, extra, message in ((unsigned, [], "is not signed"), (unsigned, ["--allow-unsigned"], "is not signed"),
+                                   (foreign, [], "is not signed by a key"),
+                                   (signed, ["--trust", str(tmp_path / "other.pub")], "pins other keys")):
+        res = apply(update, *extra)
+        assert res.returncode == 2 and message in " ".join(res.stderr.split()), (update, extra, res.stderr)
+        assert files() == before and (device / "trust.json").read_bytes() == pins
+    res = apply(signed)  # signed by the pinned key: no flag needed
+    assert res.returncode == 0 and "signature checked" in res.stdout, res.stderr
+    assert files() == tree_bytes(packages / "onnx-tuned") and (device / "trust.json").read_bytes() == pins
+
+    back = diff("onnx-tuned", "onnx-base", "back.update", "--sign", str(tmp_path / "key"))
+    res = apply(back)  # signed, but older: a rollback
+    assert res.returncode == 2 and "not newer" in res.stderr and files() == tree_bytes(packages / "onnx-tuned")
+    assert apply(signed).returncode == 2  # and the same update replayed on its own result
+    assert apply(back, "--allow-downgrade").returncode == 0 and files() == tree_bytes(packages / "onnx-base")
+    res = run_cli("keys", "trust", str(device), str(tmp_path / "other.pub"))
+    assert res.returncode == 2 and "already pins" in res.stderr
+
+    rotate = diff("onnx-base", "onnx-tuned", "rotate.update", "--sign", str(tmp_path / "key"),
+                  "--rotate-trust", str(tmp_path / "next.pub"))
+    assert apply(rotate).returncode == 0 and (device / "trust.json").read_bytes() != pins
+    old_key = diff("onnx-tuned", "onnx-calibrated", "old-key.update", "--sign", str(tmp_path / "key"))
+    res = apply(old_key)  # the rotated-out key no longer counts
+    assert res.returncode == 2 and "is not signed by a key" in " ".join(res.stderr.split())
+    new_key = diff("onnx-tuned", "onnx-calibrated", "new-key.update", "--sign", str(tmp_path / "next"))
+    assert apply(new_key).returncode == 0 and files() == tree_bytes(packages / "onnx-calibrated")
+
+
+def _leaves(node, path=()):
+    """Every position in a JSON document, as a path of keys and indices (containers too)."""
+    yield path
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, (*path, i))
+
+
+HOSTILE = [None, 5, -1, True, "", ".", "..", "x", "../x", "a/b", "manifest.json", "trust.json", [], {}, ["x", "x"],
+           {"path": "."}, "files/x", 1e300]
+
+
+@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(range(len(HOSTILE))), st.booleans()),
+                      min_size=1, max_size=3), tree=st.booleans())
+@settings(max_examples=int(os.environ.get("CEPHALON_FUZZ_EXAMPLES", 40)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzzed_update_headers_leave_the_base_untouched(packages, tmp_path, edits, tree):
+    """update.json with 1-3 fields replaced by hostile values (or list entries duplicated),
+    on an ONNX update and a Core ML one (tree members): apply either refuses in one line or
+    produces a package that verifies; the base is byte-identical either way."""
+    import tempfile
+
+    from cephalon_edge.device.manifest import Manifest
+    from cephalon_edge.errors import CephalonError
+
+    kind = "coreml" if tree else "onnx"
+    source = tmp_path / f"{kind}.update"
+    if not source.exists():
+        make_update(packages / f"{kind}-base", packages / f"{kind}-tuned", source)
+    with zipfile.ZipFile(source) as z:
+        header = json.loads(z.read("update.json"))
+    for position, value, duplicate in edits:
+        paths = [p for p in _leaves(header) if p]
+        path = paths[position % len(paths)]
+        parent = header
+        for key in path[:-1]:
+            parent = parent[key]
+        if duplicate and isinstance(parent, list):
+            parent.append(parent[path[-1]])
+        else:
+            parent[path[-1]] = HOSTILE[value]
+    base = packages / f"{kind}-base"
+    before = tree_bytes(base)
+    with tempfile.TemporaryDirectory(dir=tmp_path) as work:
+        crafted = _crafted(source, Path(work) / "fuzzed.update", lambda h: (h.clear(), h.update(header)))
+        try:
+            apply_update(base, crafted, out=Path(work) / "new", policy=Policy(allow_unsigned=True, allow_downgrade=True))
+        except CephalonError:
+            assert not (Path(work) / "new").exists()
+        else:
+            Manifest.open(Path(work) / "new")  # what was accepted verifies
+    assert tree_bytes(base) == before

@@ -8,6 +8,7 @@ never runs.
 from __future__ import annotations
 
 import hashlib
+import time
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ READABLE_FORMATS = {"cephalon-edge/1": "segment", FORMAT: "part"}  # format -> t
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 8 << 20  # a large model's manifest is tens of kB
 MAX_ELEMENTS = 1 << 26  # per sample, of any input or segment tensor (the spec's MAX_INPUT)
+TRUST_FILE = "trust.json"  # the keys a package pins (device/updates/trust.py); never a segment
 SEGMENT_KEYS = ("name", "file", "inputs", "outputs", "shapes", "dtypes", "sha256")
 TOP_KEYS = ("format", "target", "quantization", "inputs", "labels", "tasks", "segments", "program", "exit_policy")
 
@@ -51,6 +53,18 @@ def sha256_file(path: Path) -> str:
 def size_bytes(path: Path) -> int:
     path = Path(path)
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def package_version() -> int:
+    """A new package version: microseconds since the epoch, so every export or manifest write
+    makes the package newer than what it replaces (updates may only move forward)."""
+    return time.time_ns() // 1000
+
+
+def package_version_of(manifest: dict[str, Any]) -> int:
+    """A manifest's version (0 for packages written before versions)."""
+    version = manifest.get("version", 0)
+    return version if isinstance(version, int) and not isinstance(version, bool) else 0
 
 
 def safe_member(root: Path, name: Any) -> Path:
@@ -269,6 +283,10 @@ class Manifest:
             if why:
                 raise bad(f"segments[{name}].parts", why)
         self.parts = parts
+        if "version" in d and (not isinstance(d["version"], int) or isinstance(d["version"], bool) or d["version"] < 0):
+            raise bad("version", "must be a non-negative integer")
+        if any(isinstance(seg, dict) and seg.get("file") == TRUST_FILE for seg in d["segments"]):
+            raise bad("segments", f"no segment may be called {TRUST_FILE} (the package's pinned keys)")
         policy = _typed(d["exit_policy"], dict, "exit_policy", bad)
         thresholds = _typed(policy.get("thresholds"), dict, "exit_policy.thresholds", bad)
         early = self.program.early_exits
@@ -302,7 +320,8 @@ class Manifest:
                 raise ConcurrentChange(f"{path} changed while this command ran (another export or calibrate wrote "
                                        f"the package); nothing was written",
                                        hint="run the command again once the other one has finished")
-            data = {**self.data, **sections}
+            data = {**self.data, **sections,
+                    "version": max(package_version_of(self.data) + 1, package_version())}  # newer, always
             write_json_atomic(path, data)
         self.data = data
         self.read_sha256 = sha256_file(path)

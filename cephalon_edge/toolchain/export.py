@@ -24,6 +24,7 @@ from cephalon_edge.device.manifest import (
     Manifest,
     sha256_file,
     size_bytes,
+    package_version,
 )
 from cephalon_edge.device.profiles import load_profile
 from cephalon_edge.errors import ParityError, UsageError
@@ -91,6 +92,7 @@ def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: 
     provenance = meta.get("provenance", {})
     return {
         "format": FORMAT,
+        "version": package_version(),  # updates may only move a package forward
         "created_by": f"cephalon-edge {__version__}",
         "name": net_spec.name,
         "target": spec.target,

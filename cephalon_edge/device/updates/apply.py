@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from cephalon_edge.device.manifest import MANIFEST, Manifest, sha256_file
+from cephalon_edge.device.manifest import MANIFEST, Manifest, package_version_of, sha256_file
 from cephalon_edge.device.updates.archive import (
     MAX_TOTAL_BYTES,
     Update,
@@ -29,6 +30,7 @@ from cephalon_edge.device.updates.archive import (
     sha256_bytes,
 )
 from cephalon_edge.device.updates.deltas import apply_delta
+from cephalon_edge.device.updates.trust import TRUST_FILE, parse_keys, pinned_keys, trust_document
 from cephalon_edge.errors import PackageError, UsageError
 from cephalon_edge.fsutil import atomic_directory, writer_lock
 
@@ -149,13 +151,63 @@ def result_sizes(update: Update) -> dict[str, int]:
             and isinstance(f.get("size_bytes"), int) and not isinstance(f.get("size_bytes"), bool)}
 
 
-def apply_update(package: Path, update_path: Path, out: Path | None = None, trust: Path | None = None,
+@dataclass(frozen=True)
+class Policy:
+    """What ``apply`` accepts: ``--trust KEY.pub`` (checked against the package's pins), and
+    the explicit consent flags for unsigned updates and downgrades."""
+
+    trust: Path | None = None
+    allow_unsigned: bool = False
+    allow_downgrade: bool = False
+
+
+def _signature_check(package: Path, policy: Policy) -> tuple[Callable[[bytes, bytes | None, str], None] | None, list[bytes]]:
+    """How the update's signature is checked for ``package``, and the keys it pins. Pinned keys
+    rule; without them, ``--trust``; with neither, unsigned updates need ``--allow-unsigned``."""
+    from cephalon_edge.device.updates.keys import check_signature, public_pem
+
+    pinned = pinned_keys(package)
+    if pinned:
+        if policy.trust is not None and public_pem(policy.trust) not in pinned:
+            raise UsageError(f"{package} pins other keys than {policy.trust}; refused",
+                             hint="the package's pinned keys decide (keys trust ... --replace re-pins them)")
+        return (lambda data, sig, what: check_signature(data, sig, pinned, what, f"a key {package} pins")), pinned
+    if policy.trust is not None:
+        trusted = [public_pem(policy.trust)]
+        return (lambda data, sig, what: check_signature(data, sig, trusted, what, f"the trusted key {policy.trust}")), []
+    if not policy.allow_unsigned:
+        raise UpdateError(f"{package} pins no key and no --trust was given: nothing can check the update's signature",
+                          hint=f"pin the publisher's key (cephalon-edge keys trust {package} KEY.pub), pass --trust "
+                               "KEY.pub, or --allow-unsigned to apply it unchecked")
+    return None, []
+
+
+def _refuse_rollback(update: Update, base: Manifest, policy: Policy) -> None:
+    """An update must make the package newer (its manifest's version, covered by the signed
+    header's sha256), unless ``--allow-downgrade``."""
+    from cephalon_edge.fsutil import loads_json
+
+    result = loads_json(update.manifest_bytes, f"{update.path}: manifest.json", UpdateError)
+    new, now = package_version_of(result), package_version_of(base.data)
+    if new <= now and not policy.allow_downgrade:
+        raise UpdateError(f"{update.path} would take {base.root} from version {now} to {new}, not newer; refused",
+                          hint="an old update replayed, or a rollback: pass --allow-downgrade if you mean it")
+
+
+def apply_update(package: Path, update_path: Path, out: Path | None = None, policy: Policy = Policy(),
                  dry_run: bool = False, force: bool = False,
                  on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Apply ``update_path`` to ``package`` (in place, or into ``out``); returns the report."""
     step = on_progress or (lambda _: None)
-    update = read_update(update_path, trust)  # the signature before anything large is read
     package = Path(package)
+    verify, pinned = _signature_check(package, policy)
+    update = read_update(update_path, verify)  # the signature before anything large is read
+    rotation = update.header.get("trust")
+    if rotation is not None:
+        rotation = parse_keys(rotation, f"{update_path}: update.json trust")
+        if not pinned:
+            raise UpdateError(f"{update_path} rotates trusted keys, but {package} pins none to authorise it",
+                              hint=f"pin the current key first: cephalon-edge keys trust {package} KEY.pub")
     dest = Path(out) if out is not None else package
     if out is not None and dest.exists():
         if not force:
@@ -163,8 +215,9 @@ def apply_update(package: Path, update_path: Path, out: Path | None = None, trus
         if not dest.is_dir() or (any(dest.iterdir()) and not (dest / MANIFEST).exists()):
             raise UsageError(f"{dest} is not an edge package; refusing to replace it")
     base = check_base(update, package)
+    _refuse_rollback(update, base, policy)
     report = {"schema": "cephalon-edge/apply/1", "package": str(package), "output": str(dest),
-              "dry_run": dry_run, **plan(update)}
+              "dry_run": dry_run, "signature_checked": verify is not None, **plan(update)}
     if dry_run:
         return report
     step("update verified")
@@ -186,5 +239,9 @@ def apply_update(package: Path, update_path: Path, out: Path | None = None, trus
         unnamed = sorted(set(os.listdir(tmp)) - set(result.member_files()) - {MANIFEST})
         if unnamed:
             raise UpdateError(f"{update_path}: brings files its manifest does not name: {', '.join(unnamed[:5])}")
+        if rotation is not None:  # signed by a pinned key: the next keys take over
+            _write_new(tmp / TRUST_FILE, trust_document(rotation))
+        elif pinned:
+            _write_new(tmp / TRUST_FILE, trust_document(pinned))
         step("package verified")
     return report

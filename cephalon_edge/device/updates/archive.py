@@ -22,8 +22,9 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from cephalon_edge.device.manifest import TRUST_FILE
 from cephalon_edge.errors import PackageError, UsageError
 from cephalon_edge.fsutil import loads_json, regular_file
 
@@ -109,10 +110,10 @@ def _bad(path: Path, why: str) -> UpdateError:
     return UpdateError(f"update {path}: {why}", hint="make the update again with `cephalon-edge diff OLD NEW -o UPDATE`")
 
 
-def read_update(path: Path, trust: Path | None = None) -> Update:
-    """Read ``path`` and validate it; every payload's sha256 is checked here. With ``trust``
-    (a public key) the header's signature is checked before anything large is read; every
-    member is read with a bound (the header's own sizes, the manifest's cap)."""
+def read_update(path: Path, verify: Callable[[bytes, bytes | None, str], None] | None = None) -> Update:
+    """Read ``path`` and validate it; every payload's sha256 is checked here. ``verify(header,
+    signature, what)`` checks the signature before anything large is read; every member is
+    read with a bound (the header's own sizes, the manifest's cap)."""
     from cephalon_edge.device.manifest import MAX_MANIFEST_BYTES
 
     path = regular_file(Path(path), "update file", UpdateError)
@@ -128,10 +129,8 @@ def read_update(path: Path, trust: Path | None = None) -> Update:
         try:
             header_bytes = _read(path, z, infos[HEADER], MAX_HEADER_BYTES)
             signature = _read(path, z, infos[SIGNATURE], MAX_SIGNATURE_BYTES) if SIGNATURE in infos else None
-            if trust is not None:
-                from cephalon_edge.device.updates.keys import check_signature
-
-                check_signature(header_bytes, signature, trust, f"update {path}")
+            if verify is not None:
+                verify(header_bytes, signature, f"update {path}")
             header = loads_json(header_bytes, f"{path}: {HEADER}", UpdateError)
             _validate_header(path, header)
             manifest_bytes = _read(path, z, infos[MANIFEST], MAX_MANIFEST_BYTES)
@@ -222,8 +221,9 @@ def _plain_member(path: Path, name: str, what: str) -> None:
     (the update's own manifest is the new package's)."""
     from cephalon_edge.device.manifest import safe_member
 
-    if name == MANIFEST:
-        raise _bad(path, f"a {what} named {MANIFEST}: the update's own manifest is the new package's")
+    if name in (MANIFEST, TRUST_FILE):
+        raise _bad(path, f"a {what} named {name}: the update's own manifest is the new package's, and what the "
+                         "package trusts is not an update's to replace")
     try:
         safe_member(Path("."), name)
     except PackageError:

@@ -8,11 +8,13 @@ changed directory (Core ML ``.mlpackage``) travels whole. A threshold-only chang
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from cephalon_edge import __version__
-from cephalon_edge.device.manifest import MANIFEST, Manifest, size_bytes
+from cephalon_edge.device.manifest import MANIFEST, Manifest, package_version_of, size_bytes
 from cephalon_edge.device.updates.archive import (
     ALGORITHMS,
     FORMAT,
@@ -22,7 +24,7 @@ from cephalon_edge.device.updates.archive import (
     write_update,
 )
 from cephalon_edge.device.updates.deltas import DEFAULT_ALGORITHM, make_delta
-from cephalon_edge.errors import UsageError
+from cephalon_edge.errors import Note, UsageError
 from cephalon_edge.fsutil import atomic_path
 
 
@@ -75,7 +77,7 @@ def _tree_entry(name: str, digest: str, path: Path, base: Path | None, payloads:
 
 
 def make_update(old_dir: Path, new_dir: Path, out: Path, algorithm: str = DEFAULT_ALGORITHM,
-                sign_key: Path | None = None, force: bool = False,
+                sign_key: Path | None = None, force: bool = False, rotate_trust: list[Path] | None = None,
                 on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write the update from package ``old_dir`` to package ``new_dir`` at ``out``; returns the report."""
     if algorithm not in ALGORITHMS:
@@ -86,6 +88,14 @@ def make_update(old_dir: Path, new_dir: Path, out: Path, algorithm: str = DEFAUL
     if sign_key is not None:
         from cephalon_edge.device.updates.keys import load_private
         load_private(sign_key)  # a bad key fails before any work
+    trust = None
+    if rotate_trust:
+        from cephalon_edge.device.updates.keys import public_pem
+        from cephalon_edge.device.updates.trust import trust_document
+
+        if sign_key is None:
+            raise UsageError("--rotate-trust hands the package's trust to new keys: sign it with a pinned key (--sign)")
+        trust = json.loads(trust_document([public_pem(k) for k in rotate_trust]))
     old, new = Manifest.open(Path(old_dir)), Manifest.open(Path(new_dir))
     if old.target != new.target:
         raise UsageError(f"{old_dir} is a {old.target} package and {new_dir} a {new.target} one",
@@ -120,11 +130,17 @@ def make_update(old_dir: Path, new_dir: Path, out: Path, algorithm: str = DEFAUL
     manifest_bytes = (new.root / MANIFEST).read_bytes()
     header = {
         "format": FORMAT, "created_by": f"cephalon-edge {__version__}",
-        "base": {"manifest_sha256": old.read_sha256, "name": old.data.get("name"), "target": old.target},
-        "result": {"manifest_sha256": sha256_bytes(manifest_bytes), "name": new.data.get("name")},
+        "base": {"manifest_sha256": old.read_sha256, "name": old.data.get("name"), "target": old.target,
+                 "version": package_version_of(old.data)},
+        "result": {"manifest_sha256": sha256_bytes(manifest_bytes), "name": new.data.get("name"),
+                   "version": package_version_of(new.data)},
         "files": entries, "keep": keep,
         "changes": {"segments": segment_changes(old, new), "manifest_sections": changed_sections(old, new)},
+        **({"trust": trust} if trust is not None else {}),
     }
+    if package_version_of(new.data) <= package_version_of(old.data):
+        warnings.warn(f"{new_dir} is not newer than {old_dir} (version {package_version_of(new.data)} <= "
+                      f"{package_version_of(old.data)}): apply refuses it without --allow-downgrade", Note, stacklevel=2)
     header_bytes = encode_header(header)
     signature = None
     if sign_key is not None:

@@ -63,16 +63,26 @@ def sign(data: bytes, private_key: Path) -> bytes:
     return load_private(private_key).sign(data)
 
 
-def check_signature(data: bytes, signature: bytes | None, public_key: Path, what: str) -> None:
-    """Refuse (exit 2) ``data`` that is unsigned or whose signature is not the trusted key's."""
-    key = _load(public_key, private=False)  # says which extra to install when it is missing
+def public_pem(path: Path) -> bytes:
+    """The PEM bytes of an Ed25519 public key file, checked."""
+    _load(path, private=False)
+    return Path(path).read_bytes()
+
+
+def check_signature(data: bytes, signature: bytes | None, trusted: list[bytes], what: str, whose: str) -> None:
+    """Refuse (exit 2) ``data`` that is unsigned or not signed by one of the ``trusted`` public
+    keys (PEM bytes; ``whose`` names them in the error)."""
+    require("update", "signed updates")
     from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
 
     if signature is None:
-        raise UpdateError(f"{what} is not signed and --trust was given; refused",
+        raise UpdateError(f"{what} is not signed, and {whose} must sign it; refused",
                           hint="sign updates with `cephalon-edge diff OLD NEW -o UPDATE --sign KEY`")
-    try:
-        key.verify(signature, data)
-    except InvalidSignature:
-        raise UpdateError(f"{what} is not signed by the trusted key {public_key}; refused",
-                          hint="it was tampered with, or signed with another key") from None
+    for pem in trusted:
+        try:
+            serialization.load_pem_public_key(pem).verify(signature, data)
+            return
+        except InvalidSignature:
+            continue
+    raise UpdateError(f"{what} is not signed by {whose}; refused", hint="it was tampered with, or signed with another key")
