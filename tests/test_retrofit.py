@@ -146,10 +146,10 @@ def test_freeze_backbone_trains_exits_alone(tmp_path):
 
 
 @pytest.mark.slow
+# one model per family and target here (benchmarks/preset_parity.py checks every preset on
+# ONNX, TFLite and ExecuTorch)
 @pytest.mark.parametrize("name, shape, target", [("torchvision:resnet18", (1, 28, 28), "onnx"),
-                                                 ("torchvision:resnet18", (1, 28, 28), "tflite"),
-                                                 ("torchvision:mobilenet_v3_small", (3, 32, 32), "onnx"),
-                                                 ("timm:vit_tiny_patch16_224", (3, 32, 32), "onnx"),
+                                                 ("torchvision:mobilenet_v3_small", (3, 32, 32), "tflite"),
                                                  ("timm:vit_tiny_patch16_224", (3, 32, 32), "tflite")])
 def test_exported_full_depth_reproduces_the_library_model(tmp_path, name, shape, target):
     preset = presets.get(name)
