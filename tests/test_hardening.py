@@ -451,3 +451,11 @@ def test_array_headers_and_deflate_bombs_are_checked_before_loading(pkg, tmp_pat
     assert bomb.stat().st_size < 100_000
     with pytest.raises(DataError, match="unpack to .* more than the 1000000 read"):
         check_npz(bomb, "bomb.npz", limit=1_000_000)
+    big = tmp_path / "big.npz"  # under the cap, but 1 MB unpacking into 128 MB: a bomb, not data
+    with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("image.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, {**header, "shape": (1 << 19, 1, 8, 8)})
+            for _ in range(128):
+                f.write(b"\0" * (1 << 20))
+    with pytest.raises(DataError, match="refused as a decompression bomb"):
+        load_npz(big)

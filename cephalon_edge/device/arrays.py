@@ -14,6 +14,9 @@ import numpy as np
 from cephalon_edge.errors import DataError
 
 MAX_ARRAY_BYTES = 4 << 30  # one dataset's arrays, unpacked
+# a member that unpacks past this size at more than this ratio is a deflate bomb, not data
+# (float data compresses a few times; np.savez, uncompressed, is 1:1)
+BOMB_BYTES, BOMB_RATIO = 100 << 20, 100
 
 
 def declared_bytes(stream: IO[bytes], what: str) -> int:
@@ -52,6 +55,10 @@ def check_npz(path: Path, what: str, limit: int = MAX_ARRAY_BYTES) -> None:
             if total > limit:
                 raise DataError(f"{what}: its arrays unpack to {total} bytes, more than the {limit} read")
             for info in infos:
+                if info.file_size > BOMB_BYTES and info.file_size > BOMB_RATIO * max(1, info.compress_size):
+                    raise DataError(f"{what}: {info.filename} unpacks {info.compress_size} bytes into {info.file_size}; "
+                                    "refused as a decompression bomb",
+                                    hint="real data saved with numpy.savez (uncompressed) is read as it is")
                 with z.open(info) as member:
                     need = declared_bytes(member, f"{what}: {info.filename}")
                     header = member.tell()
