@@ -249,6 +249,15 @@ def small_package(root: Path, samples: int, with_static: bool = False) -> Path:
     return root
 
 
+def interruptible() -> None:
+    """In a child about to start: Ctrl-C back to its default. A suite started in the background
+    (``nohup ... &``) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    the interrupt tests would wait for an exit that cannot come."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn_parked(tmp_path: Path, point: str, *args: str) -> subprocess.Popen:
     """Start the CLI; it parks for good once its own progress reaches ``point`` (see
     pause_at.py). Returns the process once it is parked there: what a test then does to it
@@ -256,7 +265,8 @@ def spawn_parked(tmp_path: Path, point: str, *args: str) -> subprocess.Popen:
     marker = tmp_path / f"parked.{abs(hash(point))}"
     marker.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "pause_at.py"), str(marker), point, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=interruptible)
     wait_for(marker.exists, proc, f"reaching {point}")
     return proc
 

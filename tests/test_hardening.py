@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PIXEL, run_cli, small_package, spawn_parked, tiny_spec_dict, wait_for
+from conftest import PIXEL, interruptible, run_cli, small_package, spawn_parked, tiny_spec_dict, wait_for
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
@@ -396,7 +396,7 @@ def test_ctrl_c_during_device_bench_stops_and_cleans_up(small, fake_adb, tmp_pat
     proc = subprocess.Popen([str(exe), "bench", str(tfl), "--device", "p1", "--data", str(small / "data.npz"),
                              "--benchmark-binary", str(binary), "--runs", "2", "--warmup", "0"],
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=interruptible)
     # the first segment's run has started on the device
     wait_for((state / "p1.running").exists, proc, "the first segment ran on the device")
     os.killpg(proc.pid, signal.SIGINT)
