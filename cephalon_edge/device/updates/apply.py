@@ -1,9 +1,11 @@
 """``apply``: turn a package into the update's result, verified, atomically.
 
-The update is read and checked first (every payload against its sha256, the signature when
-a trust key is given), then the base, under its writers' lock (an ``apply`` or ``calibrate``
-that finished meanwhile is seen, never overwritten): its manifest must be the one the update
-was made for, and its files must match their sha256s. The new package is assembled in a
+The update is read and checked first: its signature against the keys the package pins
+(``trust.json``) or ``--trust`` before anything large is read (unsigned updates only with
+``--allow-unsigned``), then every payload against its sha256. Then the base, under its
+writers' lock (an ``apply`` or ``calibrate`` that finished meanwhile is seen, never
+overwritten): its manifest must be the one the update was made for, its files must match
+their sha256s, and the result must be newer (``--allow-downgrade`` otherwise). The new package is assembled in a
 temporary directory next to the destination (kept files hard-linked or copied from the base,
 changed ones written or patched into new files: nothing is ever written through a link into
 the base), opened and verified against its new manifest, and only then takes the
