@@ -40,16 +40,22 @@ def cli(*args: str) -> None:
     subprocess.run([str(exe), *args], check=True)
 
 
+def plain_resnet18():
+    """torchvision's ResNet-18 for 1x28x28 digits, 10 classes (random weights)."""
+    from cephalon_edge.toolchain.presets import get, preset_spec
+    from cephalon_edge.toolchain.presets.libraries import reference_model
+
+    return reference_model(get(PRESET), preset_spec(get(PRESET), [], SHAPE, 10))
+
+
 def train_plain(epochs: int, seed: int = 0):
     """The user's model: torchvision's ResNet-18 trained plainly on the MNIST train split."""
     import torch
 
     from cephalon_edge.device.data import builtin
-    from cephalon_edge.toolchain.presets import get, preset_spec
-    from cephalon_edge.toolchain.presets.libraries import reference_model
 
     torch.manual_seed(seed)
-    model = reference_model(get(PRESET), preset_spec(get(PRESET), [], SHAPE, 10))
+    model = plain_resnet18()
     train, val = builtin("mnist", "train"), builtin("mnist", "val")
     xs, ys = torch.from_numpy(train.inputs["image"]), torch.from_numpy(train.labels)
     vx, vy = torch.from_numpy(val.inputs["image"]), torch.from_numpy(val.labels)
@@ -115,10 +121,7 @@ def main() -> None:
     targets = args.targets.split(",")
     weights = workdir / "resnet18.pth"
     if weights.exists():  # the user's trained model from an earlier run in this --workdir
-        from cephalon_edge.toolchain.presets import get, preset_spec
-        from cephalon_edge.toolchain.presets.libraries import reference_model
-
-        model = reference_model(get(PRESET), preset_spec(get(PRESET), [], SHAPE, 10))
+        model = plain_resnet18()
         model.load_state_dict(torch.load(weights, weights_only=True))
         print(f"reusing the plain resnet18 in {weights}")
     else:

@@ -218,16 +218,15 @@ def _crafted(update: Path, out: Path, edit, extra: dict[str, bytes] | None = Non
     changes) and ``extra`` members added."""
     from cephalon_edge.device.updates.archive import encode_header
 
-    with zipfile.ZipFile(update) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            data = src.read(info.filename)
-            if info.filename == "update.json":
-                header = json.loads(data)
-                edit(header)
-                data = encode_header(header)
-            dst.writestr(info.filename, data)
+    def edited(data: bytes) -> bytes:
+        header = json.loads(data)
+        edit(header)
+        return encode_header(header)
+
+    _rewrite(update, out, "update.json", edited)
+    with zipfile.ZipFile(out, "a") as z:
         for name, data in (extra or {}).items():
-            dst.writestr(name, data)
+            z.writestr(name, data)
     return out
 
 

@@ -156,15 +156,20 @@ def choose(result: SearchResult, table: ExitTable, spec: CalibrateSpec) -> int:
     return int(next(i for i in key if ok[i]))
 
 
+def _exits_early(result: SearchResult, table: ExitTable) -> np.ndarray:
+    """(M,) whether each combination lets any sample leave before full depth."""
+    return result.flops < table.full_depth_flops * (1 - 1e-9)
+
+
 def bounds(result: SearchResult, table: ExitTable, z: float) -> np.ndarray:
     """Each combination's upper confidence bound on the drop (``search.drop_bound``)."""
-    early = result.flops < table.full_depth_flops * (1 - 1e-9)
-    return drop_bound(result.accuracy, result.both, table.full_depth_accuracy, result.samples, z, early)
+    return drop_bound(result.accuracy, result.both, table.full_depth_accuracy, result.samples, z,
+                      _exits_early(result, table))
 
 
 def mix_bounds(result: SearchResult, table: ExitTable, z: float) -> np.ndarray:
     """(mixes, M): the bound on each modality mix's own drop."""
-    early = result.flops < table.full_depth_flops * (1 - 1e-9)
+    early = _exits_early(result, table)
     assert result.mix_accuracy is not None and result.mix_both is not None
     return np.stack([drop_bound(a, b, f, int(n), z, early) for a, b, f, n in
                      zip(result.mix_accuracy, result.mix_both, result.mix_full_depth, result.mix_samples)])

@@ -133,7 +133,7 @@ def _patched(update: Update, src: Path, delta: bytes, entry: dict[str, Any], wha
     result may not outgrow the size the new manifest gives its file."""
     if not src.is_file() or sha256_file(src) != entry["base_sha256"]:
         raise UpdateError(f"{update.path}: the delta of {what} is for another version of it than the package's")
-    limit = result_sizes(update).get(what.split("/", 1)[0], MAX_TOTAL_BYTES)
+    limit = update.result_sizes.get(what.split("/", 1)[0], MAX_TOTAL_BYTES)
     try:
         data = apply_delta(src.read_bytes(), delta, entry["algorithm"], limit)
     except Exception as exc:  # the delta libraries raise their own errors on corrupt input
@@ -141,16 +141,6 @@ def _patched(update: Update, src: Path, delta: bytes, entry: dict[str, Any], wha
     if sha256_bytes(data) != entry["sha256"]:
         raise UpdateError(f"{update.path}: patching {what} gave a file that does not match its sha256")
     return data
-
-
-def result_sizes(update: Update) -> dict[str, int]:
-    """The size the update's new manifest gives each file (a tree: all its members)."""
-    from cephalon_edge.fsutil import loads_json
-
-    data = loads_json(update.manifest_bytes, f"{update.path}: manifest.json", UpdateError)
-    files = [*(data.get("segments") or []), *([data["static"]] if isinstance(data.get("static"), dict) else [])]
-    return {f["file"]: f["size_bytes"] for f in files if isinstance(f, dict) and isinstance(f.get("file"), str)
-            and isinstance(f.get("size_bytes"), int) and not isinstance(f.get("size_bytes"), bool)}
 
 
 @dataclass(frozen=True)
@@ -187,10 +177,7 @@ def _signature_check(package: Path, policy: Policy) -> tuple[Callable[[bytes, by
 def _refuse_rollback(update: Update, base: Manifest, policy: Policy) -> None:
     """An update must make the package newer (its manifest's version, covered by the signed
     header's sha256), unless ``--allow-downgrade``."""
-    from cephalon_edge.fsutil import loads_json
-
-    result = loads_json(update.manifest_bytes, f"{update.path}: manifest.json", UpdateError)
-    new, now = package_version_of(result), package_version_of(base.data)
+    new, now = package_version_of(update.result), package_version_of(base.data)
     if new <= now and not policy.allow_downgrade:
         raise UpdateError(f"{update.path} would take {base.root} from version {now} to {new}, not newer; refused",
                           hint="an old update replayed, or a rollback: pass --allow-downgrade if you mean it")

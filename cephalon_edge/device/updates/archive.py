@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,7 +50,7 @@ def sha256_bytes(data: bytes) -> str:
 @dataclass
 class Update:
     """A read and validated update file: header, raw header bytes (what is signed), the new
-    manifest's bytes, the payloads by member name, and the signature if any."""
+    manifest's bytes (and parsed), the payloads by member name, and the signature if any."""
 
     path: Path
     header: dict[str, Any]
@@ -58,6 +58,15 @@ class Update:
     manifest_bytes: bytes
     payloads: dict[str, bytes]
     signature: bytes | None
+    result: dict[str, Any] = field(default_factory=dict)  # the new manifest, parsed once
+
+    @property
+    def result_sizes(self) -> dict[str, int]:
+        """The size the new manifest gives each file (a tree: all its members)."""
+        files = [*(self.result.get("segments") or []),
+                 *([self.result["static"]] if isinstance(self.result.get("static"), dict) else [])]
+        return {f["file"]: f["size_bytes"] for f in files if isinstance(f, dict) and isinstance(f.get("file"), str)
+                and isinstance(f.get("size_bytes"), int) and not isinstance(f.get("size_bytes"), bool)}
 
     @property
     def base_manifest_sha256(self) -> str:
@@ -155,7 +164,10 @@ def read_update(path: Path, verify: Callable[[bytes, bytes | None, str], None] |
         for name, digest in pairs:  # a directory's files are checked as they are written (apply)
             if digest is not None and sha256_bytes(payloads[name]) != digest:
                 raise _bad(path, f"payload {name} does not match the sha256 in its header (tampered or corrupt)")
-    return Update(path, header, header_bytes, manifest_bytes, payloads, signature)
+    result = loads_json(manifest_bytes, f"{path}: {MANIFEST}", UpdateError)
+    if not isinstance(result, dict):
+        raise _bad(path, f"its {MANIFEST} is not a manifest")
+    return Update(path, header, header_bytes, manifest_bytes, payloads, signature, result)
 
 
 def _read(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:

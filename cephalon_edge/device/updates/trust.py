@@ -61,8 +61,9 @@ def pin(package: Path, public_keys: list[Path], replace: bool = False) -> list[s
     Manifest.open(package, verify=False)  # an edge package, nothing else
     pems = [public_pem(k) for k in public_keys]
     with writer_lock(package):
-        if pinned_keys(package) and not replace:
-            raise UsageError(f"{package} already pins {len(pinned_keys(package))} key(s)",
+        already = pinned_keys(package)
+        if already and not replace:
+            raise UsageError(f"{package} already pins {len(already)} key(s)",
                              hint="rotate with an update signed by a pinned key (diff --rotate-trust), "
                                   "or pass --replace to re-pin here")
         write_bytes_atomic(package / TRUST_FILE, trust_document(pems))

@@ -67,12 +67,10 @@ def reference_model(preset: Preset, spec: ModelSpec) -> nn.Module:
     else:
         model = getattr(lib, preset.model)(weights=None, num_classes=classes)
         if shape[0] != 3:  # a grey-scale (or multi-band) first conv, as people adapt it
-            first = model.conv1 if hasattr(model, "conv1") else model.features[0][0]
-            wider = nn.Conv2d(shape[0], first.out_channels, first.kernel_size, first.stride, first.padding, bias=False)
-            if hasattr(model, "conv1"):
-                model.conv1 = wider
-            else:
-                model.features[0][0] = wider
+            owner, attr = (model, "conv1") if hasattr(model, "conv1") else (model.features[0], "0")
+            first = getattr(owner, attr)
+            setattr(owner, attr, nn.Conv2d(shape[0], first.out_channels, first.kernel_size, first.stride,
+                                           first.padding, bias=False))
     return model.eval()
 
 
