@@ -27,6 +27,19 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def render_mixes(mixes: dict[str, Any] | None) -> None:
+    if mixes:
+        t = Table(title="end to end per modality mix (ms at batch 1)")
+        for col in ("modality", "samples", "accuracy", "mean", "p50", "p90", "static mean", "speedup"):
+            t.add_column(col, justify="left" if col == "modality" else "right", no_wrap=col == "modality")
+        for name, m in mixes.items():
+            e, s = m["end_to_end"], m["static"]
+            t.add_row(escape(name), str(e["samples"]), fmt_pct(e["accuracy"]), _ms(e["mean_ms"]), _ms(e["p50_ms"]), _ms(e["p90_ms"]),
+                      _ms(s["mean_ms"]) if s else "-", f"{m['speedup']:.2f}x" if m["speedup"] else "-")
+        console.print(t)
+        console.print("[dim]the static model takes every modality, so it is timed for the full mix only[/]")
+
+
 def render_bench(report: dict[str, Any]) -> None:
     for device in report.get("devices") or [report]:
         name = device.get("device", "host")
@@ -39,9 +52,11 @@ def render_bench(report: dict[str, Any]) -> None:
                           _ms(s.get("p90_ms")), _ms(s.get("p99_ms")), _ms(s["mean_ms"]), _ms(s.get("std_ms")))
         console.print(table)
         e2e, static = device.get("end_to_end"), device.get("static")
+        measured_here = name == "host" or device.get("platform") == "linux"
         if e2e:
             t = Table(title=f"end to end on {escape(e2e['dataset'])} ({e2e['samples']} real samples)"
-                            + (" - expected from device segment latency" if name != "host" else ""))
+                            + ("" if measured_here else " - expected from device segment latency")
+                            + (f" - measured on {escape(str(name))} through the router" if name != "host" and measured_here else ""))
             t.add_column("")
             t.add_column("routed", justify="right")
             t.add_column("static", justify="right")
@@ -54,21 +69,14 @@ def render_bench(report: dict[str, Any]) -> None:
                           + (f"; [bold]speedup {speedup:.2f}x[/]" if speedup else ""))
             if speedup is not None and speedup <= 1.0:
                 console.print("[yellow]routing does not pay here: the plain static model is as fast or faster[/]")
+        if device.get("expected"):
+            console.print(f"expected from its segment latencies (as phones are priced): {device['expected']['mean_ms']:.3f} ms "
+                          f"mean, {device['expected_vs_measured']:.2f}x the measured")
+        render_mixes(device.get("modality_mixes"))
         if device.get("note"):
             console.print(f"[yellow]note:[/] {escape(device['note'])}")
         if device.get("status") == "failed":
             console.print(f"[red]{escape(device['error'])}[/] (results so far kept)")
-    mixes = report.get("modality_mixes")
-    if mixes:
-        t = Table(title="end to end per modality mix (ms at batch 1)")
-        for col in ("modality", "samples", "accuracy", "mean", "p50", "p90", "static mean", "speedup"):
-            t.add_column(col, justify="left" if col == "modality" else "right", no_wrap=col == "modality")
-        for name, m in mixes.items():
-            e, s = m["end_to_end"], m["static"]
-            t.add_row(escape(name), str(e["samples"]), fmt_pct(e["accuracy"]), _ms(e["mean_ms"]), _ms(e["p50_ms"]), _ms(e["p90_ms"]),
-                      _ms(s["mean_ms"]) if s else "-", f"{m['speedup']:.2f}x" if m["speedup"] else "-")
-        console.print(t)
-        console.print("[dim]the static model takes every modality, so it is timed for the full mix only[/]")
     render_usage(report.get("routing_usage"))
     if "peak_rss_bytes" in report:
         console.print(f"peak RSS {fmt_count(report['peak_rss_bytes'])}B")
@@ -91,19 +99,36 @@ def bench_cmd(
         None, "--modality", help="Modality mix to time, e.g. image or image,signal (default: every mix the data allows)."),
     budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="A variants package: mark the operating point "
                                               "the router picks for this latency budget."),
+    ssh: Optional[list[str]] = typer.Option(None, "--ssh", help="A Linux board, [USER@]HOST[:PORT] (repeatable): the "
+                                            "package runs there through the real router, end to end."),
+    ssh_file: Optional[Path] = typer.Option(None, "--ssh-file", help="Boards to bench, one [USER@]HOST[:PORT] per line."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="An ssh_config file for the boards "
+                                              "(default: your ~/.ssh/config)."),
+    setup: bool = typer.Option(False, "--setup", help="Boards: first install this checkout's device half there "
+                               "(its own venv in the board's cache, with the package target's extra)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-segment bars and the latency histogram as PNG "
                                         "(a variants package: accuracy vs latency of every operating point)."),
 ) -> None:
-    """Per-segment and end-to-end latency on this host, on Android devices over adb, or on iPhones (macOS)."""
+    """Per-segment and end-to-end latency on this host, on Android devices over adb, on iPhones (macOS), or on
+    Linux boards over SSH."""
     from cephalon_edge.device.variants import is_variants_package
     from cephalon_edge.errors import DeviceError, UsageError
     from cephalon_edge.tune.bench.host import BenchSpec, bench_host, validate
+    from cephalon_edge.tune.bench.ssh import board_addresses
     from cephalon_edge.tune.plots import plot_bench
 
     spec = BenchSpec(profile=profile, data=data, label_map=label_map, runs=runs, warmup=warmup, threads=threads, samples=samples,
                      device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality)
     validate(spec)
+    hosts = board_addresses(ssh, ssh_file)
+    if hosts:
+        if device:
+            raise UsageError("--device and --ssh pick different kinds of device", hint="bench phones and boards in two runs")
+        _bench_boards(package, spec, hosts, ssh_config, setup, json_file)
+        return
+    if setup:
+        raise UsageError("--setup installs the device half on a board", hint="use it with --ssh HOST")
     if is_variants_package(package):
         _bench_variants(package, spec, budget_ms, team_id, json_file, plot)
         return
@@ -123,6 +148,19 @@ def bench_cmd(
         plot_bench(report, plot)
     if report.get("failed"):
         raise DeviceError("; ".join(f.get("error", "") for f in report["failed"]))
+
+
+def _bench_boards(package: Path, spec: Any, hosts: list[str], ssh_config: Path | None, setup: bool,
+                  json_file: Path | None) -> None:
+    from cephalon_edge.errors import DeviceError
+    from cephalon_edge.tune.bench.boards import bench_boards
+
+    with progress("benchmarking on boards", None) as advance:
+        report = bench_boards(package, spec, hosts, ssh_config, setup, on_progress=advance)
+    render_bench(report)
+    write_report(json_file, report)
+    if report["failed"]:
+        raise DeviceError("; ".join(f"{f['error']} (during {f['step']})" for f in report["failed"]))
 
 
 def _bench_variants(package: Path, spec: Any, budget_ms: float | None, team_id: str | None,
@@ -158,8 +196,20 @@ def _bench_variants(package: Path, spec: Any, budget_ms: float | None, team_id: 
         raise DeviceError("; ".join(f.get("error", "") for f in report["failed"]))
 
 
-def devices_cmd(json_file: Optional[Path] = typer.Option(None, "--json", help="Write the list as JSON.")) -> None:
-    """List attached Android devices (adb) and iPhones/iPads (xcrun, macOS) with model, SoC, OS, ABI and matching profile."""
+def devices_cmd(
+    ssh: Optional[list[str]] = typer.Option(None, "--ssh", help="Describe a Linux board, [USER@]HOST[:PORT] (repeatable)."),
+    ssh_file: Optional[Path] = typer.Option(None, "--ssh-file", help="Boards, one [USER@]HOST[:PORT] per line."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="An ssh_config file (default: your ~/.ssh/config)."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the list as JSON."),
+) -> None:
+    """List attached Android devices (adb) and iPhones/iPads (xcrun, macOS) with model, SoC, OS, ABI and matching
+    profile; with --ssh, what a Linux board is, its device half and runtimes."""
+    from cephalon_edge.tune.bench.ssh import board_addresses
+
+    hosts = board_addresses(ssh, ssh_file)
+    if hosts:
+        _board_devices(hosts, ssh_config, json_file)
+        return
     from cephalon_edge.tune.bench.devices import list_devices
 
     report = list_devices()
@@ -182,6 +232,31 @@ def devices_cmd(json_file: Optional[Path] = typer.Option(None, "--json", help="W
     for note in report["notes"]:
         console.print(f"[dim]{escape(note)}[/]")
     write_report(json_file, report)
+
+
+def _board_devices(hosts: list[str], ssh_config: Path | None, json_file: Path | None) -> None:
+    from cephalon_edge.errors import DeviceError
+    from cephalon_edge.tune.bench.boards import list_boards
+
+    with progress("asking the boards", None):
+        rows = list_boards(hosts, ssh_config)
+    table = Table(title="Linux boards over SSH")
+    for col in ("board", "model", "arch", "cores", "memory", "OS", "Python", "device half", "runtimes", "profile"):
+        table.add_column(col)
+    for r in rows:
+        if r["state"] != "ready":
+            table.add_row(escape(r["serial"]), "[red]unreachable[/]", *["-"] * 8)
+            continue
+        table.add_row(*(escape(str(v)) if v else "-" for v in (
+            r["serial"], r["model"], r["machine"], r["cores"], r["memory_bytes"] and f"{r['memory_bytes'] / 2**30:.1f} GiB",
+            r["os"], r["python"], r["device_half"], ", ".join(r["runtimes"]), r["profile"])))
+    console.print(table)
+    for r in rows:
+        if r["message"]:
+            console.print(f"[yellow]{escape(r['message'])}[/]")
+    write_report(json_file, {"schema": "cephalon-edge/devices/1", "devices": rows, "notes": []})
+    if all(r["state"] != "ready" for r in rows):
+        raise DeviceError(rows[0]["message"] if len(rows) == 1 else "no board could be reached")
 
 
 @profiles_app.command("list")

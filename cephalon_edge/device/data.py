@@ -229,6 +229,16 @@ def load_npz(path: Path) -> Dataset:
     return Dataset(str(path), inputs, labels.astype(np.int64), targets, present=present)
 
 
+def save_npz(dataset: Dataset, path: Path) -> None:
+    """``dataset`` as the ``.npz`` that ``load_npz`` reads back (the split a board benches
+    on: no generator, folder or label map needed there)."""
+    arrays = {**dataset.inputs, "labels": dataset.labels,
+              **{PRESENT_PREFIX + k: v for k, v in dataset.present.items()},
+              **{TARGET_PREFIX + k: v for k, v in dataset.targets.items()}}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def read_label_map(path: Path | None) -> dict[str, str]:
     """A ``--label-map`` file: a JSON object from folder name to the model's label."""
     if path is None:

@@ -16,6 +16,8 @@ from cephalon_edge.targets import COREML_COMPUTE_UNITS, EXECUTORCH_BACKENDS, QUA
 OS = ("linux", "android", "ios", "macos")
 DELEGATES = ("xnnpack", "gpu", "nnapi", "npu", "cpu")
 IOS_MATCH_KEYS = ("ios.product_type",)  # from `xcrun devicectl list devices`: hardwareProperties.productType
+# Linux boards over SSH: the device-tree model (or DMI product name) and `uname -m`
+BOARD_MATCH_KEYS = ("board.model", "board.machine")
 DEPRECATED = {"nnapi": "NNAPI is deprecated from Android 15; prefer the GPU delegate or a vendor accelerator"}
 
 # every registered target may have a section of its own
@@ -76,9 +78,10 @@ def validate_profile(data: Any, source: str) -> dict[str, Any]:
     if set(executorch) - {"backend"} or executorch.get("backend", "xnnpack") not in EXECUTORCH_BACKENDS:
         raise bad("executorch", f"the only field is backend = {' | '.join(map(repr, EXECUTORCH_BACKENDS))}")
     for key, value in data.get("match", {}).items():
-        if not isinstance(value, str) or not (key.startswith("ro.") or key in IOS_MATCH_KEYS):
-            raise bad(f"match.{key}", "match rules are getprop keys (ro.*, Android) or ios.product_type "
-                                      "(iOS model identifiers such as iPhone16,1) with string values")
+        if not isinstance(value, str) or not (key.startswith("ro.") or key in IOS_MATCH_KEYS + BOARD_MATCH_KEYS):
+            raise bad(f"match.{key}", "match rules are getprop keys (ro.*, Android), ios.product_type "
+                                      "(iOS model identifiers such as iPhone16,1) or board.model / board.machine "
+                                      "(a Linux board's device-tree model and uname -m) with string values")
     for key, value in data.get("estimate", {}).items():
         if key not in ("peak_gflops", "memory_gbps") or not isinstance(value, (int, float)) or value <= 0:
             raise bad(f"estimate.{key}", "estimates are positive peak_gflops / memory_gbps figures")
@@ -129,3 +132,14 @@ def match_device(props: dict[str, str]) -> str | None:
     if props.get("ro.product.cpu.abi", "").startswith("arm64"):
         return "android-arm64-cpu"
     return None
+
+
+def match_board(model: str | None, machine: str | None) -> str:
+    """A Linux board's profile: the first whose ``board.*`` rules match, else a generic one
+    for its CPU (``linux-aarch64``), else ``host-cpu``."""
+    props = {"board.model": model or "", "board.machine": machine or ""}
+    for name in profile_names():
+        profile = load_profile(name)
+        if profile["os"] == "linux" and matches(profile, props):
+            return name
+    return "linux-aarch64" if machine in ("aarch64", "arm64") else "host-cpu"
