@@ -39,7 +39,7 @@ def keygen(path: Path) -> str:
 
 
 class SshServer:
-    def __init__(self, root: Path, cache: Path, client_key: str) -> None:
+    def __init__(self, root: Path, cache: Path, client_key: str, force_command: str | None = None) -> None:
         self.root, self.cache = root, cache
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -49,7 +49,8 @@ class SshServer:
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_ed25519'}\n"
             f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-            f"PidFile {root / 'sshd.pid'}\nSetEnv CEPHALON_EDGE_CACHE={cache}\n")
+            f"PidFile {root / 'sshd.pid'}\nSetEnv CEPHALON_EDGE_CACHE={cache}\n"
+            + (f"ForceCommand {force_command}\n" if force_command else ""))
         self.process: subprocess.Popen | None = None
 
     @property

@@ -298,7 +298,8 @@ def main():
         say(error=f"{type(exc).__name__}: {exc}", kind="failed")
 
 
-if sys.version_info < (3, 10):
-    say(error=f"the board has Python {platform.python_version()}; cephalon-edge needs 3.11 or newer", kind="python")
-else:
-    main()
+if __name__ == "__main__":  # fed to python3 by ssh (the tests import the operations)
+    if sys.version_info < (3, 10):
+        say(error=f"the board has Python {platform.python_version()}; cephalon-edge needs 3.11 or newer", kind="python")
+    else:
+        main()

@@ -116,9 +116,11 @@ def list_boards(addresses: list[str], config: Path | None = None) -> list[dict[s
 class _BoardRun:
     """One board's bench; keeps what it learnt so far when the board goes away."""
 
-    def __init__(self, board: Board, target: Target, spec: BenchSpec, uploads: list[Upload], setup: bool,
+    def __init__(self, board: Board, target: Target, spec: BenchSpec, setup: bool,
                  on_progress: Callable[[str], None]) -> None:
-        self.board, self.target, self.spec, self.uploads, self.setup = board, target, spec, uploads, setup
+        self.board, self.target, self.spec, self.setup = board, target, spec, setup
+        self.uploads: list[Upload] = []
+        self.copied = 0
         self.on_progress = on_progress
         self.run_id = secrets.token_hex(8)
         self.step = "connect"
@@ -134,19 +136,22 @@ class _BoardRun:
         self.step = step
         self.on_progress(f"{self.board.name}: {step}")
 
-    def run(self) -> None:
+    def connect(self) -> None:
+        """What the board is, and whether it can run the package (or be set up to): before
+        any data is loaded."""
         self._next("connect")
         self.probe = self.board.call("probe", step="connect")
         self.profile_name = self.spec.profile if self.spec.profile != "host-cpu" else \
             match_board(self.probe.get("model"), self.probe.get("machine"))
         self._check_python()
-        runtimes = self.install() if self.setup else self._check_installed()
-        if self.target.runtime not in runtimes:
-            raise BoardError(f"{self.board.name}: no {self.target.runtime} runtime in the board's device half for "
-                             f"this {self.target.display} package",
-                             hint=f"bench --ssh {self.board.name} --setup installs the '{self.target.extra}' extra",
-                             usage=True)
-        self.copy(self.uploads)
+        if not self.setup:
+            self._check_runtime(self._check_installed())
+
+    def run(self, uploads: list[Upload]) -> None:
+        self.uploads = uploads
+        if self.setup:
+            self._check_runtime(self.install())
+        self.copied = self.copy(self.uploads)
         self._next("bench")
         result = self.board.call("bench", {"run_id": self.run_id, "bench_args": self._bench_args(),
                                            "files": {u.name: u.sha256 for u in self.uploads if u.name != DATA_NAME},
@@ -159,6 +164,13 @@ class _BoardRun:
             self.on_progress(f"{self.board.name}: benchmarking on the board")
         elif event.get("event") == "step":
             self.on_progress(f"{self.board.name}: {event.get('step')}")
+
+    def _check_runtime(self, runtimes: list[str]) -> None:
+        if self.target.runtime not in runtimes:
+            raise BoardError(f"{self.board.name}: no {self.target.runtime} runtime in the board's device half for "
+                             f"this {self.target.display} package",
+                             hint=f"bench --ssh {self.board.name} --setup installs the '{self.target.extra}' extra",
+                             usage=True)
 
     def _check_python(self) -> None:
         if not self.probe.get("python_ok"):
@@ -189,13 +201,14 @@ class _BoardRun:
         return list(done.get("runtimes") or self.probe.get("runtimes", [])) if not done["skipped"] \
             else list(self.probe.get("runtimes", []))
 
-    def copy(self, uploads: list[Upload]) -> None:
-        """The files the board does not have yet (by sha256), each acknowledged as stored."""
+    def copy(self, uploads: list[Upload]) -> int:
+        """The files the board does not have yet (by sha256), each acknowledged as stored;
+        returns how many were copied."""
         self._next("copy")
         have = set(self.board.call("have", {"hashes": [u.sha256 for u in uploads]}, step="copy")["have"])
         missing = list({u.sha256: u for u in uploads if u.sha256 not in have}.values())
         if not missing:
-            return
+            return 0
         need, free = sum(u.size for u in missing), self.probe.get("free_bytes")
         if free is not None and need > free:
             raise BoardError(f"{self.board.name}: the board has {free / 1e6:.1f} MB free in {self.probe.get('cache')} "
@@ -209,6 +222,7 @@ class _BoardRun:
 
         self.board.call("put", {"files": [{"sha256": u.sha256, "size": u.size, "name": u.name} for u in missing]},
                         payload=(u.path.read_bytes() for u in missing), on_event=stored, step="copy")
+        return len(missing)
 
     def _bench_args(self) -> list[str]:
         spec = self.spec
@@ -240,6 +254,11 @@ def bench_boards(package: Path, spec: BenchSpec, addresses: list[str], config: P
                          hint="bench one variant's package directory (e.g. PKG/w0.5) on the board")
     manifest = Manifest.open(Path(package))
     target = get_target(manifest.target)
+    runs = [_BoardRun(b, target, spec, setup, step) for b in chosen]
+    errors = _run_all(runs, _BoardRun.connect)
+    usage = [e for e in errors.values() if isinstance(e, BoardError) and e.usage]
+    if len(usage) == len(runs):  # no board can run it, and each is the user's to fix: before any data
+        raise UsageError("; ".join(e.message for e in usage), hint=usage[0].hint)
     data = bench_data(manifest, spec.data, spec.label_map)
     if spec.samples:
         data = data.subset(np.arange(min(spec.samples, len(data))))
@@ -256,12 +275,7 @@ def bench_boards(package: Path, spec: BenchSpec, addresses: list[str], config: P
         if any(u.name == DATA_NAME for u in uploads):
             raise UsageError(f"the package holds a file named {DATA_NAME}, which bench --ssh uses for the data")
         uploads.append(Upload(DATA_NAME, data_file, sha256_file(data_file), data_file.stat().st_size))
-        runs = [_BoardRun(b, target, spec, uploads, setup, step) for b in chosen]
-        errors = _run_all(runs)
-    usage = [errors[r.board.name] for r in runs if isinstance(errors.get(r.board.name), BoardError)
-             and errors[r.board.name].usage]
-    if len(usage) == len(runs):  # nothing ran anywhere, and each is the user's to fix
-        raise UsageError("; ".join(e.message for e in usage), hint=usage[0].hint)
+        errors |= _run_all([r for r in runs if r.board.name not in errors], lambda r: r.run(uploads))
     devices = [_entry(run, errors.get(run.board.name), manifest, pred, list(data.with_mix(mix).inputs), data.name)
                for run in runs]
     return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": target.runtime,
@@ -269,12 +283,15 @@ def bench_boards(package: Path, spec: BenchSpec, addresses: list[str], config: P
             "devices": devices, "failed": [d for d in devices if d["status"] == "failed"]}
 
 
-def _run_all(runs: list[_BoardRun]) -> dict[str, DeviceError]:
+def _run_all(runs: list[_BoardRun], work: Callable[[_BoardRun], None]) -> dict[str, DeviceError]:
+    """``work`` on every board in parallel; each board's failure is kept by its name."""
     errors: dict[str, DeviceError] = {}
+    if not runs:
+        return errors
 
     def one(run: _BoardRun) -> None:
         try:
-            run.run()
+            work(run)
         except DeviceError as exc:  # BoardError included
             errors[run.board.name] = exc
 
@@ -300,7 +317,7 @@ def _entry(run: _BoardRun, error: DeviceError | None, manifest: Manifest, pred: 
     probe = run.probe
     entry: dict[str, Any] = {"device": run.board.name, "platform": "linux", "model": probe.get("model"),
                              "machine": probe.get("machine"), "cores": probe.get("cores"), "os": probe.get("os"),
-                             "profile": run.profile_name, "status": "ok"}
+                             "profile": run.profile_name, "status": "ok", "copied_files": run.copied}
     if error is not None:
         entry |= {"status": "failed", "error": error.message + (f" ({error.hint})" if error.hint else ""),
                   "step": run.step}

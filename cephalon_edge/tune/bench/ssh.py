@@ -189,6 +189,9 @@ class Board:
         why = last[-1][:300] if last else f"ssh exited with {code}"
         if code is not None and code < 0:
             why = "ssh was stopped"
+        if step == "connect":  # nothing ran yet: the board's setup is the user's to fix
+            return BoardError(f"{self.name}: the board did not run the agent ({why})", usage=True,
+                              hint=f"check that `{ssh} python3 --version` works")
         return BoardError(f"{self.name}: connection lost during {step} ({why})")
 
     def kill(self) -> None:
