@@ -291,3 +291,33 @@ def test_devices_describes_each_board_and_says_which_cannot_be_reached(lab, tmp_
     assert board["device_half"] == "0.1.0" and "onnxruntime" in board["runtimes"] and board["profile"] == "host-cpu"
     assert gone["state"] == "unreachable" and "refused the connection" in gone["message"]
     assert "unreachable" in res.stdout
+
+
+def test_ctrl_c_stops_every_board_and_removes_what_the_run_copied(lab, tmp_path):
+    """Ctrl-C while the boards bench: the interrupt surfaces in a board's progress callback
+    (as it would anywhere); every connection is stopped, and each board loses the run's
+    directory and the files this run copied there. The cache from earlier runs stays."""
+    from cephalon_edge.tune.bench import boards
+    from cephalon_edge.tune.bench.host import BenchSpec
+
+    if not (lab["cache"] / "venv" / "installed.json").exists():
+        board_bench(lab, lab["root"] / "onnx", "--setup")
+    pkg = tmp_path / "pkg"
+    shutil.copytree(lab["root"] / "onnx", pkg)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    manifest["source"]["note"] = "a copy for the interrupt test"  # a manifest the board has never seen
+    (pkg / "manifest.json").write_text(json.dumps(manifest))
+    new = boards.sha256_file(pkg / "manifest.json")
+    store = lab["cache"] / "store"
+    kept = sorted(p.name for p in store.iterdir())
+
+    def progress(message: str) -> None:
+        if message == f"{lab['a'].address}: benchmarking on the board":
+            raise KeyboardInterrupt
+
+    spec = BenchSpec(data="digits:test", samples=30, runs=2, warmup=0)
+    with pytest.raises(KeyboardInterrupt):
+        boards.bench_boards(pkg, spec, [lab["a"].address, lab["b"].address], lab["config"], on_progress=progress)
+    wait_until(lambda: not list((lab["cache"] / "runs").iterdir()), "removing the runs' directories")
+    assert not (store / new).exists()  # copied by this run: removed
+    assert set(kept) <= {p.name for p in store.iterdir()}  # the cache of earlier runs: kept
