@@ -171,7 +171,7 @@ def test_each_board_problem_is_one_line_exit_2_before_any_work(lab, tmp_path, fa
     if fault == "host key unknown":
         assert f"ssh -p {address.split(':')[1]} 127.0.0.1" in hint  # the command that shows the key
     if fault == "not installed":
-        assert not (tmp_path / "cache" / "board" / "store").exists()  # refused before copying anything
+        assert not list((tmp_path / "cache" / "board" / "store").iterdir())  # refused before copying anything
 
 
 def test_two_boards_in_parallel_one_lost_mid_bench(lab, monkeypatch, tmp_path):
@@ -321,3 +321,51 @@ def test_ctrl_c_stops_every_board_and_removes_what_the_run_copied(lab, tmp_path)
     wait_until(lambda: not list((lab["cache"] / "runs").iterdir()), "removing the runs' directories")
     assert not (store / new).exists()  # copied by this run: removed
     assert set(kept) <= {p.name for p in store.iterdir()}  # the cache of earlier runs: kept
+
+
+@pytest.mark.parametrize("when", ["before the run", "during the copy"])
+def test_a_full_disk_on_the_board(lab, tmp_path, when):
+    """The board's store on a small tmpfs: too small from the start is refused before copying
+    (exit 2); filled up while the files arrive, the row says so and nothing partial stays."""
+    import subprocess
+
+    from cephalon_edge.tune.bench import boards
+    from cephalon_edge.tune.bench.host import BenchSpec
+
+    if not (lab["cache"] / "venv" / "installed.json").exists():
+        board_bench(lab, lab["root"] / "onnx", "--setup")
+    cache = tmp_path / "cache"
+    store = cache / "board" / "store"
+    store.mkdir(parents=True)
+    (cache / "board" / "venv").symlink_to(lab["cache"] / "venv")  # the device half, shared
+    size = "64k" if when == "before the run" else "2m"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(store)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    server = sshd.SshServer(tmp_path / "srv", cache, lab["key"]).start()
+    try:
+        config = sshd.client_config(tmp_path / "cfg", lab["root"] / "id_ed25519", [server.known_hosts_line()])
+        spec = BenchSpec(data="digits:test", samples=60, runs=2, warmup=0)
+
+        def progress(message: str) -> None:
+            if message == f"{server.address}: copy" and when == "during the copy":
+                with open(store / "filler", "wb") as f:  # someone else fills the disk
+                    try:
+                        f.write(b"\0" * (2 << 20))
+                    except OSError:
+                        pass
+
+        if when == "before the run":
+            res = run_cli("bench", str(lab["root"] / "onnx"), "--ssh", server.address, "--ssh-config", str(config),
+                          "--data", "digits:test")
+            assert res.returncode == 2, res.stderr
+            assert "MB free in" in res.stderr and "this run copies" in res.stderr and "Traceback" not in res.stderr
+        else:
+            report = boards.bench_boards(lab["root"] / "onnx", spec, [server.address], config, on_progress=progress)
+            (row,) = report["devices"]
+            assert row["status"] == "failed" and row["step"] == "copy"
+            assert "No space left on device" in row["error"], row["error"]
+        assert [p.name for p in store.iterdir()] in ([], ["filler"])  # no partial file
+    finally:
+        server.stop()
+        subprocess.run(["umount", str(store)], capture_output=True)

@@ -110,8 +110,9 @@ def memory_bytes():
 def op_probe(args, stdin):
     venv = installed()
     model = read_text("/proc/device-tree/model") or read_text("/sys/class/dmi/id/product_name")
-    os.makedirs(root(), exist_ok=True)
-    disk = shutil.disk_usage(root())
+    store = os.path.join(root(), "store")
+    os.makedirs(store, exist_ok=True)
+    disk = shutil.disk_usage(store)
     return {"model": model, "machine": platform.machine(), "cores": os.cpu_count(), "memory_bytes": memory_bytes(),
             "os": os_name(), "kernel": platform.release(), "python": platform.python_version(),
             "python_ok": sys.version_info >= (3, 11), "cache": root(), "free_bytes": disk.free,

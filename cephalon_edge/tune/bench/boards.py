@@ -256,9 +256,7 @@ def bench_boards(package: Path, spec: BenchSpec, addresses: list[str], config: P
     target = get_target(manifest.target)
     runs = [_BoardRun(b, target, spec, setup, step) for b in chosen]
     errors = _run_all(runs, _BoardRun.connect)
-    usage = [e for e in errors.values() if isinstance(e, BoardError) and e.usage]
-    if len(usage) == len(runs):  # no board can run it, and each is the user's to fix: before any data
-        raise UsageError("; ".join(e.message for e in usage), hint=usage[0].hint)
+    _refuse_if_no_board_can_run(runs, errors)  # before any data is loaded
     data = bench_data(manifest, spec.data, spec.label_map)
     if spec.samples:
         data = data.subset(np.arange(min(spec.samples, len(data))))
@@ -276,11 +274,19 @@ def bench_boards(package: Path, spec: BenchSpec, addresses: list[str], config: P
             raise UsageError(f"the package holds a file named {DATA_NAME}, which bench --ssh uses for the data")
         uploads.append(Upload(DATA_NAME, data_file, sha256_file(data_file), data_file.stat().st_size))
         errors |= _run_all([r for r in runs if r.board.name not in errors], lambda r: r.run(uploads))
+    _refuse_if_no_board_can_run(runs, errors)  # e.g. the data does not fit on the only board
     devices = [_entry(run, errors.get(run.board.name), manifest, pred, list(data.with_mix(mix).inputs), data.name)
                for run in runs]
     return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": target.runtime,
             "profile": spec.profile, "modality": mix_name(mix), "dataset": data.name,
             "devices": devices, "failed": [d for d in devices if d["status"] == "failed"]}
+
+
+def _refuse_if_no_board_can_run(runs: list[_BoardRun], errors: dict[str, DeviceError]) -> None:
+    """Every board failed, each for a reason the user fixes before running: one line, exit 2."""
+    usage = [e for e in errors.values() if isinstance(e, BoardError) and e.usage]
+    if len(usage) == len(runs):
+        raise UsageError("; ".join(e.message for e in usage), hint=usage[0].hint)
 
 
 def _run_all(runs: list[_BoardRun], work: Callable[[_BoardRun], None]) -> dict[str, DeviceError]:
