@@ -191,7 +191,7 @@ def op_setup(args, stdin):
                       "python")
     have = installed()
     if have and have["wheel_sha256"] == args["sha256"] and set(extras) <= set(have["extras"]):
-        return {"installed": have, "skipped": True}
+        return {"installed": have, "skipped": True, "runtimes": runtimes(venv_python())}
     source = _store_file(args["sha256"])
     venv = os.path.join(root(), "venv")
     work = _run_dir(args["run_id"])

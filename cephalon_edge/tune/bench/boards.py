@@ -26,7 +26,7 @@ import numpy as np
 from cephalon_edge.device.data import save_npz
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.mixes import mix_name
-from cephalon_edge.device.profiles import load_profile, match_board
+from cephalon_edge.device.profiles import match_board
 from cephalon_edge.device.router import Router
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.device.variants import is_variants_package
@@ -118,7 +118,7 @@ class _BoardRun:
 
     def __init__(self, board: Board, target: Target, spec: BenchSpec, setup: bool,
                  on_progress: Callable[[str], None]) -> None:
-        self.board, self.target, self.spec, self.setup = board, target, spec, setup
+        self.board, self.target, self.spec, self.setup = board, target, spec, setup  # setup: install first
         self.uploads: list[Upload] = []
         self.copied = 0
         self.on_progress = on_progress
@@ -147,10 +147,10 @@ class _BoardRun:
         if not self.setup:
             self._check_runtime(self._check_installed())
 
-    def run(self, uploads: list[Upload]) -> None:
+    def run(self, uploads: list[Upload], wheel: Upload | None) -> None:
         self.uploads = uploads
-        if self.setup:
-            self._check_runtime(self.install())
+        if wheel is not None:
+            self._check_runtime(self.install(wheel))
         self.copied = self.copy(self.uploads)
         self._next("bench")
         result = self.board.call("bench", {"run_id": self.run_id, "bench_args": self._bench_args(),
@@ -189,17 +189,16 @@ class _BoardRun:
                              f"{host_version()}", usage=True, hint=f"`{fix}` installs this host's version")
         return list(self.probe.get("runtimes", []))
 
-    def install(self) -> list[str]:
-        wheel = device_wheel()
-        upload = Upload(wheel.name, wheel, sha256_file(wheel), wheel.stat().st_size)
-        self.copy([upload])
+    def install(self, wheel: Upload) -> list[str]:
+        """This checkout's device half into the board's venv, with the target's extra; the
+        runtimes it then has."""
+        self.copy([wheel])
         self._next("setup")
-        done = self.board.call("setup", {"run_id": self.run_id, "wheel": wheel.name, "sha256": upload.sha256,
+        done = self.board.call("setup", {"run_id": self.run_id, "wheel": wheel.name, "sha256": wheel.sha256,
                                          "extras": [self.target.extra], "version": host_version()},
                                on_event=self._event, step="setup")
         self.probe["device_half"] = done["installed"]
-        return list(done.get("runtimes") or self.probe.get("runtimes", [])) if not done["skipped"] \
-            else list(self.probe.get("runtimes", []))
+        return list(done["runtimes"])
 
     def copy(self, uploads: list[Upload]) -> int:
         """The files the board does not have yet (by sha256), each acknowledged as stored;
@@ -273,7 +272,11 @@ def bench_boards(package: Path, spec: BenchSpec, addresses: list[str], config: P
         if any(u.name == DATA_NAME for u in uploads):
             raise UsageError(f"the package holds a file named {DATA_NAME}, which bench --ssh uses for the data")
         uploads.append(Upload(DATA_NAME, data_file, sha256_file(data_file), data_file.stat().st_size))
-        errors |= _run_all([r for r in runs if r.board.name not in errors], lambda r: r.run(uploads))
+        wheel = None
+        if setup:  # built here once, whatever the number of boards
+            path = device_wheel()
+            wheel = Upload(path.name, path, sha256_file(path), path.stat().st_size)
+        errors |= _run_all([r for r in runs if r.board.name not in errors], lambda r: r.run(uploads, wheel))
     _refuse_if_no_board_can_run(runs, errors)  # e.g. the data does not fit on the only board
     devices = [_entry(run, errors.get(run.board.name), manifest, pred, list(data.with_mix(mix).inputs), data.name)
                for run in runs]
