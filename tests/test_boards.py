@@ -268,7 +268,7 @@ def test_board_addresses_profiles_and_the_agent_refuse_what_they_should(tmp_path
                      ("setup", {"wheel": "evil.whl; rm", "extras": [], "sha256": "0" * 64, "run_id": "ab12cd34"})):
         monkeypatch.setattr(board_agent, "installed", lambda: {"version": "x"})
         with pytest.raises(board_agent.Refused):
-            board_agent.OPS[op](args, None)
+            board_agent.OPERATIONS[op](args, None)
     staged = {"run_id": "ab12cd34", "files": {"../escape": "0" * 64}, "data": "0" * 64, "bench_args": []}
     with pytest.raises(board_agent.Refused, match="bad package path"):
         board_agent.op_bench(staged, None)

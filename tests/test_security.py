@@ -16,10 +16,19 @@ FORBIDDEN = {
 }
 
 
+# the one exception, and why: the constant remote command that boards run over ssh (their own
+# python3 executes the agent script we send on stdin; nothing is executed here)
+EXEMPT = {("exec", "cephalon_edge/tune/bench/ssh.py", "AGENT_BOOT = ")}
+
+
+def exempt(what: str, path, line: str) -> bool:
+    return any(w == what and str(path.relative_to(REPO)) == f and line.startswith(start) for w, f, start in EXEMPT)
+
+
 @pytest.mark.parametrize("pattern, what", FORBIDDEN.items())
 def test_source_never_does(pattern, what):
     hits = [f"{p.relative_to(REPO)}:{i}" for p in SOURCES for i, line in enumerate(p.read_text().splitlines(), 1)
-            if re.search(pattern, line)]
+            if re.search(pattern, line) and not exempt(what, p, line)]
     assert not hits, f"{what} found at {hits}"
 
 

@@ -4,7 +4,7 @@ board's ``python3`` on stdin (``boards.AGENT_BOOT``), one operation per connecti
 It runs before the device half is installed there, so it imports nothing of ours and works
 on any Python >= 3.10 (the device half itself needs 3.11: ``probe`` says which the board has).
 The host writes, on the connection's stdin, the length of this script, the script, one JSON
-line ``{"op": ..., ...}`` and then any payload; the agent answers with JSON lines on stdout:
+line ``{"operation": ..., ...}`` and then any payload; the agent answers with JSON lines on stdout:
 events while it works and a last ``{"result": ...}`` or ``{"error": ..., "kind": ...}``.
 
 Everything lives under one directory on the board, ``$CEPHALON_EDGE_CACHE/board`` (default
@@ -269,7 +269,7 @@ def op_bench(args, stdin):
 
 
 def _stop_when_host_leaves(stdin, child):
-    stdin.read()  # EOF: the connection is gone (the host never writes after the op line)
+    stdin.read()  # EOF: the connection is gone (the host never writes after the operation line)
     if child.poll() is None:
         child.kill()
 
@@ -285,14 +285,14 @@ def op_clean(args, stdin):
     return {"removed": removed}
 
 
-OPS = {"probe": op_probe, "have": op_have, "put": op_put, "setup": op_setup, "bench": op_bench, "clean": op_clean}
+OPERATIONS = {"probe": op_probe, "have": op_have, "put": op_put, "setup": op_setup, "bench": op_bench, "clean": op_clean}
 
 
 def main():
     stdin = sys.stdin.buffer
     try:
         args = json.loads(stdin.readline())
-        say(result=OPS[args["op"]](args, stdin))
+        say(result=OPERATIONS[args["operation"]](args, stdin))
     except Refused as exc:
         say(error=str(exc), kind=exc.kind)
     except Exception as exc:  # the host reports it as the board's failure, with its type

@@ -120,14 +120,15 @@ class Board:
                 *(["-F", str(self.config)] if self.config else []), *(["-p", str(a.port)] if a.port else []),
                 *(["-l", a.user] if a.user else []), "-T", "--", a.host, AGENT_BOOT]
 
-    def call(self, op: str, args: dict[str, Any] | None = None, payload: Iterable[bytes] = (),
+    def call(self, operation: str, args: dict[str, Any] | None = None, payload: Iterable[bytes] = (),
              on_event: Callable[[dict[str, Any]], None] | None = None, step: str | None = None) -> Any:
-        """Run ``op`` on the board; events go to ``on_event``. ``payload`` chunks are written
+        """Run ``operation`` on the board; events go to ``on_event``. ``payload`` chunks are written
         one at a time, each after the agent acknowledged the one before (``put``)."""
-        step = step or op
+        step = step or operation
         script = agent_source()
         try:
-            proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            cmd = self.command()
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             raise BoardError(f"{self.name}: cannot start ssh: {exc.strerror or exc}") from None
@@ -136,7 +137,7 @@ class Board:
         result: Any = None
         error: dict[str, Any] | None = None
         try:
-            proc.stdin.write(b"%d\n" % len(script) + script + json.dumps({"op": op, **(args or {})}).encode() + b"\n")
+            proc.stdin.write(b"%d\n" % len(script) + script + json.dumps({"operation": operation, **(args or {})}).encode() + b"\n")
             proc.stdin.flush()
             chunks = iter(payload)
             first = next(chunks, None)
