@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # The test files that take longest, scheduled first so that two workers finish together.
 LONGEST_FIRST = ["test_zoo_digits.py", "test_demo.py", "test_architectures_export.py", "test_zoo.py", "test_architectures.py", "test_retrofit.py", "test_tflite_coreml.py", "test_multimodal.py", "test_executorch.py",
-                 "test_train.py", "test_variants.py",
+                 "test_train.py", "test_variants.py", "test_boards.py",
                  "test_export_specs.py",
                  "test_install.py", "test_hardening.py", "test_faults.py", "test_compress.py"]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -186,7 +185,10 @@ def main(argv: list[str]) -> None:
                 log.write(args[1] + "\n")
             if device.get("hang_at") == "run":  # a long run: says it started, then runs until interrupted
                 (STATE / f"{serial}.running").write_text("1")
-                signal.pause()  # no timeout: only the interrupt ends it
+                # only the interrupt ends it; short sleeps, not signal.pause(): an interrupt that
+                # lands between the line above and pause() would leave pause() waiting for good
+                while True:
+                    time.sleep(0.05)
             (executor_runner if args[0].endswith("/executor_runner") else benchmark)(serial, args)
         else:
             fail(f"fake adb: unsupported shell command {args}")
