@@ -24,6 +24,13 @@ from cephalon_edge.device.scores import SCORES, PatienceStreaks, entropy_confide
 from cephalon_edge.errors import DataError, PackageError, UsageError
 
 
+def _filled(shape: int | tuple[int, ...], value: float, dtype: Any) -> np.ndarray:
+    """``np.full`` without its Python-level overhead (the router allocates per predict)."""
+    a = np.empty(shape, dtype)
+    a.fill(value)
+    return a
+
+
 class LayeredRuntime:
     """After ``Router.reload``: the segments that changed run on freshly opened sessions, the
     rest on the sessions the router already had."""
@@ -196,33 +203,38 @@ class Router:
                 raise UsageError(f"unknown task {t!r}", hint=f"tasks: {', '.join(self.task_segments) or 'none'}")
         res = Prediction(
             logits=np.zeros((batch, self.classes), np.float32), scores=np.zeros(batch, np.float32),
-            exit_index=np.full(batch, -1, np.int64), exit_names=self.exit_names,
-            gates=np.full((batch, self._n_gates), -1, np.int8),
-            experts=np.full((batch, self._n_moe), -1, np.int64),
-            tasks={t: np.full((batch, self.task_outputs[t]), np.nan, np.float32) for t in wanted},
+            exit_index=_filled(batch, -1, np.int64), exit_names=self.exit_names,
+            gates=_filled((batch, self._n_gates), -1, np.int8),
+            experts=_filled((batch, self._n_moe), -1, np.int64),
+            tasks={t: _filled((batch, self.task_outputs[t]), np.nan, np.float32) for t in wanted},
             latency_us=np.zeros(batch), labels=self._labels)
         if collect_exits:
-            res.exit_logits = np.full((batch, len(self.exit_names), self.classes), np.nan, np.float32)
-            res.exit_max_softmax = np.full((batch, len(self.exit_names)), np.nan, np.float32)
+            res.exit_logits = _filled((batch, len(self.exit_names), self.classes), np.nan, np.float32)
+            res.exit_max_softmax = _filled((batch, len(self.exit_names)), np.nan, np.float32)
         patience = PatienceStreaks(batch) if self.score == "patience" else None
         seg_us = res.segment_us
         run = self.runtime.run
         idx = np.arange(batch)
         h: Any = None  # the representation; None between the parts of a fused chain
+        # time of the segment calls every sample went through: one float, added to every
+        # sample's latency once at the end (no array arithmetic per call)
+        whole_us, split = 0.0, False
 
         pending: dict[str, list[np.ndarray]] = {}  # outputs of parts a fused segment already ran
 
         def timed(part: str, x: np.ndarray | None, members: np.ndarray) -> list[np.ndarray]:
+            nonlocal whole_us, split
             segment, runs = self._part_at[part]
             if runs:
                 t0 = time.perf_counter_ns()
                 out = run(segment, (x,))
                 us = (time.perf_counter_ns() - t0) / 1000.0
                 seg_us[segment] = seg_us.get(segment, 0.0) + us
-                if len(members) == batch:  # every sample (members never repeat one): no fancy indexing
-                    res.latency_us += us
+                if len(members) == batch:  # every sample (members never repeat one)
+                    whole_us += us
                 else:
                     res.latency_us[members] += us
+                    split = True
                 for name, picked in self._segment_parts[segment]:
                     pending[name] = [out[i] for i in picked]
             if part not in pending:
@@ -230,37 +242,18 @@ class Router:
                                    hint="re-export the package")
             return pending.pop(part)
 
+        def finished() -> Prediction:
+            if not split:  # every call took every sample: one fill, no arithmetic
+                res.latency_us.fill(whole_us)
+            elif whole_us:
+                res.latency_us += whole_us
+            return res
+
         for step in self.program:
-            match step:
-                case Encode():
-                    encoded = [timed(part, xs[m], idx) for m, part in step.adapters.items() if m in xs]
-                    if len(encoded) == 1:  # an adapter fused with the stages after it returns nothing of its own
-                        h = encoded[0][0] if encoded[0] else None
-                    else:  # adapters of several modalities are never fused
-                        h = np.mean([e[0] for e in encoded], axis=0, dtype=np.float32)
+            match step:  # the common steps first: a case is an isinstance check
                 case Run():
                     out = timed(step.part, h, idx)
                     h = out[0] if out else None  # an inner part of a fused chain: the chain carries it
-                case Gate():
-                    fire = timed(step.gate, h, idx)[0].reshape(-1) > step.threshold
-                    res.gates[idx, step.index] = fire
-                    if fire.all():
-                        h = timed(step.block, h, idx)[0]
-                    elif fire.any():
-                        h = h.copy()
-                        h[fire] = timed(step.block, np.ascontiguousarray(h[fire]), idx[fire])[0]
-                case Moe():
-                    choice = timed(step.gate, h, idx)[0].argmax(-1)
-                    res.experts[idx, step.index] = choice
-                    first = int(choice[0])
-                    if (choice == first).all():
-                        h = timed(step.experts[first], h, idx)[0]
-                    else:
-                        mixed = np.empty_like(h)
-                        for e in np.unique(choice):
-                            sel = choice == e
-                            mixed[sel] = timed(step.experts[int(e)], np.ascontiguousarray(h[sel]), idx[sel])[0]
-                        h = mixed
                 case Exit():
                     logits, score = timed(step.part, h, idx)
                     if res.exit_logits is not None and res.exit_max_softmax is not None:  # collect_exits
@@ -270,17 +263,45 @@ class Router:
                     elif self.score == "entropy":
                         score = entropy_confidence(logits)
                     done = score >= thr[step.exit]
-                    if len(idx) == batch and done.all():  # every sample leaves here (batch 1's common case)
+                    leaving = int(np.count_nonzero(done))
+                    if leaving == len(idx) == batch:  # every sample leaves here (batch 1's common case)
                         res.logits[:], res.scores[:], res.exit_index[:] = logits, score, step.index
-                        return res
-                    if done.any():
+                        return finished()
+                    if leaving:
                         chosen = idx[done]
                         res.logits[chosen], res.scores[chosen] = logits[done], score[done]
                         res.exit_index[chosen] = step.index
-                        if done.all():
-                            return res
+                        if leaving == len(idx):
+                            return finished()
                         keep = ~done
                         h, idx = np.ascontiguousarray(h[keep]), idx[keep]
+                case Encode():
+                    encoded = [timed(part, xs[m], idx) for m, part in step.adapters.items() if m in xs]
+                    if len(encoded) == 1:  # an adapter fused with the stages after it returns nothing of its own
+                        h = encoded[0][0] if encoded[0] else None
+                    else:  # adapters of several modalities are never fused
+                        h = np.mean([e[0] for e in encoded], axis=0, dtype=np.float32)
+                case Gate():
+                    fire = timed(step.gate, h, idx)[0].reshape(-1) > step.threshold
+                    res.gates[idx, step.index] = fire
+                    firing = int(np.count_nonzero(fire))
+                    if firing == len(idx):
+                        h = timed(step.block, h, idx)[0]
+                    elif firing:
+                        h = h.copy()
+                        h[fire] = timed(step.block, np.ascontiguousarray(h[fire]), idx[fire])[0]
+                case Moe():
+                    choice = timed(step.gate, h, idx)[0].argmax(-1)
+                    res.experts[idx, step.index] = choice
+                    first = int(choice[0])
+                    if len(choice) == 1 or (choice == first).all():
+                        h = timed(step.experts[first], h, idx)[0]
+                    else:
+                        mixed = np.empty_like(h)
+                        for e in np.unique(choice):
+                            sel = choice == e
+                            mixed[sel] = timed(step.experts[int(e)], np.ascontiguousarray(h[sel]), idx[sel])[0]
+                        h = mixed
                 case Final():
                     logits, score = timed(step.part, h, idx)
                     res.logits[idx], res.scores[idx], res.exit_index[idx] = logits, score, step.index
@@ -290,4 +311,4 @@ class Router:
                         res.tasks[t][idx] = timed(self.task_segments[t], h, idx)[0]
                 case _:
                     assert_never(step)
-        return res
+        return finished()
