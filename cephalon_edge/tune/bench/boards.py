@@ -34,6 +34,7 @@ from cephalon_edge.errors import DeviceError, UsageError
 from cephalon_edge.targets import Target, get_target
 from cephalon_edge.tune.bench.device_wheel import device_wheel, host_version
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
+from cephalon_edge.tune.bench.parallel import run_each
 from cephalon_edge.tune.bench.pricing import price_on_device
 from cephalon_edge.tune.bench.ssh import Board, BoardAddress, BoardError, ssh_executable
 
@@ -293,10 +294,9 @@ def _refuse_if_no_board_can_run(runs: list[_BoardRun], errors: dict[str, DeviceE
 
 
 def _run_all(runs: list[_BoardRun], work: Callable[[_BoardRun], None]) -> dict[str, DeviceError]:
-    """``work`` on every board in parallel; each board's failure is kept by its name."""
+    """``work`` on every board in parallel; each board's failure is kept by its name. Ctrl-C:
+    every connection is killed, then each board loses what this run copied there."""
     errors: dict[str, DeviceError] = {}
-    if not runs:
-        return errors
 
     def one(run: _BoardRun) -> None:
         try:
@@ -304,20 +304,11 @@ def _run_all(runs: list[_BoardRun], work: Callable[[_BoardRun], None]) -> dict[s
         except DeviceError as exc:  # BoardError included
             errors[run.board.name] = exc
 
-    pool = ThreadPoolExecutor(max_workers=len(runs))
-    futures = [pool.submit(one, run) for run in runs]
-    try:
-        for future in futures:
-            future.result()
-    except KeyboardInterrupt:  # every board stops and loses what this run copied there
-        for run in runs:
-            run.cancelled.set()
-            run.board.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
-        for run in runs:
-            run.cancel()
-        raise
-    pool.shutdown()
+    def stop(run: _BoardRun) -> None:
+        run.cancelled.set()
+        run.board.kill()
+
+    run_each(runs, one, stop)
     return errors
 
 

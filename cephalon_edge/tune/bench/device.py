@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Protocol, cast
 
@@ -23,6 +22,7 @@ from cephalon_edge.targets import get_target, require_device_bench
 from cephalon_edge.tune.bench import benchmark_model, executor_runner
 from cephalon_edge.tune.bench.adb import Adb, Device, device_path
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
+from cephalon_edge.tune.bench.parallel import run_each
 from cephalon_edge.tune.bench.pricing import price_on_device
 
 class DeviceBenchTool(Protocol):
@@ -182,19 +182,8 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
         except DeviceError as exc:
             errors[run.device.serial] = f"{exc.message} (during {run.step})"
 
-    pool = ThreadPoolExecutor(max_workers=len(runs))
-    futures = [pool.submit(one, run) for run in runs]
-    try:
-        for future in futures:
-            future.result()
-    except KeyboardInterrupt:  # no device starts another step; each cleans up after its current one
-        for run in runs:
-            run.cancelled.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        for run in runs:
-            run.cancel()
-        raise
-    pool.shutdown()
+    # Ctrl-C: no device starts another step; each cleans up after its current one
+    run_each(runs, one, lambda run: run.cancelled.set())
 
     devices = []
     for run in runs:
