@@ -287,7 +287,7 @@ def test_devices_describes_each_board_and_says_which_cannot_be_reached(lab, tmp_
     assert res.returncode == 0, res.stderr
     board, gone = json.loads((tmp_path / "d.json").read_text())["devices"]
     assert board["state"] == "ready" and board["machine"] == platform.machine() and board["cores"] == os.cpu_count()
-    assert board["python"] == platform.python_version() or board["python"].startswith("3.")
+    assert tuple(map(int, board["python"].split(".")[:2])) >= (3, 11)  # it runs the device half
     assert board["device_half"] == "0.1.0" and "onnxruntime" in board["runtimes"] and board["profile"] == "host-cpu"
     assert gone["state"] == "unreachable" and "refused the connection" in gone["message"]
     assert "unreachable" in res.stdout
