@@ -5,6 +5,7 @@ router and its report comes back. Faults are made at points of the program's own
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -242,7 +243,7 @@ def test_board_addresses_profiles_and_the_agent_refuse_what_they_should(tmp_path
     from cephalon_edge.device.profiles import match_board
     from cephalon_edge.errors import UsageError
     from cephalon_edge.tune.bench import board_agent
-    from cephalon_edge.tune.bench.ssh import AGENT_BOOT, Board, BoardAddress, read_hosts_file
+    from cephalon_edge.tune.bench.ssh import Board, BoardAddress, agent_boot, agent_source, read_hosts_file
 
     a = BoardAddress.parse("pi@raspberrypi.local:2222")
     assert (a.user, a.host, a.port) == ("pi", "raspberrypi.local", 2222)
@@ -251,7 +252,8 @@ def test_board_addresses_profiles_and_the_agent_refuse_what_they_should(tmp_path
         with pytest.raises(UsageError):
             BoardAddress.parse(bad)
     command = Board(a).command()
-    assert command[-3:] == ["--", "raspberrypi.local", AGENT_BOOT]  # the user's host is never an option
+    assert command[-3:] == ["--", "raspberrypi.local", agent_boot(agent_source())]  # the host is never an option
+    assert hashlib.sha256(agent_source()).hexdigest() in command[-1]  # the board runs only this agent
     assert ["-p", "2222"] == command[command.index("-p"):command.index("-p") + 2] and "BatchMode=yes" in command
     (tmp_path / "hosts").write_text("# lab\npi@a.local\n\n  b.local:2200  # the second\n")
     assert read_hosts_file(tmp_path / "hosts") == ["pi@a.local", "b.local:2200"]

@@ -18,7 +18,7 @@ FORBIDDEN = {
 
 # the one exception, and why: the constant remote command that boards run over ssh (their own
 # python3 executes the agent script we send on stdin; nothing is executed here)
-EXEMPT = {("exec", "cephalon_edge/tune/bench/ssh.py", "AGENT_BOOT = ")}
+EXEMPT = {("exec", "cephalon_edge/tune/bench/ssh.py", "              \"hashlib.sha256(s).hexdigest() == ")}
 
 
 def exempt(what: str, path, line: str) -> bool:

@@ -10,6 +10,7 @@ side.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -21,7 +22,10 @@ from typing import IO, Any, Callable, Iterable
 
 from cephalon_edge.errors import DeviceError, UsageError
 
-AGENT_BOOT = 'python3 -c "import sys; exec(sys.stdin.buffer.read(int(sys.stdin.buffer.readline())))"'
+# the remote command: the board's python3 reads the agent from stdin and runs it only if it is
+# byte for byte this version's agent (its sha256 is part of the command)
+AGENT_BOOT = ('python3 -c "import sys, hashlib; b = sys.stdin.buffer; s = b.read(int(b.readline())); '
+              "hashlib.sha256(s).hexdigest() == '{sha256}' or sys.exit('cephalon-edge: the agent arrived damaged'); exec(s)\"")
 HOST = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$")
 CONNECT_TIMEOUT_S = 15
 
@@ -101,6 +105,10 @@ def agent_source() -> bytes:
     return files("cephalon_edge.tune.bench").joinpath("board_agent.py").read_bytes()
 
 
+def agent_boot(script: bytes) -> str:
+    return AGENT_BOOT.format(sha256=hashlib.sha256(script).hexdigest())
+
+
 class Board:
     """One board: each ``call`` is one ssh connection running one agent operation."""
 
@@ -108,6 +116,7 @@ class Board:
         self.address, self.config, self.timeout = address, config, timeout
         self.exe = ssh_executable()
         self.process: subprocess.Popen[bytes] | None = None  # the live connection (Ctrl-C kills it)
+        self.script = agent_source()
 
     @property
     def name(self) -> str:
@@ -118,14 +127,14 @@ class Board:
         return [self.exe, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}",
                 "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
                 *(["-F", str(self.config)] if self.config else []), *(["-p", str(a.port)] if a.port else []),
-                *(["-l", a.user] if a.user else []), "-T", "--", a.host, AGENT_BOOT]
+                *(["-l", a.user] if a.user else []), "-T", "--", a.host, agent_boot(self.script)]
 
     def call(self, operation: str, args: dict[str, Any] | None = None, payload: Iterable[bytes] = (),
              on_event: Callable[[dict[str, Any]], None] | None = None, step: str | None = None) -> Any:
         """Run ``operation`` on the board; events go to ``on_event``. ``payload`` chunks are written
         one at a time, each after the agent acknowledged the one before (``put``)."""
         step = step or operation
-        script = agent_source()
+        script = self.script
         try:
             cmd = self.command()
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
