@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "update": ("bsdiff4", "detools", "cryptography"),
     "plot": ("matplotlib",),
     "retrofit": ("torchvision", "timm"),
+    "hub": ("qai_hub",),
 }
 
 

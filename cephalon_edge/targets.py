@@ -53,6 +53,9 @@ class Target:
     delegate_coverage: str | None = None
     android_benchmark: str | None = None  # the tool that times its files on Android over adb (tune/bench)
     ios_benchmark: bool = False  # coremltools' model-runner app times its files on an iPhone (macOS)
+    # the framework Qualcomm AI Hub profiles its files with (a device attribute "framework:<name>"),
+    # or None when AI Hub does not take its files
+    hub_framework: str | None = None
 
     def why_not_here(self) -> str | None:
         """Why this machine cannot run packages of this target, or None when it can."""
@@ -73,15 +76,16 @@ class Target:
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx", "ONNX", "cephalon_edge.toolchain.converters.onnx", "onnxruntime",
-           ("none", "int8", "int8-dynamic"), "none", extra="onnx"),
+           ("none", "int8", "int8-dynamic"), "none", extra="onnx", hub_framework="onnx"),
     Target("tflite", "TFLite", "cephalon_edge.toolchain.converters.tflite", "litert",
            ("none", "fp16", "int8", "int8-dynamic"), "none", extra="tflite", delegate_coverage="documented",
-           android_benchmark="benchmark_model"),
+           android_benchmark="benchmark_model", hub_framework="tflite"),
     Target("executorch", "ExecuTorch", "cephalon_edge.toolchain.converters.executorch", "executorch",
            ("none", "int8"), "none", extra="executorch", delegate_coverage="lowered",
            android_benchmark="executor_runner"),
     Target("coreml", "Core ML", "cephalon_edge.toolchain.converters.coreml", "coreml",
-           ("fp16", "none", "int8", "palettize"), "fp16", extra="coreml", system="Darwin", ios_benchmark=True),
+           ("fp16", "none", "int8", "palettize"), "fp16", extra="coreml", system="Darwin", ios_benchmark=True,
+           hub_framework="coreml"),
 )}
 
 
@@ -104,6 +108,11 @@ def bench_tools_help() -> str:
     ios = ", ".join(t.name for t in TARGETS.values() if t.ios_benchmark)
     return (f"Android SERIAL or 'all' (adb; {android} packages), iPhone UDID or 'all-ios' "
             f"(macOS + Xcode; {ios} packages).")
+
+
+def hub_targets() -> list[Target]:
+    """The targets whose packages Qualcomm AI Hub profiles."""
+    return [t for t in TARGETS.values() if t.hub_framework]
 
 
 def get_target(name: str) -> Target:

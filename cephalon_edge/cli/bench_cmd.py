@@ -40,6 +40,22 @@ def render_mixes(mixes: dict[str, Any] | None) -> None:
         console.print("[dim]the static model takes every modality, so it is timed for the full mix only[/]")
 
 
+def render_placement(rows: list[dict[str, Any]] | None) -> None:
+    """Where each segment's ops and time went, each row naming what measured it."""
+    if not rows:
+        return
+    t = Table(title="where each op ran (per segment)")
+    for col in ("segment", "accelerator", "ops on it", "time on it", "fell back to the CPU (share of the segment's time)", "source"):
+        t.add_column(col, justify="right" if col.startswith(("ops", "time")) else "left")
+    for r in rows:
+        fallback = ", ".join(f"{o['op']} {fmt_pct(o['share'])}" if o["share"] is not None else o["op"]
+                             for o in r["fallback_ops"][:4]) + (" ..." if len(r["fallback_ops"]) > 4 else "")
+        t.add_row(escape(r["segment"]), escape(r["accelerator"]), f"{r['ops_on_accelerator']}/{r['ops']}",
+                  fmt_pct(r["time_share_on_accelerator"]) if r["time_share_on_accelerator"] is not None else "-",
+                  escape(fallback) or "none", escape(r["source"]))
+    console.print(t)
+
+
 def render_bench(report: dict[str, Any]) -> None:
     for device in report.get("devices") or [report]:
         name = device.get("device", "host")
@@ -73,6 +89,7 @@ def render_bench(report: dict[str, Any]) -> None:
             console.print(f"expected from its segment latencies (as phones are priced): {device['expected']['mean_ms']:.3f} ms "
                           f"mean, {device['expected_vs_measured']:.2f}x the measured")
         render_mixes(device.get("modality_mixes"))
+        render_placement(device.get("placement"))
         if device.get("note"):
             console.print(f"[yellow]note:[/] {escape(device['note'])}")
         if device.get("status") == "failed":
@@ -106,6 +123,12 @@ def bench_cmd(
                                               "(default: your ~/.ssh/config)."),
     setup: bool = typer.Option(False, "--setup", help="Boards: first install this checkout's device half there "
                                "(its own venv in the board's cache, with the package target's extra)."),
+    hub: Optional[list[str]] = typer.Option(None, "--hub", help="A Qualcomm AI Hub device name (repeatable), e.g. "
+                                            "'Samsung Galaxy S24 (Family)': every segment profiled on the farm's real "
+                                            "phone (the hub extra; `qai-hub configure` first)."),
+    hub_file: Optional[Path] = typer.Option(None, "--hub-file", help="AI Hub device names, one per line."),
+    ops: bool = typer.Option(False, "--ops", help="Android: also profile each segment op by op (benchmark_model's "
+                             "op profiling): the top ops, the ops that fell back from the delegate, where the time went."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write per-segment bars and the latency histogram as PNG "
                                         "(a variants package: accuracy vs latency of every operating point)."),
@@ -115,13 +138,24 @@ def bench_cmd(
     from cephalon_edge.device.variants import is_variants_package
     from cephalon_edge.errors import DeviceError, UsageError
     from cephalon_edge.tune.bench.host import BenchSpec, bench_host, validate
+    from cephalon_edge.tune.bench.hub import hub_names
     from cephalon_edge.tune.bench.ssh import board_addresses
     from cephalon_edge.tune.plots import plot_bench
 
     spec = BenchSpec(profile=profile, data=data, label_map=label_map, runs=runs, warmup=warmup, threads=threads, samples=samples,
-                     device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality)
+                     device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality, ops=ops)
     validate(spec)
     hosts = board_addresses(ssh, ssh_file)
+    farm = hub_names(hub, hub_file)
+    if ops and not device:
+        raise UsageError("--ops profiles op by op on Android devices", hint="use it with --device SERIAL "
+                         "(AI Hub's profiles, --hub, always carry per-layer placement)")
+    if farm:
+        if device or hosts:
+            raise UsageError("--hub benches on Qualcomm AI Hub's phones, not on --device or --ssh ones",
+                             hint="bench each kind of device in its own run")
+        _bench_hub(package, spec, farm, json_file, plot)
+        return
     if hosts:
         if device:
             raise UsageError("--device and --ssh pick different kinds of device", hint="bench phones and boards in two runs")
@@ -144,10 +178,27 @@ def bench_cmd(
             report = bench_host(package, spec, on_progress=advance)
     render_bench(report)
     write_report(json_file, report)
-    if plot is not None and not device:
+    if plot is not None:
         plot_bench(report, plot)
     if report.get("failed"):
         raise DeviceError("; ".join(f.get("error", "") for f in report["failed"]))
+
+
+def _bench_hub(package: Path, spec: Any, names: list[str], json_file: Path | None, plot: Path | None) -> None:
+    from cephalon_edge.errors import DeviceError
+    from cephalon_edge.tune.bench.hub import bench_hub
+    from cephalon_edge.tune.plots import plot_bench
+
+    with progress("profiling on Qualcomm AI Hub", None) as advance:
+        report = bench_hub(package, spec, names, on_progress=advance)
+    render_bench(report)
+    console.print(f"[dim]{report['uploaded_models']} model(s) uploaded, {report['reused_models']} already on AI Hub; "
+                  f"{escape(report['note'])}[/]")
+    write_report(json_file, report)
+    if plot is not None:
+        plot_bench(report, plot)
+    if report["failed"]:
+        raise DeviceError("; ".join(f["error"] for f in report["failed"]))
 
 
 def _bench_boards(package: Path, spec: Any, hosts: list[str], ssh_config: Path | None, setup: bool,
@@ -197,16 +248,20 @@ def _bench_variants(package: Path, spec: Any, budget_ms: float | None, team_id: 
 
 
 def devices_cmd(
+    hub: bool = typer.Option(False, "--hub", help="List Qualcomm AI Hub's devices (name, OS, chipset, frameworks)."),
     ssh: Optional[list[str]] = typer.Option(None, "--ssh", help="Describe a Linux board, [USER@]HOST[:PORT] (repeatable)."),
     ssh_file: Optional[Path] = typer.Option(None, "--ssh-file", help="Boards, one [USER@]HOST[:PORT] per line."),
     ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="An ssh_config file (default: your ~/.ssh/config)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the list as JSON."),
 ) -> None:
     """List attached Android devices (adb) and iPhones/iPads (xcrun, macOS) with model, SoC, OS, ABI and matching
-    profile; with --ssh, what a Linux board is, its device half and runtimes."""
+    profile; with --ssh, what a Linux board is, its device half and runtimes; with --hub, Qualcomm AI Hub's phones."""
     from cephalon_edge.tune.bench.ssh import board_addresses
 
     hosts = board_addresses(ssh, ssh_file)
+    if hub:
+        _hub_devices(json_file)
+        return
     if hosts:
         _board_devices(hosts, ssh_config, json_file)
         return
@@ -257,6 +312,22 @@ def _board_devices(hosts: list[str], ssh_config: Path | None, json_file: Path | 
     write_report(json_file, {"schema": "cephalon-edge/devices/1", "devices": rows, "notes": []})
     if all(r["state"] != "ready" for r in rows):
         raise DeviceError(rows[0]["message"] if len(rows) == 1 else "no board could be reached")
+
+
+def _hub_devices(json_file: Path | None) -> None:
+    from cephalon_edge.tune.bench.hub import Hub, device_rows
+
+    with progress("asking Qualcomm AI Hub", None):
+        rows = device_rows(Hub())
+    table = Table(title="Qualcomm AI Hub devices")
+    for col in ("device", "OS", "chipset", "frameworks", "profile"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(escape(v or "-") for v in (r["model"], r["os"], r["soc"], ", ".join(r["frameworks"]), r["profile"])))
+    console.print(table)
+    note = "bench a package there with `cephalon-edge bench PKG --hub NAME`"
+    console.print(f"[dim]{note}[/]")
+    write_report(json_file, {"schema": "cephalon-edge/devices/1", "devices": rows, "notes": [note]})
 
 
 @profiles_app.command("list")

@@ -18,6 +18,7 @@ DELEGATES = ("xnnpack", "gpu", "nnapi", "npu", "cpu")
 IOS_MATCH_KEYS = ("ios.product_type",)  # from `xcrun devicectl list devices`: hardwareProperties.productType
 # Linux boards over SSH: the device-tree model (or DMI product name) and `uname -m`
 BOARD_MATCH_KEYS = ("board.model", "board.machine")
+HUB_MATCH_KEYS = ("hub.device",)  # a Qualcomm AI Hub device name ("Samsung Galaxy S23 (Family)")
 DEPRECATED = {"nnapi": "NNAPI is deprecated from Android 15; prefer the GPU delegate or a vendor accelerator"}
 
 # every registered target may have a section of its own
@@ -78,10 +79,11 @@ def validate_profile(data: Any, source: str) -> dict[str, Any]:
     if set(executorch) - {"backend"} or executorch.get("backend", "xnnpack") not in EXECUTORCH_BACKENDS:
         raise bad("executorch", f"the only field is backend = {' | '.join(map(repr, EXECUTORCH_BACKENDS))}")
     for key, value in data.get("match", {}).items():
-        if not isinstance(value, str) or not (key.startswith("ro.") or key in IOS_MATCH_KEYS + BOARD_MATCH_KEYS):
+        if not isinstance(value, str) or not (key.startswith("ro.") or key in IOS_MATCH_KEYS + BOARD_MATCH_KEYS + HUB_MATCH_KEYS):
             raise bad(f"match.{key}", "match rules are getprop keys (ro.*, Android), ios.product_type "
                                       "(iOS model identifiers such as iPhone16,1) or board.model / board.machine "
-                                      "(a Linux board's device-tree model and uname -m) with string values")
+                                      "(a Linux board's device-tree model and uname -m) or hub.device (a Qualcomm "
+                                      "AI Hub device name) with string values")
     for key, value in data.get("estimate", {}).items():
         if key not in ("peak_gflops", "memory_gbps") or not isinstance(value, (int, float)) or value <= 0:
             raise bad(f"estimate.{key}", "estimates are positive peak_gflops / memory_gbps figures")
@@ -118,9 +120,16 @@ def profile_spinning(name: str | None) -> bool:
     return DEFAULT_SPINNING if name is None else load_profile(name)["runtime"].get("spinning", DEFAULT_SPINNING)
 
 
+def _namespace(key: str) -> str:
+    return key.split(".", 1)[0]
+
+
 def matches(profile: dict[str, Any], props: dict[str, str]) -> bool:
-    """A profile matches a device when every ``match`` rule is a substring of its getprop value."""
-    rules = profile.get("match", {})
+    """A profile matches a device when every ``match`` rule of the device's kind (``ro.*`` for
+    Android, ``ios.*``, ``board.*``, ``hub.*``) is a substring of its property; rules of other
+    kinds let one profile match the same phone over adb and on AI Hub."""
+    kinds = {_namespace(k) for k in props}
+    rules = {k: v for k, v in profile.get("match", {}).items() if _namespace(k) in kinds}
     return bool(rules) and all(value.lower() in props.get(key, "").lower() for key, value in rules.items())
 
 

@@ -43,29 +43,68 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
 
 
 def plot_bench(report: dict[str, Any], path: Path) -> None:
-    """Per-segment bars and the end-to-end latency histogram against the static model."""
+    """Per device (or the host): per-segment bars, split by where the time went when the bench
+    measured placement (accelerator vs CPU fallback), and the end-to-end latency against the
+    static model (the host's histogram, or a device's expected figures)."""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    segs = report["segments"]
-    left.barh([s["name"] for s in segs], [s["mean_ms"] for s in segs], xerr=[s["std_ms"] for s in segs])
-    left.invert_yaxis()
-    left.set_xlabel("mean latency per segment (ms, batch 1)")
-    samples = report.get("latency_samples_ms", {})
-    if samples.get("routed"):
-        bins = np.linspace(0, max(max(samples["routed"]), max(samples.get("static") or [0])), 40)
-        right.hist(samples["routed"], bins=bins, alpha=0.7, label="routed")
-        if samples.get("static"):
-            right.hist(samples["static"], bins=bins, alpha=0.7, label="static")
-        right.set_xlabel("end-to-end latency per sample (ms)")
-        right.legend()
-    title = f"{Path(report['package']).name} on {report['device']} ({report['profile']})"
-    if report.get("speedup"):
-        title += f": {report['speedup']:.2f}x"
-    fig.suptitle(title)
+    entries = report.get("devices") or [report]
+    fig, axes = plt.subplots(len(entries), 2, figsize=(11, 4 * len(entries)), dpi=110, squeeze=False)
+    for (left, right), entry in zip(axes, entries):
+        _segment_bars(left, entry)
+        if entry is report:
+            _latency_histogram(right, report.get("latency_samples_ms", {}))
+        else:
+            _expected_bars(right, entry)
+        title = f"{Path(report['package']).name} on {entry.get('device', 'host')} ({entry.get('profile', report.get('profile'))})"
+        speedup = entry.get("speedup", report.get("speedup") if entry is report else None)
+        left.set_title(title + (f": {speedup:.2f}x" if speedup else ""), fontsize=9, loc="left")
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _segment_bars(ax: Any, entry: dict[str, Any]) -> None:
+    segs = entry.get("segments") or []
+    names = [s["name"] for s in segs]
+    means = np.array([s["mean_ms"] for s in segs])
+    placement = {p["segment"]: p for p in entry.get("placement") or []}
+    shares = [placement.get(n, {}).get("time_share_on_accelerator") for n in names]
+    if segs and all(share is not None for share in shares):
+        on = means * np.array(shares, dtype=float)
+        accelerator = placement[names[0]]["accelerator"]
+        ax.barh(names, on, label=f"on {accelerator}")
+        ax.barh(names, means - on, left=on, label="CPU fallback", color="tab:red")
+        ax.legend(fontsize=8)
+    else:
+        ax.barh(names, means, xerr=[s.get("std_ms") or 0.0 for s in segs])
+    ax.invert_yaxis()
+    ax.set_xlabel("mean latency per segment (ms, batch 1)")
+
+
+def _latency_histogram(ax: Any, samples: dict[str, Any]) -> None:
+    if samples.get("routed"):
+        bins = np.linspace(0, max(max(samples["routed"]), max(samples.get("static") or [0])), 40)
+        ax.hist(samples["routed"], bins=bins, alpha=0.7, label="routed")
+        if samples.get("static"):
+            ax.hist(samples["static"], bins=bins, alpha=0.7, label="static")
+        ax.set_xlabel("end-to-end latency per sample (ms)")
+        ax.legend()
+
+
+def _expected_bars(ax: Any, entry: dict[str, Any]) -> None:
+    e2e, static = entry.get("end_to_end"), entry.get("static")
+    if not e2e:
+        ax.set_axis_off()
+        return
+    keys = ["mean_ms", "p50_ms", "p90_ms", "p99_ms"]
+    x = np.arange(len(keys))
+    ax.bar(x - 0.2, [e2e[k] for k in keys], 0.4, label="routed (expected)")
+    if static:
+        ax.bar(x + 0.2, [static["mean_ms"]] * len(keys), 0.4, label="static (mean)")
+    ax.set_xticks(x, [k[:-3] for k in keys])
+    ax.set_ylabel("latency per sample (ms)")
+    ax.legend(fontsize=8)
 
 
 def plot_operating_points(points: list[dict[str, Any]], reference: dict[str, Any] | None, path: Path,

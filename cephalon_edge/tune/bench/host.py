@@ -38,6 +38,7 @@ class BenchSpec:
     benchmark_binary: Path | None = None
     keep: bool = False
     modality: str | None = None  # a mix like "image,signal"; default: every mix the data allows
+    ops: bool = False  # Android: also profile each segment op by op
 
 
 def validate(spec: BenchSpec) -> None:
