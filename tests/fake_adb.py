@@ -9,6 +9,11 @@ with the LiteRT interpreter on the host and printing benchmark_model's real outp
 the runner's log lines (``$FAKE_ADB_RUNNER=old``: a runner without ``--method_name``). ``vanish_at`` (push, chmod,
 run, cleanup) makes the device disappear at that step, as an unplugged phone does; ``hang_at: run``
 makes a benchmark run last until it is interrupted. Each run is logged to ``<serial>.runs``.
+``--enable_op_profiling=true`` adds the op table of LiteRT's profile summary: the signature's
+ops, those the run's delegate documents (``delegate_ops.json``) as one delegated partition per
+run of consecutive ops (the NNAPI and GPU delegates' ``TfLite...Delegate`` rows), or each op as
+``Delegate/<op>:<n>`` (XNNPACK profiles its own ops, in the newer space-separated layout without
+``[start]``), the rest as CPU kernel rows; the measured average is shared out by op weight.
 """
 
 from __future__ import annotations
@@ -104,6 +109,55 @@ def benchmark(serial: str, args: list[str]) -> None:
     print("INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.")
     print("INFO: Memory footprint delta from the start of the tool (MB): init=2.875 overall=5.375")
     print("INFO: Overall peak memory footprint (MB) via periodic monitoring: 7.125")
+    if opts.get("enable_op_profiling") == "true":
+        op_table(graph, opts.get("signature_to_run_for") or "serving_default", delegate_of(opts), avg)
+
+
+def delegate_of(opts: dict) -> str:
+    for flag, name in (("use_gpu", "gpu"), ("use_nnapi", "nnapi")):
+        if opts.get(flag) == "true":
+            return name
+    return "cpu" if opts.get("use_xnnpack") == "false" else "xnnpack"
+
+
+def op_table(graph: Path, signature: str, delegate: str, avg_us: float) -> None:
+    from cephalon_edge.toolchain.delegates import documented_ops, tflite_ops
+
+    ops = tflite_ops(graph)[signature]
+    supported = set() if delegate == "cpu" else set(documented_ops()[delegate]["ops"])
+    weights = [4.0 if op in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "BATCH_MATMUL") else 1.0 for op in ops]
+    ms = [avg_us / 1000 * w / sum(weights) for w in weights]
+    rows = []  # (node type, avg ms, name)
+    node = {"gpu": "TfLiteGpuDelegateV2", "nnapi": "TfLiteNnapiDelegate"}.get(delegate)
+    for i, op in enumerate(ops):
+        if op not in supported:
+            rows.append((op, ms[i], f"[{op.lower()}_{i}]:{i}"))
+        elif node is None:  # XNNPACK: its own ops, by its operator names
+            rows.append((f"{op.title().replace('_', ' ')} (NC, F32)", ms[i], f"Delegate/{op.title()} (NC, F32):{i}"))
+        elif rows and rows[-1][0] == node:
+            rows[-1] = (node, rows[-1][1] + ms[i], rows[-1][2])
+        else:
+            rows.append((node, ms[i], f"[partition_{i}]:{i}"))
+    total = sum(r[1] for r in rows)
+    print("INFO: Operator-wise Profiling Info for Regular Benchmark Runs:")
+    print("============================== Run Order ==============================")
+    if node is None:
+        print(f"{'[node type]':>40}{'[first]':>16}{'[avg ms]':>16}{'[%]':>16}{'[cdf%]':>16}{'[mem KB]':>16}"
+              f"{'[times called]':>22}  [Name]")
+    else:
+        print("\t" + "\t".join(f"{c:>16}" for c in ("[node type]", "[start]", "[first]", "[avg ms]", "[%]", "[cdf%]",
+                                                     "[mem KB]", "[times called]")) + "\t[Name]")
+    start = cdf = 0.0
+    for kind, t, name in rows:
+        cdf += 100 * t / total
+        if node is None:
+            print(f"{kind:>40}{t:>16.3f}{t:>16.3f}{100 * t / total:>15.3f}%{cdf:>15.3f}%{0.0:>16.3f}{1:>22}  {name}")
+        else:
+            print("\t" + "\t".join(f"{v:>16}" for v in (kind, f"{start:.3f}", f"{t:.3f}", f"{t:.3f}", f"{100 * t / total:.3f}%",
+                                                         f"{cdf:.3f}%", "0.000", "1")) + f"\t{name}")
+        start += t
+    print("")
+    print("============================== Top by Computation Time ==============================")
 
 
 def executor_runner(serial: str, args: list[str]) -> None:

@@ -134,6 +134,48 @@ def test_full_device_bench(packages, fake_adb, tmp_path, fmt):
     assert not any(list((state / serial).glob("*")) for serial in ("PX8", "S23"))  # cleaned up without --keep
 
 
+def test_op_profiles_on_the_phone(packages, fake_adb, tmp_path):
+    """--ops: a second run per segment with benchmark_model's op profiling; per segment, where
+    each op ran and what fell back from the profile's delegate (GPU, NNAPI, XNNPACK)."""
+    from cephalon_edge.device.manifest import Manifest
+    from cephalon_edge.toolchain.delegates import documented_ops, tflite_ops
+
+    env, devices, state, binary = fake_adb
+    other = {**GALAXY, "ro.product.model": "SM-A546B"}  # no profile of its own: android-arm64-cpu (XNNPACK)
+    devices([{"serial": "PX8", "state": "device", "props": PIXEL}, {"serial": "S23", "state": "device", "props": GALAXY},
+             {"serial": "A54", "state": "device", "props": other}])
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    res = run_cli("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary), "--ops",
+                  "--runs", "3", "--warmup", "1", "--samples", "20", "--json", str(out), "--plot", str(png), env=env)
+    assert res.returncode == 0, res.stderr
+    assert "where each op ran" in res.stdout and png.read_bytes()[:4] == b"\x89PNG"
+    manifest = Manifest.open(packages / "tflite")
+    ops = tflite_ops(manifest.member(manifest.segments[FUSED[0]]["file"]))
+    report = {d["device"]: d for d in json.loads(out.read_text())["devices"]}
+    for serial, delegate, unit in (("PX8", "gpu", "GPU"), ("S23", "nnapi", "NNAPI"), ("A54", "xnnpack", "XNNPACK")):
+        entry = report[serial]
+        assert entry["delegate"] == delegate and [p["segment"] for p in entry["placement"]] == FUSED
+        supported = set(documented_ops()[delegate]["ops"])
+        for row in entry["placement"]:
+            seg_ops = ops[manifest.segments[row["segment"]]["signature"]]
+            assert row["source"] == "device op profile (benchmark_model)" and row["accelerator"] == unit
+            assert sorted(o["op"] for o in row["fallback_ops"]) == sorted(o for o in seg_ops if o not in supported)
+            assert all(o["unit"] == "CPU" and o["share"] > 0 for o in row["fallback_ops"])
+            fallback_share = sum(o["share"] for o in row["fallback_ops"])
+            assert row["time_share_on_accelerator"] == pytest.approx(1 - fallback_share)
+            assert [o["us"] for o in row["top_ops"]] == sorted((o["us"] for o in row["top_ops"]), reverse=True)
+    # the op profile is its own run: the latency runs stay free of the profiler's overhead
+    runs = (state / "PX8.runs").read_text().splitlines()
+    assert len(runs) == 2 * len(FUSED) + 1
+    res = run_cli("bench", str(packages / "onnx"), "--ops", env=env)
+    assert res.returncode == 2 and "--ops profiles op by op on Android devices" in res.stderr
+
+
+def test_hub_takes_one_model_per_file(packages):
+    res = run_cli("bench", str(packages / "tflite"), "--hub", "Samsung Galaxy S24 (Family)")
+    assert res.returncode == 2 and "signatures of one file" in res.stderr and "per_segment_files" in res.stderr
+
+
 def test_device_vanishing_mid_run_keeps_results(packages, fake_adb, tmp_path):
     env, devices, _, binary = fake_adb
     devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": "run:2"}])

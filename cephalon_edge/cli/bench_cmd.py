@@ -45,8 +45,8 @@ def render_placement(rows: list[dict[str, Any]] | None) -> None:
     if not rows:
         return
     t = Table(title="where each op ran (per segment)")
-    for col in ("segment", "accelerator", "ops on it", "time on it", "fell back to the CPU (share of the segment's time)", "source"):
-        t.add_column(col, justify="right" if col.startswith(("ops", "time")) else "left")
+    for col in ("segment", "accelerator", "nodes on it", "time on it", "fell back to the CPU (share of the segment's time)", "source"):
+        t.add_column(col, justify="right" if col.startswith(("nodes", "time")) else "left")
     for r in rows:
         fallback = ", ".join(f"{o['op']} {fmt_pct(o['share'])}" if o["share"] is not None else o["op"]
                              for o in r["fallback_ops"][:4]) + (" ..." if len(r["fallback_ops"]) > 4 else "")

@@ -7,6 +7,14 @@ generation of it (torch-free).
           plus ``count=50 first=3627 curr=3571 min=3501 max=3799 avg=3571.33 std=54`` lines.
 Memory: ``Memory footprint delta from the start of the tool (MB): init=2.875 overall=5.375`` and
 ``Overall peak memory footprint (MB) via periodic monitoring: 7.125``.
+
+Op profiles (``--enable_op_profiling=true``): after ``Operator-wise Profiling Info for Regular
+Benchmark Runs:`` a ``Run Order`` table (LiteRT's profile summary formatter) with a header naming
+its columns in brackets (``[node type] [start] [first] [avg ms] [%] [cdf%] [mem KB] [times called]
+[Name]``; newer tools drop ``[start]`` and separate by spaces, not tabs). A delegated partition is
+one row whose node type names the delegate (``TfLiteGpuDelegateV2``, ``TfLiteNnapiDelegate``,
+``TfLiteXNNPackDelegate``), or, when the delegate profiles its own ops (XNNPACK), rows named
+``Delegate/<op>:<n>``; every other row is a builtin op on the CPU kernels (``CONV_2D``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import re
 from typing import Any
 
 from cephalon_edge.errors import DeviceError
+from cephalon_edge.tune.bench.placement import OpTime
 
 NAME = "benchmark_model"
 HINT = ("download the prebuilt benchmark_model for Android {abi} from the LiteRT (TensorFlow Lite) releases "
@@ -34,6 +43,9 @@ PATTERNS = {  # each matched against one short line; no two unbounded wildcards 
     "peak_mb": rf"Overall peak memory footprint \(MB\) via periodic monitoring:\s{{0,8}}{NUMBER}",
 }
 STATS_KEYS = ("count", "min", "max", "avg", "std")
+OP_PROFILING = ["--enable_op_profiling=true"]
+OPS_HEADER = "Operator-wise Profiling Info for Regular Benchmark Runs"
+DELEGATE_NODES = {"xnnpack": "XNNPACK", "gpu": "GPU", "nnapi": "NNAPI", "hexagon": "Hexagon", "coreml": "Core ML"}
 
 
 def command(binary: str, model: str, signature: str | None, runtime: dict[str, Any], runs: int,
@@ -97,3 +109,52 @@ def parse(text: str, warmup: int = 0) -> dict[str, Any]:
         raise DeviceError("benchmark_model reported an inference average of 0 us; the run measured nothing")
     result.setdefault("std_us", 0.0)
     return result
+
+
+def _number(token: str) -> float | None:
+    try:
+        return float(token.rstrip("%"))
+    except ValueError:
+        return None
+
+
+def _delegate_of(node_type: str) -> str | None:
+    """``TfLiteGpuDelegateV2`` -> ``GPU``; None for a builtin op."""
+    if "delegate" not in node_type.lower():
+        return None
+    return next((unit for key, unit in DELEGATE_NODES.items() if key in node_type.lower()), node_type)
+
+
+def parse_ops(text: str, delegate: str) -> list[OpTime]:
+    """The op profile's Run Order table: one ``OpTime`` per row, time per inference in us
+    (average per call times calls). ``delegate``: the run's (a CPU-kernel row fell back from it
+    unless it is ``cpu``). Raises ``DeviceError`` when the output has no op table."""
+    lines = [line for line in text[-MAX_OUTPUT:].splitlines() if len(line) <= MAX_LINE]
+    start = next((i for i, line in enumerate(lines) if OPS_HEADER in line), None)
+    header = next((i for i in range(start, len(lines)) if "[node type]" in lines[i]), None) if start is not None else None
+    if header is None:
+        raise DeviceError("benchmark_model printed no op profile (Run Order table); does this build support "
+                          "--enable_op_profiling?")
+    columns = re.findall(r"\[([^\]]{1,40})\]", lines[header])
+    numeric = columns[1:-1]  # between [node type] and [Name]
+    if not {"avg ms", "%", "times called"} <= set(numeric):
+        raise DeviceError(f"benchmark_model's op table has unexpected columns: {', '.join(columns)[:200]}")
+    ops = []
+    for line in lines[header + 1:]:
+        tokens = line.split()
+        if not tokens or line.lstrip().startswith("="):
+            break
+        at = next((i for i in range(1, len(tokens) - len(numeric) + 1)
+                   if all(_number(t) is not None for t in tokens[i:i + len(numeric)])), None)
+        if at is None:
+            continue
+        values = dict(zip(numeric, (_number(t) for t in tokens[at:at + len(numeric)])))
+        node_type, node = " ".join(tokens[:at]), " ".join(tokens[at + len(numeric):])
+        calls = int(values["times called"] or 1)
+        unit = _delegate_of(node_type) or (DELEGATE_NODES.get(delegate, delegate.upper()) if node.startswith("Delegate/")
+                                           else None)
+        ops.append(OpTime(node_type, node, unit or "CPU", (values["avg ms"] or 0.0) * 1000 * calls, calls,
+                          fallback=unit is None and delegate != "cpu"))
+    if not ops:
+        raise DeviceError("benchmark_model's op table is empty")
+    return ops

@@ -23,6 +23,7 @@ from cephalon_edge.tune.bench import benchmark_model, executor_runner
 from cephalon_edge.tune.bench.adb import Adb, Device, device_path
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
 from cephalon_edge.tune.bench.parallel import run_each
+from cephalon_edge.tune.bench.placement import OpTime, placement_row
 from cephalon_edge.tune.bench.pricing import price_on_device
 
 class DeviceBenchTool(Protocol):
@@ -31,6 +32,7 @@ class DeviceBenchTool(Protocol):
 
     NAME: str
     HINT: str
+    OP_PROFILING: list[str]  # the flags that add a per-op table to a run; empty: the tool has none
 
     def command(self, binary: str, model: str, method: str | None, runtime: dict[str, Any], runs: int,
                 warmup: int) -> list[str]: ...
@@ -40,6 +42,8 @@ class DeviceBenchTool(Protocol):
     def diagnose(self, text: str) -> DeviceError | None: ...
 
     def parse(self, text: str, warmup: int = 0) -> dict[str, Any]: ...
+
+    def parse_ops(self, text: str, delegate: str) -> list[OpTime]: ...
 
 
 # by Target.android_benchmark
@@ -74,6 +78,7 @@ class _DeviceRun:
         self.profile_name = spec.profile if spec.profile != "host-cpu" else (match_device(device.props) or "android-arm64-cpu")
         self.profile = load_profile(self.profile_name)
         self.segments: list[dict[str, Any]] = []
+        self.placement: list[dict[str, Any]] = []
         self.static: dict[str, Any] | None = None
         self.step = "start"
         self.on_progress = on_progress
@@ -85,16 +90,27 @@ class _DeviceRun:
             raise DeviceError(f"{self.device.serial}: cancelled before {step}")
         self.step = step
 
-    def measure(self, binary: str, file: str, method: str | None, step: str) -> dict[str, Any]:
-        """One run of the tool on ``method`` of package file ``file``, parsed."""
+    def _run(self, binary: str, file: str, method: str | None, step: str, extra: list[str]) -> str:
         self._next(step)
         args = self.tool.command(binary, self._remote(file), method, self.profile["runtime"], self.spec.runs,
-                                 self.spec.warmup)
+                                 self.spec.warmup) + extra
         try:
-            out = self.adb.shell(self.device.serial, args, step)
+            return self.adb.shell(self.device.serial, args, step)
         except DeviceError as exc:
             raise self.tool.diagnose(exc.message) or exc from None
-        return self.tool.parse(out, self.spec.warmup)
+
+    def measure(self, binary: str, file: str, method: str | None, step: str) -> dict[str, Any]:
+        """One run of the tool on ``method`` of package file ``file``, parsed."""
+        return self.tool.parse(self._run(binary, file, method, step, []), self.spec.warmup)
+
+    def profile_ops(self, binary: str, name: str, seg: dict[str, Any]) -> None:
+        """A second run of the segment with the tool's op profiling (its own run, so the
+        profiler's overhead stays out of the latency above): where each op ran."""
+        delegate = self.profile["runtime"]["delegate"]
+        out = self._run(binary, seg["file"], seg.get("signature"), f"op profile {name}", self.tool.OP_PROFILING)
+        ops = self.tool.parse_ops(out, delegate)
+        accelerator = next((o.unit for o in ops if not o.fallback and o.unit != "CPU"), delegate.upper())
+        self.placement.append(placement_row(name, f"device op profile ({self.tool.NAME})", accelerator, ops))
 
     def run(self) -> None:
         serial = self.device.serial
@@ -115,6 +131,8 @@ class _DeviceRun:
                                   "mean_ms": parsed["avg_us"] / 1000, "std_ms": parsed["std_us"] / 1000,
                                   "min_ms": parsed.get("min_us", parsed["avg_us"]) / 1000,
                                   "peak_mb": parsed.get("peak_mb")})
+            if self.spec.ops:
+                self.profile_ops(binary, name, seg)
             self.on_progress(f"{serial}: {name}")
         if static:
             parsed = self.measure(binary, static["file"], static.get("signature"), "run static")
@@ -146,6 +164,10 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     step = on_progress or (lambda _: None)
     manifest = Manifest.open(Path(package))
     tool = TOOLS[str(require_device_bench(manifest.target, "android").android_benchmark)]
+    if spec.ops and not tool.OP_PROFILING:
+        raise UsageError(f"--ops needs LiteRT's benchmark_model (TFLite packages); {tool.NAME} prints no per-op table",
+                         hint="export with --target tflite for per-op placement on the phone; export's report lists "
+                              "what the ExecuTorch partitioner lowered to the delegate")
     adb = adb or Adb()
     attached = adb.devices()
     if spec.device == "all":
@@ -190,6 +212,8 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
         entry: dict[str, Any] = {"device": run.device.serial, "model": run.device.props.get("ro.product.model"),
                                  "profile": run.profile_name, "delegate": tool.delegate(manifest, run.profile["runtime"]),
                                  "segments": run.segments, "static": run.static, "status": "ok"}
+        if spec.ops:
+            entry["placement"] = run.placement
         note = DEPRECATED.get(entry["delegate"])
         if note:
             entry["note"] = note

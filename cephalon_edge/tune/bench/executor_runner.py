@@ -28,6 +28,8 @@ NUMBER = r"(\d{1,12}(?:\.\d{0,12})?(?:[eE][-+]?\d{1,3})?)"
 ITERATION = re.compile(rf"Iteration (\d{{1,9}}) of \d{{1,9}}: {NUMBER} ms")
 TOTAL = re.compile(rf"Model executed successfully (\d{{1,9}}) time\(s\) in {NUMBER} ms")
 LOADED = re.compile(rf"Model loaded in {NUMBER} ms")
+# per-op tables need a runner built with event tracing and its ETDump read back: not done here
+OP_PROFILING: list[str] = []
 
 
 def command(binary: str, model: str, method: str | None, runtime: dict[str, Any], runs: int,
@@ -82,3 +84,7 @@ def parse(text: str, warmup: int = 0) -> dict[str, Any]:
     if result["avg_us"] <= 0:
         raise DeviceError("executor_runner reported executions of 0 ms; the run measured nothing")
     return result
+
+
+def parse_ops(text: str, delegate: str) -> list[Any]:
+    raise DeviceError("executor_runner prints no per-op table")
