@@ -159,7 +159,7 @@ def test_op_profiles_on_the_phone(packages, fake_adb, tmp_path):
         for row in entry["placement"]:
             seg_ops = ops[manifest.segments[row["segment"]]["signature"]]
             assert row["source"] == "device op profile (benchmark_model)" and row["accelerator"] == unit
-            assert sorted(o["op"] for o in row["fallback_ops"]) == sorted(o for o in seg_ops if o not in supported)
+            assert sorted(o["kind"] for o in row["fallback_ops"]) == sorted(o for o in seg_ops if o not in supported)
             assert all(o["unit"] == "CPU" and o["share"] > 0 for o in row["fallback_ops"])
             fallback_share = sum(o["share"] for o in row["fallback_ops"])
             assert row["time_share_on_accelerator"] == pytest.approx(1 - fallback_share)

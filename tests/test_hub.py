@@ -87,7 +87,7 @@ def test_bench_on_the_farm_then_reuse_the_uploads(package, farm, tmp_path):
         kinds = [n.op_type for n in onnx.load(str(path)).graph.node]
         fallback = [k for k in kinds if k in {"Softmax", "ReduceMax", "ArgMax", "TopK"}]
         assert row["source"] == "AI Hub profile" and row["ops"] == len(kinds)
-        assert sorted(o["op"] for o in row["fallback_ops"]) == sorted(fallback)
+        assert sorted(o["kind"] for o in row["fallback_ops"]) == sorted(fallback)
         assert row["ops_on_accelerator"] == len(kinds) - len(fallback)
         assert 0 < row["time_share_on_accelerator"] <= 1
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"

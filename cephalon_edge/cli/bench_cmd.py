@@ -48,7 +48,7 @@ def render_placement(rows: list[dict[str, Any]] | None) -> None:
     for col in ("segment", "accelerator", "nodes on it", "time on it", "fell back to the CPU (share of the segment's time)", "source"):
         t.add_column(col, justify="right" if col.startswith(("nodes", "time")) else "left")
     for r in rows:
-        fallback = ", ".join(f"{o['op']} {fmt_pct(o['share'])}" if o["share"] is not None else o["op"]
+        fallback = ", ".join(f"{o['kind']} {fmt_pct(o['share'])}" if o["share"] is not None else o["kind"]
                              for o in r["fallback_ops"][:4]) + (" ..." if len(r["fallback_ops"]) > 4 else "")
         t.add_row(escape(r["segment"]), escape(r["accelerator"]), f"{r['ops_on_accelerator']}/{r['ops']}",
                   fmt_pct(r["time_share_on_accelerator"]) if r["time_share_on_accelerator"] is not None else "-",

@@ -15,7 +15,7 @@ TOP_OPS = 5  # ops by time listed per segment
 class OpTime:
     """One op (or one delegated partition) of a segment as a profile reported it."""
 
-    op: str  # its kind: CONV_2D, Conv, "TfLiteXNNPackDelegate", ...
+    kind: str  # the op's kind: CONV_2D, Conv, "TfLiteXNNPackDelegate", ...
     node: str  # its name in the graph
     unit: str  # where it ran: "NPU", "GPU", "CPU", "XNNPACK", ...
     us: float | None  # average time per inference (None: the source gives no per-op time)
@@ -39,7 +39,7 @@ def placement_row(segment: str, source: str, accelerator: str, ops: Sequence[OpT
         return (o.us or 0.0) / total if total else None
 
     def row(o: OpTime) -> dict[str, Any]:
-        return {"op": o.op, "node": o.node, "unit": o.unit, "us": o.us, "share": share(o), "calls": o.calls}
+        return {"kind": o.kind, "node": o.node, "unit": o.unit, "us": o.us, "share": share(o), "calls": o.calls}
 
     on_accel = [o for o in ops if not o.fallback]
     return {
