@@ -155,7 +155,7 @@ def test_android_bench_runs_each_method_with_executor_runner(small, fake_adb, tm
     assert res.returncode == 2 and "no executor_runner binary for arm64-v8a" in res.stderr and "XNNPACK" in res.stderr
     out = tmp_path / "bench.json"
     res = run_cli("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(runner), "--samples", "40",
-                  "--runs", "3", "--warmup", "1", "--json", str(out), env=env)
+                  "--runs", "3", "--warmup", "1", "--ops", "--json", str(out), env=env)
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
     assert report["runtime"] == "executorch (executor_runner)"
@@ -167,6 +167,13 @@ def test_android_bench_runs_each_method_with_executor_runner(small, fake_adb, tm
     runs = (state / "PX8.runs").read_text().split()
     assert runs == ["--model_path=/data/local/tmp/cephalon-edge/segments.pte"] * len(manifest["segments"]) + [
         "--model_path=/data/local/tmp/cephalon-edge/static.pte"]
+    # --ops: the runner times no op, so placement is what the partitioner lowered (the manifest's)
+    assert "reports no per-op times" in device["ops_note"]
+    for row, entry in zip(device["placement"], manifest["segments"]):
+        lowered = entry["delegation"]
+        assert row["segment"] == entry["name"] and row["source"].startswith("lowered program")
+        assert row["ops_on_accelerator"] == sum(lowered["delegated"].values()) > 0
+        assert sorted({o["kind"] for o in row["fallback_ops"]}) == sorted(lowered["portable"])
     seg = {s["name"]: s["mean_ms"] for s in device["segments"]}
     e2e = device["end_to_end"]
     assert seg["adapter.image+stage0+exit0"] * 0.999 <= e2e["mean_ms"] <= sum(seg.values()) * 1.001

@@ -90,6 +90,8 @@ def render_bench(report: dict[str, Any]) -> None:
                           f"mean, {device['expected_vs_measured']:.2f}x the measured")
         render_mixes(device.get("modality_mixes"))
         render_placement(device.get("placement"))
+        if device.get("ops_note"):
+            console.print(f"[dim]{escape(device['ops_note'])}[/]")
         if device.get("note"):
             console.print(f"[yellow]note:[/] {escape(device['note'])}")
         if device.get("status") == "failed":

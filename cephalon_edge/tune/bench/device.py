@@ -23,7 +23,7 @@ from cephalon_edge.tune.bench import benchmark_model, executor_runner
 from cephalon_edge.tune.bench.adb import Adb, Device, device_path
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
 from cephalon_edge.tune.bench.parallel import run_each
-from cephalon_edge.tune.bench.placement import OpTime, placement_row
+from cephalon_edge.tune.bench.placement import OpTime, from_lowered_program, placement_row
 from cephalon_edge.tune.bench.pricing import price_on_device
 
 class DeviceBenchTool(Protocol):
@@ -131,7 +131,7 @@ class _DeviceRun:
                                   "mean_ms": parsed["avg_us"] / 1000, "std_ms": parsed["std_us"] / 1000,
                                   "min_ms": parsed.get("min_us", parsed["avg_us"]) / 1000,
                                   "peak_mb": parsed.get("peak_mb")})
-            if self.spec.ops:
+            if self.spec.ops and self.tool.OP_PROFILING:
                 self.profile_ops(binary, name, seg)
             self.on_progress(f"{serial}: {name}")
         if static:
@@ -164,10 +164,6 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
     step = on_progress or (lambda _: None)
     manifest = Manifest.open(Path(package))
     tool = TOOLS[str(require_device_bench(manifest.target, "android").android_benchmark)]
-    if spec.ops and not tool.OP_PROFILING:
-        raise UsageError(f"--ops needs LiteRT's benchmark_model (TFLite packages); {tool.NAME} prints no per-op table",
-                         hint="export with --target tflite for per-op placement on the phone; export's report lists "
-                              "what the ExecuTorch partitioner lowered to the delegate")
     adb = adb or Adb()
     attached = adb.devices()
     if spec.device == "all":
@@ -212,8 +208,12 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
         entry: dict[str, Any] = {"device": run.device.serial, "model": run.device.props.get("ro.product.model"),
                                  "profile": run.profile_name, "delegate": tool.delegate(manifest, run.profile["runtime"]),
                                  "segments": run.segments, "static": run.static, "status": "ok"}
-        if spec.ops:
+        if spec.ops and tool.OP_PROFILING:
             entry["placement"] = run.placement
+        elif spec.ops:  # the runner times no op: where each op runs is what the partitioner lowered
+            entry["placement"] = [from_lowered_program(name, seg.get("delegation"))
+                                  for name, seg in manifest.segments.items()]
+            entry["ops_note"] = f"{tool.NAME} reports no per-op times; placement is the lowered program's"
         note = DEPRECATED.get(entry["delegate"])
         if note:
             entry["note"] = note

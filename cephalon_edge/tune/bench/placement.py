@@ -52,3 +52,15 @@ def placement_row(segment: str, source: str, accelerator: str, ops: Sequence[OpT
         "fallback_ops": [row(o) for o in sorted(fallback, key=lambda o: -(o.us or 0.0))],
     }
 
+
+
+def from_lowered_program(segment: str, delegation: dict[str, Any] | None) -> dict[str, Any]:
+    """A segment's placement as ExecuTorch's partitioner lowered it (the manifest's
+    ``delegation``: op kinds and counts on the delegate and on the portable CPU kernels), without
+    times: the device's runner reports none per op."""
+    info = delegation or {"backend": "portable", "delegated": {}, "portable": {}}
+    unit = str(info["backend"]).upper()
+    ops = [OpTime(kind, f"{kind} #{i + 1}", unit, None) for kind, n in info["delegated"].items() for i in range(n)]
+    ops += [OpTime(kind, f"{kind} #{i + 1}", "CPU", None, fallback=unit != "PORTABLE")
+            for kind, n in info["portable"].items() for i in range(n)]
+    return placement_row(segment, "lowered program (ExecuTorch partitioner)", unit, ops)
