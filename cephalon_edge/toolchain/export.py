@@ -240,7 +240,7 @@ def _delegate_coverage(root: Path, spec: ExportSpec, target: Target) -> tuple[li
     """Which ops each segment's delegate runs: as lowered, where the converter knows
     (``delegate_coverage(manifest)``: ExecuTorch); else, with a profile, on a target with
     documented delegate op lists (TFLite), which ops the profile's delegate supports."""
-    from cephalon_edge.toolchain.delegates import coverage, deprecation_note
+    from cephalon_edge.toolchain.delegates import coverage, deprecation_note, documented_ops
 
     notes = []
     preferred = spec.profile_settings.get("target")
@@ -251,6 +251,10 @@ def _delegate_coverage(root: Path, spec: ExportSpec, target: Target) -> tuple[li
     if not spec.profile or target.delegate_coverage != "documented":
         return None, notes
     delegate = spec.profile_section("runtime").get("delegate", "cpu")
+    if delegate not in documented_ops():  # a vendor NPU: its op list is the vendor's, measured on the device
+        notes.append(f"no documented op list for the {delegate} delegate: see where each op runs with "
+                     f"`bench --hub` or `bench --device --ops`")
+        return None, notes
     note = deprecation_note(delegate)
     if note:
         notes.append(note)

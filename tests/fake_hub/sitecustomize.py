@@ -10,7 +10,7 @@ above that layer is the real client: its configuration file (``QAIHUB_CLIENT_INI
 State (``$FAKE_HUB_DIR``): ``devices.json`` (``[{name, os, attributes}]``), ``token`` (the API
 token it accepts), ``fail`` (jobs on models whose name contains this text fail), ``models/`` (the
 uploaded files), ``jobs/<id>.json``, ``log`` (one line per upload and per job). A job "runs" its
-model on this host: ONNX with ONNX Runtime, TFLite with LiteRT; every layer is listed with a
+(ONNX) model on this host with ONNX Runtime; every layer is listed with a
 compute unit (NPU, or CPU for the op kinds in ``CPU_OPS``) and a share of the measured time. A
 job reports a running state at its first poll and its end at the next.
 """
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 STATE = Path(os.environ["FAKE_HUB_DIR"]) if os.environ.get("FAKE_HUB_DIR") else None
-CPU_OPS = {"Softmax", "ReduceMax", "ArgMax", "TopK", "SOFTMAX", "REDUCE_MAX", "ARG_MAX", "TOPK_V2"}
-HEAVY_OPS = {"Conv", "Gemm", "MatMul", "CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "BATCH_MATMUL"}
+CPU_OPS = {"Softmax", "ReduceMax", "ArgMax", "TopK"}
+HEAVY_OPS = {"Conv", "Gemm", "MatMul"}
 RUNS = 20
 
 
@@ -148,37 +148,21 @@ def run_model(path: Path) -> dict:
     """Time the model on this host and list its layers with a compute unit each."""
     import numpy as np
 
-    if path.suffix == ".onnx":
-        import onnx
-        import onnxruntime as ort
+    import onnx
+    import onnxruntime as ort
 
-        graph = onnx.load(str(path)).graph
-        layers = [(n.op_type, n.name or f"{n.op_type}_{i}") for i, n in enumerate(graph.node)]
-        t0 = time.perf_counter()
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
-        feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtypes[i.type])
-                 for i in sess.get_inputs()}
+    graph = onnx.load(str(path)).graph
+    layers = [(n.op_type, n.name or f"{n.op_type}_{i}") for i, n in enumerate(graph.node)]
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dtypes = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+    feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtypes[i.type])
+             for i in sess.get_inputs()}
+    sess.run(None, feeds)
+    cold = time.perf_counter() - t0
+
+    def run():
         sess.run(None, feeds)
-        cold = time.perf_counter() - t0
-
-        def run():
-            sess.run(None, feeds)
-    else:
-        from ai_edge_litert.interpreter import Interpreter
-
-        from cephalon_edge.toolchain.delegates import tflite_ops
-
-        ops = next(iter(tflite_ops(path).values()))
-        layers = [(op, f"{op.lower()}_{i}") for i, op in enumerate(ops)]
-        t0 = time.perf_counter()
-        runner = Interpreter(model_path=str(path)).get_signature_runner()
-        feeds = {k: np.zeros(v["shape"], v["dtype"]) for k, v in runner.get_input_details().items()}
-        runner(**feeds)
-        cold = time.perf_counter() - t0
-
-        def run():
-            runner(**feeds)
     times = []
     for _ in range(RUNS):
         t = time.perf_counter()

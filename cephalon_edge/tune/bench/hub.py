@@ -8,7 +8,7 @@ real phones through the ``qai-hub`` client (0.56), in the report shape of ``benc
   address in ``<cache>/hub/models.json``; a cached model the farm no longer has goes up again.
 - The files AI Hub takes, by the package's target (``Target.hub_framework``): ONNX (``.onnx``,
   ONNX Runtime on the device), TFLite (``.tflite``, one model per file: a package whose segments
-  are signatures of one file is refused, export it with ``[tflite] per_segment_files = true``)
+  are signatures of one file is refused; ``export --profile snapdragon-ai-hub`` writes one per segment)
   and Core ML (``.mlpackage``, the farm's iPhones); not ExecuTorch programs.
 - The API token is the client's own configuration (``qai-hub configure``): nothing here reads,
   writes or logs it.
@@ -285,7 +285,8 @@ def bench_hub(package: Path, spec: BenchSpec, names: Sequence[str],
     files = [seg["file"] for seg in manifest.segments.values()]
     if len(set(files)) < len(files):
         raise UsageError("AI Hub profiles one model per file; this package's segments are signatures of one file",
-                         hint="export with a profile whose [tflite] section says per_segment_files = true")
+                         hint="export with --profile snapdragon-ai-hub (one .tflite per segment), or any profile "
+                              "whose [tflite] section says per_segment_files = true")
     hub = Hub()
     devices = resolve_devices(names, hub.devices(), target.hub_framework)
 
