@@ -185,6 +185,36 @@ def fake_xcrun(tmp_path):
     return env, devices
 
 
+S24 = "Samsung Galaxy S24 (Family)"
+HUB_FARM = [
+    {"name": S24, "os": "14", "attributes": ["framework:onnx", "framework:tflite", "framework:qnn", "os:android",
+                                            "chipset:qualcomm-snapdragon-8gen3", "format:phone", "vendor:samsung"]},
+    {"name": "Samsung Galaxy S23", "os": "13", "attributes": ["framework:onnx", "framework:tflite", "os:android",
+                                                              "chipset:qualcomm-snapdragon-8gen2"]},
+    {"name": "Samsung Galaxy S23", "os": "14", "attributes": ["framework:onnx", "framework:tflite", "os:android",
+                                                              "chipset:qualcomm-snapdragon-8gen2"]},
+    {"name": "Apple iPhone 15 Pro", "os": "17.4", "attributes": ["framework:coreml", "os:ios"]},
+]
+HUB_TOKEN = "tok-3f9a-not-a-real-token"
+
+
+
+
+@pytest.fixture
+def fake_hub(tmp_path):
+    """A fake Qualcomm AI Hub (``tests/fake_hub``, at the qai-hub client's REST layer) and the
+    environment that points the real client at it; returns (env, its state directory)."""
+    state = tmp_path / "hub-state"
+    state.mkdir()
+    (state / "devices.json").write_text(json.dumps(HUB_FARM))
+    (state / "token").write_text(HUB_TOKEN)
+    ini = tmp_path / "client.ini"
+    ini.write_text(f"[api]\napi_token = {HUB_TOKEN}\napi_url = https://hub.invalid\nweb_url = https://hub.invalid\n")
+    env = {"FAKE_HUB_DIR": str(state), "PYTHONPATH": str(REPO / "tests" / "fake_hub"), "QAIHUB_CLIENT_INI": str(ini),
+           "CEPHALON_EDGE_CACHE": str(tmp_path / "cache")}
+    return env, state
+
+
 IPHONE_15_PRO = {"udid": "00008130-001A2B3C4D5E6F70", "name": "Ada's iPhone", "product": "iPhone16,1",
                  "marketing": "iPhone 15 Pro", "os": "18.1"}
 

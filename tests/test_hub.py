@@ -7,23 +7,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, run_cli, small_digits_checkpoint
+from conftest import HUB_FARM as FARM
+from conftest import HUB_TOKEN as TOKEN
+from conftest import S24, run_cli, small_digits_checkpoint
 
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
-
-S24 = "Samsung Galaxy S24 (Family)"
-FARM = [
-    {"name": S24, "os": "14", "attributes": ["framework:onnx", "framework:tflite", "framework:qnn", "os:android",
-                                            "chipset:qualcomm-snapdragon-8gen3", "format:phone", "vendor:samsung"]},
-    {"name": "Samsung Galaxy S23", "os": "13", "attributes": ["framework:onnx", "framework:tflite", "os:android",
-                                                              "chipset:qualcomm-snapdragon-8gen2"]},
-    {"name": "Samsung Galaxy S23", "os": "14", "attributes": ["framework:onnx", "framework:tflite", "os:android",
-                                                              "chipset:qualcomm-snapdragon-8gen2"]},
-    {"name": "Apple iPhone 15 Pro", "os": "17.4", "attributes": ["framework:coreml", "os:ios"]},
-]
-TOKEN = "tok-3f9a-not-a-real-token"
 
 
 @pytest.fixture(scope="module")
@@ -33,27 +23,13 @@ def package(tmp_path_factory):
     return root / "pkg"
 
 
-@pytest.fixture
-def farm(tmp_path):
-    """The fake farm's state and the environment that points the real client at it."""
-    state = tmp_path / "hub-state"
-    state.mkdir()
-    (state / "devices.json").write_text(json.dumps(FARM))
-    (state / "token").write_text(TOKEN)
-    ini = tmp_path / "client.ini"
-    ini.write_text(f"[api]\napi_token = {TOKEN}\napi_url = https://hub.invalid\nweb_url = https://hub.invalid\n")
-    env = {"FAKE_HUB_DIR": str(state), "PYTHONPATH": str(REPO / "tests" / "fake_hub"), "QAIHUB_CLIENT_INI": str(ini),
-           "CEPHALON_EDGE_CACHE": str(tmp_path / "cache")}
-    return env, state
-
-
 def log(state: Path, kind: str) -> list[list[str]]:
     lines = (state / "log").read_text().splitlines() if (state / "log").exists() else []
     return [line.split(" ", 3)[1:] for line in lines if line.startswith(kind + " ")]
 
 
-def test_bench_on_the_farm_then_reuse_the_uploads(package, farm, tmp_path):
-    env, state = farm
+def test_bench_on_the_farm_then_reuse_the_uploads(package, fake_hub, tmp_path):
+    env, state = fake_hub
     out = tmp_path / "r.json"
     r = run_cli("bench", str(package), "--hub", S24, "--data", "digits:test", "--json", str(out), "--plot",
                 str(tmp_path / "r.png"), env=env)
@@ -104,8 +80,8 @@ def test_bench_on_the_farm_then_reuse_the_uploads(package, farm, tmp_path):
     assert cached and not any(TOKEN in text for text in cached + [out.read_text(), r.stdout, r.stderr])
 
 
-def test_a_failing_job_keeps_the_others(package, farm, tmp_path):
-    env, state = farm
+def test_a_failing_job_keeps_the_others(package, fake_hub, tmp_path):
+    env, state = fake_hub
     second = list(Manifest.open(package).segments)[1]
     (state / "fail").write_text(second)
     out = tmp_path / "r.json"
@@ -123,8 +99,8 @@ def test_a_failing_job_keeps_the_others(package, farm, tmp_path):
     assert report["devices"][1]["profile"] == "galaxy-s23"  # matched by its AI Hub name
 
 
-def test_hub_errors_are_one_line(package, farm, tmp_path):
-    env, state = farm
+def test_hub_errors_are_one_line(package, fake_hub, tmp_path):
+    env, state = fake_hub
     r = run_cli("bench", str(package), "--hub", "Samsung Galaxy S25", env=env)
     assert r.returncode == 2 and "no device named 'Samsung Galaxy S25'" in r.stderr and "Galaxy S24" in r.stderr
     r = run_cli("bench", str(package), "--hub", "Apple iPhone 15 Pro", env=env)
@@ -139,8 +115,8 @@ def test_hub_errors_are_one_line(package, farm, tmp_path):
     assert not log(state, "upload")  # nothing went up before the checks
 
 
-def test_devices_on_the_farm(farm, tmp_path):
-    env, _ = farm
+def test_devices_on_the_farm(fake_hub, tmp_path):
+    env, _ = fake_hub
     out = tmp_path / "d.json"
     r = run_cli("devices", "--hub", "--json", str(out), env=env)
     assert r.returncode == 0, r.stderr

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli
 
+from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.variants import AdaptiveRouter, OperatingPoint, VariantTable, choose_point
 from cephalon_edge.errors import UsageError
 
@@ -158,6 +159,30 @@ def test_bench_reports_every_point_and_the_budget_choice(variants_package, tmp_p
     assert len(report["operating_points"]) == len(VariantTable.open(variants_package / "pkg").points)
     assert all(p["measured"]["mean_ms"] > 0 and p["measured"]["samples"] == 40 for p in report["operating_points"])
     assert report["budget"]["fits_budget"] and set(report["variants"]) == {"w1", "w0.5"}
+
+
+def test_ai_hub_latencies_replace_the_hosts(variants_package, fake_hub, tmp_path):
+    """bench --hub of a variants package: every variant's segments profiled on the farm, every
+    operating point re-priced with the farm phone's segment latencies."""
+    import shutil
+
+    from conftest import S24
+
+    env, state = fake_hub
+    pkg = tmp_path / "pkg"
+    shutil.copytree(variants_package / "pkg", pkg)
+    host = {(p.variant, tuple(p.thresholds.values())): p for p in VariantTable.open(pkg).points}
+    r = run_cli("bench", str(pkg), "--hub", S24, "--data", str(variants_package / "d.npz"), "--json",
+                str(tmp_path / "b.json"), env=env)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert set(report["variants"]) == {"w1", "w0.5"} and report["repriced_on"] == S24
+    jobs = [line for line in (state / "log").read_text().splitlines() if line.startswith("job ")]
+    manifests = [Manifest.open(VariantTable.open(pkg).package(n)) for n in ("w1", "w0.5")]
+    assert len(jobs) == sum(len(m.segments) + bool(m.static) for m in manifests)
+    after = VariantTable.open(pkg).points
+    assert {(p.variant, tuple(p.thresholds.values())) for p in after} == set(host)
+    assert all(p.source.startswith(f"device {S24}") and p.latency_ms > 0 for p in after)
 
 
 @pytest.mark.slow

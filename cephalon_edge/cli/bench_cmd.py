@@ -156,7 +156,10 @@ def bench_cmd(
         if device or hosts:
             raise UsageError("--hub benches on Qualcomm AI Hub's phones, not on --device or --ssh ones",
                              hint="bench each kind of device in its own run")
-        _bench_hub(package, spec, farm, json_file, plot)
+        if is_variants_package(package):
+            _bench_variants(package, spec, budget_ms, team_id, json_file, plot, farm)
+        else:
+            _bench_hub(package, spec, farm, json_file, plot)
         return
     if hosts:
         if device:
@@ -217,17 +220,24 @@ def _bench_boards(package: Path, spec: Any, hosts: list[str], ssh_config: Path |
 
 
 def _bench_variants(package: Path, spec: Any, budget_ms: float | None, team_id: str | None,
-                    json_file: Path | None, plot: Path | None) -> None:
+                    json_file: Path | None, plot: Path | None, farm: list[str] | None = None) -> None:
     """A variants package: every variant benched, every operating point measured (host) or
-    re-priced from the device's segment latencies (``--device``, written into the table)."""
+    re-priced from the device's segment latencies (``--device`` or ``--hub``, written into the table)."""
     from cephalon_edge.cli.calibrate_cmd import render_operating_points
     from cephalon_edge.errors import DeviceError
     from cephalon_edge.tune.plots import plot_operating_points
     from cephalon_edge.tune.variants import bench_variants, bench_variants_on_devices
 
     with progress("benchmarking", None) as advance:
-        if spec.device:
-            report = bench_variants_on_devices(package, spec, team_id=team_id, on_progress=advance)
+        if farm:
+            from cephalon_edge.tune.bench.hub import bench_hub
+
+            report = bench_variants_on_devices(package, spec, lambda pkg, step: bench_hub(pkg, spec, farm, step), advance)
+        elif spec.device:
+            from cephalon_edge.tune.bench.devices import bench_on_devices
+
+            report = bench_variants_on_devices(
+                package, spec, lambda pkg, step: bench_on_devices(pkg, spec, team_id=team_id, on_progress=step), advance)
         else:
             report = bench_variants(package, spec, budget_ms, on_progress=advance)
     for name, sub in report["variants"].items():

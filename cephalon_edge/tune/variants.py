@@ -133,17 +133,14 @@ def _first_ok(report: dict[str, Any]) -> str:
     return ok[0]
 
 
-def bench_variants_on_devices(package: Path, spec: BenchSpec, team_id: str | None = None,
+def bench_variants_on_devices(package: Path, spec: BenchSpec, bench_one: Callable[[Path, Progress], dict[str, Any]],
                               on_progress: Progress | None = None) -> dict[str, Any]:
-    """``bench --device`` of a variants package: every variant on the device(s), then every
-    operating point re-priced from the first device that finished, written into the table."""
-    from cephalon_edge.tune.bench.devices import bench_on_devices
-
+    """``bench --device`` / ``--hub`` of a variants package: every variant benched by
+    ``bench_one(variant_package, on_progress)`` on the device(s), then every operating point
+    re-priced from the first device that finished, written into the table."""
     step = on_progress or (lambda _: None)
     table = VariantTable.open(Path(package))
-    reports = {name: bench_on_devices(table.package(name), spec, team_id=team_id,
-                                      on_progress=lambda what, n=name: step(f"{n}: {what}"))
-               for name in table.names}
+    reports = {name: bench_one(table.package(name), lambda what, n=name: step(f"{n}: {what}")) for name in table.names}
     full = reports[table.full]
     failed = [f for r in reports.values() for f in r.get("failed", [])]
     repriced = reprice_on_device(Path(package), spec, reports) if table.points else None
