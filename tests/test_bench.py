@@ -75,7 +75,7 @@ def test_benchmark_model_parser_generations():
 def test_host_bench_report(packages, tmp_path):
     report_file, plot = tmp_path / "bench.json", tmp_path / "bench.png"
     res = run_cli("bench", str(packages / "onnx"), "--profile", "host-cpu", "--runs", "5", "--warmup", "1",
-                  "--samples", "40", "--json", str(report_file), "--plot", str(plot))
+                  "--samples", "40", "--batch", "16", "--json", str(report_file), "--plot", str(plot))
     assert res.returncode == 0, res.stderr
     report = json.loads(report_file.read_text())
     assert report["schema"] == "cephalon-edge/bench/1" and report["runtime"] == "onnxruntime"
@@ -90,6 +90,25 @@ def test_host_bench_report(packages, tmp_path):
     assert report["routing_pays"] == (report["speedup"] > 1)
     assert report["peak_rss_bytes"] > 50e6
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    # --batch 16: the two full batches of the 40 samples, routed and static on the same batches
+    batch = report["batch"]
+    assert batch["batch"] == 16 and batch["batches"] == 2 and batch["samples"] == 32
+    assert batch["routed"]["samples_per_s"] == pytest.approx(16_000 / batch["routed"]["mean_ms"])
+    assert batch["throughput_ratio"] == pytest.approx(batch["routed"]["samples_per_s"] / batch["static"]["samples_per_s"])
+    assert sum(batch["exit_rates"].values()) == pytest.approx(1.0)
+    # routing a batch decides per sample: the same predictions as one sample at a time
+    from cephalon_edge.device.data import load_dataset
+    from cephalon_edge.device.data_checks import Contract
+    from cephalon_edge.device.router import Router
+
+    with Router.open(packages / "onnx") as router:
+        data = load_dataset("digits:test", Contract.from_manifest(router.manifest)).subset(np.arange(32))
+        alone = np.array([router.predict({"image": data.inputs["image"][i:i + 1]}).predicted[0] for i in range(32)])
+    assert batch["accuracy"] == pytest.approx(float(np.mean(alone == data.labels)))
+    res = run_cli("bench", str(packages / "onnx"), "--batch", "64", "--samples", "40")
+    assert res.returncode == 2 and "--batch 64 is larger than the 40 samples" in res.stderr
+    res = run_cli("bench", str(packages / "onnx"), "--batch", "0")
+    assert res.returncode == 2 and "--batch must be >= 1" in res.stderr
 
 
 def test_devices_listing_and_matching(fake_adb, tmp_path):

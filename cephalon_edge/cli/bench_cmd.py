@@ -56,6 +56,23 @@ def render_placement(rows: list[dict[str, Any]] | None) -> None:
     console.print(t)
 
 
+def render_batch(batch: dict[str, Any] | None) -> None:
+    if not batch:
+        return
+    t = Table(title=f"throughput at batch {batch['batch']} ({batch['samples']} samples of {escape(batch['dataset'])}, "
+                    f"{batch['rounds']} rounds)")
+    for col in ("", "samples/s", "ms per batch (p50)", "p90"):
+        t.add_column(col, justify="left" if not col else "right")
+    for name in ("routed", "static"):
+        if batch[name]:
+            b = batch[name]
+            t.add_row(name, f"{b['samples_per_s']:.0f}", _ms(b["p50_ms"]), _ms(b["p90_ms"]))
+    console.print(t)
+    ratio = batch["throughput_ratio"]
+    console.print(f"accuracy at batch {batch['batch']}: {fmt_pct(batch['accuracy'])}"
+                  + (f"; [bold]routed/static throughput {ratio:.2f}x[/]" if ratio else ""))
+
+
 def render_bench(report: dict[str, Any]) -> None:
     for device in report.get("devices") or [report]:
         name = device.get("device", "host")
@@ -97,6 +114,7 @@ def render_bench(report: dict[str, Any]) -> None:
         if device.get("status") == "failed":
             console.print(f"[red]{escape(device['error'])}[/] (results so far kept)")
     render_usage(report.get("routing_usage"))
+    render_batch(report.get("batch"))
     if "peak_rss_bytes" in report:
         console.print(f"peak RSS {fmt_count(report['peak_rss_bytes'])}B")
 
@@ -129,6 +147,8 @@ def bench_cmd(
                                             "'Samsung Galaxy S24 (Family)': every segment profiled on the farm's real "
                                             "phone (the hub extra; `qai-hub configure` first)."),
     hub_file: Optional[Path] = typer.Option(None, "--hub-file", help="AI Hub device names, one per line."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Host: also throughput (samples/s) at this batch size, "
+                                        "the routed package against its static model on the same batches."),
     ops: bool = typer.Option(False, "--ops", help="Android: also profile each segment op by op (benchmark_model's "
                              "op profiling): the top ops, the ops that fell back from the delegate, where the time went."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
@@ -145,10 +165,12 @@ def bench_cmd(
     from cephalon_edge.tune.plots import plot_bench
 
     spec = BenchSpec(profile=profile, data=data, label_map=label_map, runs=runs, warmup=warmup, threads=threads, samples=samples,
-                     device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality, ops=ops)
+                     device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality, ops=ops, batch=batch)
     validate(spec)
     hosts = board_addresses(ssh, ssh_file)
     farm = hub_names(hub, hub_file)
+    if batch is not None and (device or hosts or farm):
+        raise UsageError("--batch measures throughput on this host", hint="bench without --device, --ssh or --hub")
     if ops and not device:
         raise UsageError("--ops profiles op by op on Android devices", hint="use it with --device SERIAL "
                          "(AI Hub's profiles, --hub, always carry per-layer placement)")

@@ -22,6 +22,7 @@ from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.errors import DataError, UsageError
 from cephalon_edge.targets import get_target
 from cephalon_edge.device.usage import routing_usage
+from cephalon_edge.tune.bench.throughput import batch_throughput
 from cephalon_edge.tune.timing import alternating_blocks, segment_input, stats_ms, time_segment
 
 
@@ -39,6 +40,7 @@ class BenchSpec:
     keep: bool = False
     modality: str | None = None  # a mix like "image,signal"; default: every mix the data allows
     ops: bool = False  # Android: also profile each segment op by op
+    batch: int | None = None  # host: also throughput at this batch size, routed vs static
 
 
 def validate(spec: BenchSpec) -> None:
@@ -46,6 +48,8 @@ def validate(spec: BenchSpec) -> None:
         raise UsageError(f"--runs must be >= 1 and --warmup >= 0, got {spec.runs} and {spec.warmup}")
     if spec.samples is not None and spec.samples < 1:
         raise UsageError("--samples must be >= 1")
+    if spec.batch is not None and spec.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {spec.batch}")
     load_profile(spec.profile)
 
 
@@ -122,6 +126,9 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
     if spec.samples:
         data = data.subset(np.arange(min(spec.samples, len(data))))
     mixes = data.select_mixes(spec.modality, list(manifest.inputs))
+    if spec.batch and spec.batch > len(data):  # before anything is timed
+        raise UsageError(f"--batch {spec.batch} is larger than the {len(data)} samples at hand",
+                         hint="use a smaller --batch, or more --samples")
     by_mix: dict[str, dict[str, Any]] = {}
     spinning = profile["runtime"].get("spinning", DEFAULT_SPINNING)
     with Router(manifest, open_runtime("auto", manifest, threads=threads, spinning=spinning)) as router:
@@ -136,6 +143,10 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
             by_mix[mix_name(mix)] = {"end_to_end": end_to_end, "static": static,
                                      "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"]}
         usage = routing_usage(router.program, *_decisions(router, data.with_mix(mixes[-1])))
+        if spec.batch:
+            step(f"throughput at batch {spec.batch}")
+            full = len(mixes[-1]) == len(manifest.inputs)
+            batched = batch_throughput(router, data.with_mix(mixes[-1]), static_runner if full else None, spec.batch)
         runtime_name = router.runtime.name
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     return {
@@ -148,6 +159,7 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
         "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"],
         "routing_pays": None if static is None else static["mean_ms"] > end_to_end["mean_ms"],
         "peak_rss_bytes": int(peak), "runs": spec.runs, "warmup": spec.warmup, "routing_usage": usage,
+        "batch": batched if spec.batch else None,
         "latency_samples_ms": {"routed": routed_ms.round(4).tolist(),
                                "static": static_ms.round(4).tolist() if static is not None else []},
     }
