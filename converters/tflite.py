@@ -59,7 +59,16 @@ def _recipe(mode: str):
     if mode == "int8-dynamic":
         return recipe.dynamic_wi8_afp32()
     if mode == "int8":
-        return recipe.static_wi8_ai8()
+        # int8 inside, float32 at the signature's boundary: the model quantizes its inputs and
+        # dequantizes its outputs itself (QUANTIZE/DEQUANTIZE ops in the runtime's C++), not
+        # the router in numpy on every call
+        manager = recipe_manager.RecipeManager()
+        manager.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                  activation_num_bits=8, weight_num_bits=8)
+        for boundary in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+            manager.add_quantization_config(regex=".*", operation_name=boundary,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
+        return manager.get_quantization_recipe()
     manager = recipe_manager.RecipeManager()  # fp16: weights cast to float16
     manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                    num_bits=16, algorithm_key=AlgorithmName.FLOAT_CASTING)

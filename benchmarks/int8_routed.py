@@ -1,0 +1,111 @@
+"""int8 when routed: the calibrated int8 and fp32 TFLite packages of digits-exits, end to end at
+their calibrated thresholds, and where each microsecond of a first-exit prediction goes.
+
+Both packages are exported from the same zoo checkpoint (int8: ai-edge-quantizer static int8,
+calibrated per signature, float32 at every signature's boundary) and calibrated on the val split
+at ``--max-drop``. End to end: every test sample at batch 1 through each router, alternating
+blocks of 16 (``tune.timing.alternating_blocks``), ``--rounds`` passes. Breakdown: for one
+test sample that leaves at exit0, medians of 3000 calls of each layer, outermost first:
+``Router.predict``; the runtime's ``run`` of the first segment; LiteRT's signature runner; the
+interpreter's ``Invoke`` alone (the kernels).
+
+    .venv/bin/python benchmarks/int8_routed.py [--workdir DIR] [--rounds 3] [--max-drop 0.01]
+
+Target (#32): routed int8/fp32 time at calibrated thresholds <= 0.70.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import workdir_of, zoo_checkpoint  # noqa: E402
+
+
+def median_us(fn, calls: int = 3000, warmup: int = 300) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return float(np.median(times)) / 1e3
+
+
+def breakdown(router, x: np.ndarray) -> dict[str, float]:
+    """Median us of each layer of a first-exit prediction of ``x`` (one sample)."""
+    key = next(iter(router.inputs))
+    segment = next(iter(router.manifest.segments))
+    runtime = router.runtime
+    signature = runtime._signatures[segment]
+    runner = signature.runner
+    feeds = {signature.input_name: x}
+    wrapper, subgraph = runner._interpreter_wrapper, runner._subgraph_index
+    runner(**feeds)  # the input is set: Invoke alone now reruns the kernels on it
+    return {"predict": median_us(lambda: router.predict({key: x})),
+            "runtime.run": median_us(lambda: runtime.run(segment, (x,))),
+            "signature runner": median_us(lambda: runner(**feeds)),
+            "Invoke": median_us(lambda: wrapper.Invoke(subgraph))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-drop", type=float, default=0.01)
+    args = parser.parse_args()
+
+    from cephalon_edge.device.data import builtin
+    from cephalon_edge.device.router import Router
+    from cephalon_edge.toolchain.artifacts import ExportSpec
+    from cephalon_edge.toolchain.export import export_package
+    from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
+    from cephalon_edge.tune.timing import alternating_blocks
+
+    workdir = workdir_of(args.workdir, "cephalon-int8-")
+    ckpt = zoo_checkpoint("digits-exits", workdir)
+    test = builtin("digits", "test")
+    xs, labels = test.inputs["image"], test.labels
+    routers = {}
+    for mode in ("none", "int8"):
+        pkg = workdir / f"digits-exits-tflite-{mode}"
+        if not pkg.exists():
+            export_package(ckpt, pkg, ExportSpec("tflite", quantize=mode))
+        calibrate_package(pkg, CalibrateSpec(data="digits:val", max_drop=args.max_drop))
+        routers["fp32" if mode == "none" else "int8"] = Router.open(pkg)
+    runs = {name: (lambda i, r=r: r.predict({"image": xs[i:i + 1]})) for name, r in routers.items()}
+    for i in range(32):
+        for run in runs.values():
+            run(i)
+    times, results = alternating_blocks(len(xs), runs, rounds=args.rounds)
+    print(f"digits-exits TFLite, test split ({len(xs)} samples), batch 1, calibrated at --max-drop {args.max_drop}, "
+          f"{args.rounds} rounds")
+    for name in routers:
+        pred = np.asarray([p.predicted[0] for p in results[name]])
+        exits = np.asarray([p.exit_index[0] for p in results[name]])
+        print(f"  {name}: mean {np.mean(times[name]) * 1000:.1f} us, p50 {np.median(times[name]) * 1000:.1f} us, "
+              f"accuracy {100 * np.mean(pred == labels):.2f}%, exit0 {100 * np.mean(exits == 0):.1f}%")
+    print(f"  routed int8/fp32: mean {np.mean(times['int8']) / np.mean(times['fp32']):.2f}, "
+          f"p50 {np.median(times['int8']) / np.median(times['fp32']):.2f}")
+    both = [i for i in range(len(xs)) if all(results[n][i].exit_index[0] == 0 for n in routers)]
+    x = xs[both[0]:both[0] + 1]
+    rows = {name: breakdown(r, x) for name, r in routers.items()}
+    print("  one first-exit prediction, median us (each layer includes the ones below it):")
+    print(f"    {'layer':18} {'fp32':>7} {'int8':>7} {'int8/fp32':>9}")
+    for layer in rows["fp32"]:
+        a, b = rows["fp32"][layer], rows["int8"][layer]
+        print(f"    {layer:18} {a:7.1f} {b:7.1f} {b / a:9.2f}")
+    for name, row in rows.items():
+        print(f"    {name}: kernels {row['Invoke']:.1f}, runner's own {row['signature runner'] - row['Invoke']:.1f}, "
+              f"runtime's own {row['runtime.run'] - row['signature runner']:.1f}, "
+              f"router's own {row['predict'] - row['runtime.run']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
