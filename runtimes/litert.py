@@ -1,8 +1,9 @@
 """LiteRT (TensorFlow Lite): signature runners of ai_edge_litert's Interpreter, XNNPACK on CPU.
 
-Quantized tensors are converted at the boundary with each tensor's scale and zero point, so
-the router always sees float32. Segments are converted at batch 1; larger batches run sample
-by sample.
+int8 packages are exported with float32 at every signature's boundary (the model quantizes and
+dequantizes in its own ops); packages with quantized inputs or outputs (exported before) are
+converted here with each tensor's scale and zero point, so the router always sees float32.
+Segments are converted at batch 1; larger batches run sample by sample.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ class _Signature:
         out = runner.get_output_details()
         self.outputs = list(outputs) or sorted(out)
         self.output_quant = [(out[o]["dtype"], out[o]["quantization"]) for o in self.outputs]
-        # 8-bit outputs dequantize through a 256-entry table (one indexing instead of three
-        # array operations per call), built with the very expression it replaces
-        self.output_tables = [_table(dtype, scale, zero) for dtype, (scale, zero) in self.output_quant]
 
     def __call__(self, *xs: np.ndarray) -> list[np.ndarray]:
         if self.float_input:  # the router's hot path: one float32 input, nothing to convert
@@ -49,20 +47,10 @@ class _Signature:
 
     def _outputs(self, result: dict[str, np.ndarray]) -> list[np.ndarray]:
         outs = []
-        for name, (dtype, (scale, zero)), table in zip(self.outputs, self.output_quant, self.output_tables):
+        for name, (dtype, (scale, zero)) in zip(self.outputs, self.output_quant):
             y = result[name]
-            if table is not None:
-                outs.append(table[y.view(np.uint8)])
-            else:
-                outs.append((y.astype(np.float32) - zero) * scale if dtype != np.float32 else np.array(y))
+            outs.append((y.astype(np.float32) - zero) * scale if dtype != np.float32 else np.array(y))
         return outs
-
-
-def _table(dtype: Any, scale: float, zero: int) -> np.ndarray | None:
-    """For an 8-bit quantized tensor: the float value of every byte, indexed by the byte."""
-    if dtype not in (np.int8, np.uint8):
-        return None
-    return (np.arange(256, dtype=np.uint8).view(dtype).astype(np.float32) - zero) * scale
 
 
 class LiteRTRuntime:
