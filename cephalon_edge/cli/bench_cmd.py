@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.table import Table
@@ -115,6 +115,9 @@ def render_bench(report: dict[str, Any]) -> None:
             console.print(f"[red]{escape(device['error'])}[/] (results so far kept)")
     render_usage(report.get("routing_usage"))
     render_batch(report.get("batch"))
+    if "uploaded_models" in report:  # Qualcomm AI Hub
+        console.print(f"[dim]{report['uploaded_models']} model(s) uploaded, {report['reused_models']} already on AI Hub; "
+                      f"{escape(report['note'])}[/]")
     if "peak_rss_bytes" in report:
         console.print(f"peak RSS {fmt_count(report['peak_rss_bytes'])}B")
 
@@ -158,11 +161,10 @@ def bench_cmd(
     """Per-segment and end-to-end latency on this host, on Android devices over adb, on iPhones (macOS), or on
     Linux boards over SSH."""
     from cephalon_edge.device.variants import is_variants_package
-    from cephalon_edge.errors import DeviceError, UsageError
+    from cephalon_edge.errors import UsageError
     from cephalon_edge.tune.bench.host import BenchSpec, bench_host, validate
     from cephalon_edge.tune.bench.hub import hub_names
     from cephalon_edge.tune.bench.ssh import board_addresses
-    from cephalon_edge.tune.plots import plot_bench
 
     spec = BenchSpec(profile=profile, data=data, label_map=label_map, runs=runs, warmup=warmup, threads=threads, samples=samples,
                      device=device, benchmark_binary=benchmark_binary, keep=keep, modality=modality, ops=ops, batch=batch)
@@ -186,7 +188,7 @@ def bench_cmd(
     if hosts:
         if device:
             raise UsageError("--device and --ssh pick different kinds of device", hint="bench phones and boards in two runs")
-        _bench_boards(package, spec, hosts, ssh_config, setup, json_file)
+        _bench_boards(package, spec, hosts, ssh_config, setup, json_file, plot)
         return
     if setup:
         raise UsageError("--setup installs the device half on a board", hint="use it with --ssh HOST")
@@ -203,42 +205,38 @@ def bench_cmd(
             report = bench_on_devices(package, spec, team_id=team_id, on_progress=advance)
         else:
             report = bench_host(package, spec, on_progress=advance)
+    _finish(report, json_file, plot)
+
+
+def _finish(report: dict[str, Any], json_file: Path | None, plot: Path | None,
+            failure: Callable[[dict[str, Any]], str] = lambda f: f.get("error", "")) -> None:
+    """Render, write the JSON and the plot, then exit 1 naming what failed (results kept)."""
+    from cephalon_edge.errors import DeviceError
+    from cephalon_edge.tune.plots import plot_bench
+
     render_bench(report)
     write_report(json_file, report)
     if plot is not None:
         plot_bench(report, plot)
     if report.get("failed"):
-        raise DeviceError("; ".join(f.get("error", "") for f in report["failed"]))
+        raise DeviceError("; ".join(map(failure, report["failed"])))
 
 
 def _bench_hub(package: Path, spec: Any, names: list[str], json_file: Path | None, plot: Path | None) -> None:
-    from cephalon_edge.errors import DeviceError
     from cephalon_edge.tune.bench.hub import bench_hub
-    from cephalon_edge.tune.plots import plot_bench
 
     with progress("profiling on Qualcomm AI Hub", None) as advance:
         report = bench_hub(package, spec, names, on_progress=advance)
-    render_bench(report)
-    console.print(f"[dim]{report['uploaded_models']} model(s) uploaded, {report['reused_models']} already on AI Hub; "
-                  f"{escape(report['note'])}[/]")
-    write_report(json_file, report)
-    if plot is not None:
-        plot_bench(report, plot)
-    if report["failed"]:
-        raise DeviceError("; ".join(f["error"] for f in report["failed"]))
+    _finish(report, json_file, plot)
 
 
 def _bench_boards(package: Path, spec: Any, hosts: list[str], ssh_config: Path | None, setup: bool,
-                  json_file: Path | None) -> None:
-    from cephalon_edge.errors import DeviceError
+                  json_file: Path | None, plot: Path | None) -> None:
     from cephalon_edge.tune.bench.boards import bench_boards
 
     with progress("benchmarking on boards", None) as advance:
         report = bench_boards(package, spec, hosts, ssh_config, setup, on_progress=advance)
-    render_bench(report)
-    write_report(json_file, report)
-    if report["failed"]:
-        raise DeviceError("; ".join(f"{f['error']} (during {f['step']})" for f in report["failed"]))
+    _finish(report, json_file, plot, lambda f: f"{f['error']} (during {f['step']})")
 
 
 def _bench_variants(package: Path, spec: Any, budget_ms: float | None, team_id: str | None,

@@ -330,7 +330,7 @@ def _device_entry(manifest: Manifest, device: Any, jobs: list[Job], pred: Any, m
                   "status": "ok" if j.profile else "failed", "error": j.error} for j in jobs],
         "status": "failed" if errors else "ok"}
     if errors:
-        entry.update(error="; ".join(errors), step="jobs")
+        entry["error"] = "; ".join(errors)
     if len(segments) == len(manifest.segments):
         entry["end_to_end"] = {**price_on_device(manifest, pred, segments, modalities), "dataset": dataset}
         if static:
