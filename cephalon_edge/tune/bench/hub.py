@@ -104,8 +104,7 @@ def _attribute(device: Any, prefix: str) -> str | None:
 def device_rows(hub: Hub) -> list[dict[str, Any]]:
     """``devices --hub``: the farm's devices, their OS, chipset, frameworks and matching profile."""
     return [{"platform": "hub", "serial": d.name, "state": "device", "model": d.name, "os": d.os,
-             "soc": _attribute(d, "chipset"), "frameworks": sorted(a.split(":", 1)[1] for a in d.attributes
-                                                                 if a.startswith("framework:")),
+             "soc": _attribute(d, "chipset"), "frameworks": _frameworks(d),
              "profile": match_device({"hub.device": d.name}), "message": None} for d in hub.devices()]
 
 
