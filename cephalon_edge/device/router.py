@@ -1,5 +1,5 @@
-"""The torch-free router: interprets a package's program, running only the segments each
-input needs.
+"""The torch-free router: runs a package's program (compiled once into a ``Plan``), calling
+only the segments each input needs.
 
 Decisions are per sample: samples that exit leave the batch, a skip gate runs its block on
 the samples it fires for, and a mixture of experts splits the batch by the chosen expert.
@@ -9,19 +9,18 @@ its other parts' outputs to the steps that follow. Needs numpy and one runtime, 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, assert_never
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from cephalon_edge.device.data_checks import are_token_ids
 from cephalon_edge.device.manifest import Manifest
-from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Run
+from cephalon_edge.device.plan import Plan, Walk
 from cephalon_edge.device.runtimes import open_runtime
-from cephalon_edge.device.scores import SCORES, PatienceStreaks, entropy_confidence
-from cephalon_edge.errors import DataError, PackageError, UsageError
+from cephalon_edge.device.scores import SCORES, PatienceStreaks
+from cephalon_edge.errors import DataError, UsageError
 
 
 def _filled(shape: int | tuple[int, ...], value: float, dtype: Any) -> np.ndarray:
@@ -102,18 +101,18 @@ class Router:
         self.classes = len(manifest.labels) or int(parts[self.program.final.part].output_shapes[0][0])
         self.task_segments = dict(self.program.final.tasks)
         self.task_outputs = {t: int(np.prod(parts[s].output_shapes[0])) for t, s in self.task_segments.items()}
-        # part -> (its segment, whether calling it runs the segment); segment -> (part, outputs) of its parts
-        self._part_at = {n: (p.segment, p.position == 0) for n, p in parts.items()}
-        self._segment_parts = {s: [(p.name, p.outputs) for p in manifest.segment_parts(s)] for s in manifest.segments}
         self._n_gates, self._n_moe, self._main_task = self.program.n_gates, self.program.n_moe, manifest.main_task
         # read once here, not per predict: the hot path only looks these up
         self._thresholds = manifest.thresholds
         self._input_specs = {name: (tuple(m["shape"]), m.get("vocab")) for name, m in self.inputs.items()}
         self._labels = manifest.labels
+        self._threshold_list = [self._thresholds[e] for e in self.program.early_exits]
         self.score = score or manifest.score
         if self.score not in SCORES:
             raise UsageError(f"package uses exit score {self.score!r}, unknown to this cephalon-edge",
                              hint=f"known scores: {', '.join(SCORES)}")
+        self._plan = Plan(self.program, {n: (p.segment, p.position, p.outputs) for n, p in parts.items()}, self.score)
+        self._per_batch: dict[int, tuple[np.ndarray, tuple[np.ndarray, ...]]] = {}
 
     @classmethod
     def open(cls, package_dir: str | Path, runtime: str = "auto", threads: int | None = None,
@@ -189,126 +188,44 @@ class Router:
         assert batch is not None  # inputs is not empty
         return checked, batch
 
-    # ---- the interpreter -----------------------------------------------------------
+    def _blank(self, batch: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """The sample indices and a blank result's arrays for ``batch`` samples, made once per
+        batch size (copying them is cheaper than filling new ones)."""
+        idx = np.arange(batch)
+        idx.flags.writeable = False  # shared by every call of this batch size
+        blank = (np.zeros((batch, self.classes), np.float32), np.zeros(batch, np.float32),
+                 _filled(batch, -1, np.int64), _filled((batch, self._n_gates), -1, np.int8),
+                 _filled((batch, self._n_moe), -1, np.int64), np.zeros(batch))
+        if len(self._per_batch) < 64:  # the batch sizes a data loader produces, not every size seen
+            self._per_batch[batch] = idx, blank
+        return idx, blank
+
+    # ---- prediction ------------------------------------------------------------------
     def predict(self, inputs: Mapping[str, np.ndarray], tasks: Sequence[str] | None = None,
                 thresholds: float | Mapping[str, float] | None = None, collect_exits: bool = False) -> Prediction:
-        """Route a batch: per-sample exits, gates and experts; see the module docstring.
+        """Route a batch: per-sample exits, gates and experts (see ``plan``).
 
         ``collect_exits`` also records every evaluated exit's logits (for calibration)."""
         xs, batch = self.check_inputs(inputs)
-        thr = self._thresholds if thresholds is None else self.resolve_thresholds(thresholds)
-        wanted = [t for t in (tasks or []) if t != self._main_task]
+        if thresholds is None:
+            thr = self._threshold_list
+        elif isinstance(thresholds, (int, float)):
+            thr = [float(thresholds)] * len(self._threshold_list)
+        else:
+            thr = [self.resolve_thresholds(thresholds)[e] for e in self.program.early_exits]
+        wanted = [t for t in tasks if t != self._main_task] if tasks else []
         for t in wanted:
             if t not in self.task_segments:
                 raise UsageError(f"unknown task {t!r}", hint=f"tasks: {', '.join(self.task_segments) or 'none'}")
+        idx, blank = self._per_batch.get(batch) or self._blank(batch)
         res = Prediction(
-            logits=np.zeros((batch, self.classes), np.float32), scores=np.zeros(batch, np.float32),
-            exit_index=_filled(batch, -1, np.int64), exit_names=self.exit_names,
-            gates=_filled((batch, self._n_gates), -1, np.int8),
-            experts=_filled((batch, self._n_moe), -1, np.int64),
+            logits=blank[0].copy(), scores=blank[1].copy(), exit_index=blank[2].copy(), exit_names=self.exit_names,
+            gates=blank[3].copy(), experts=blank[4].copy(),
             tasks={t: _filled((batch, self.task_outputs[t]), np.nan, np.float32) for t in wanted},
-            latency_us=np.zeros(batch), labels=self._labels)
+            latency_us=blank[5].copy(), segment_us={}, labels=self._labels)
         if collect_exits:
             res.exit_logits = _filled((batch, len(self.exit_names), self.classes), np.nan, np.float32)
             res.exit_max_softmax = _filled((batch, len(self.exit_names)), np.nan, np.float32)
-        patience = PatienceStreaks(batch) if self.score == "patience" else None
-        seg_us = res.segment_us
-        run = self.runtime.run
-        idx = np.arange(batch)
-        h: Any = None  # the representation; None between the parts of a fused chain
-        # time of the segment calls every sample went through: one float, added to every
-        # sample's latency once at the end (no array arithmetic per call)
-        whole_us, split = 0.0, False
-
-        pending: dict[str, list[np.ndarray]] = {}  # outputs of parts a fused segment already ran
-
-        def timed(part: str, x: np.ndarray | None, members: np.ndarray) -> list[np.ndarray]:
-            nonlocal whole_us, split
-            segment, runs = self._part_at[part]
-            if runs:
-                t0 = time.perf_counter_ns()
-                out = run(segment, (x,))
-                us = (time.perf_counter_ns() - t0) / 1000.0
-                seg_us[segment] = seg_us.get(segment, 0.0) + us
-                if len(members) == batch:  # every sample (members never repeat one)
-                    whole_us += us
-                else:
-                    res.latency_us[members] += us
-                    split = True
-                for name, picked in self._segment_parts[segment]:
-                    pending[name] = [out[i] for i in picked]
-            if part not in pending:
-                raise PackageError(f"part {part} of segment {segment} was called before the segment ran",
-                                   hint="re-export the package")
-            return pending.pop(part)
-
-        def finished() -> Prediction:
-            if not split:  # every call took every sample: one fill, no arithmetic
-                res.latency_us.fill(whole_us)
-            elif whole_us:
-                res.latency_us += whole_us
-            return res
-
-        for step in self.program:
-            match step:  # the common steps first: a case is an isinstance check
-                case Run():
-                    out = timed(step.part, h, idx)
-                    h = out[0] if out else None  # an inner part of a fused chain: the chain carries it
-                case Exit():
-                    logits, score = timed(step.part, h, idx)
-                    if res.exit_logits is not None and res.exit_max_softmax is not None:  # collect_exits
-                        res.exit_logits[idx, step.index], res.exit_max_softmax[idx, step.index] = logits, score
-                    if patience is not None:
-                        score = patience.update(idx, logits.argmax(-1))
-                    elif self.score == "entropy":
-                        score = entropy_confidence(logits)
-                    done = score >= thr[step.exit]
-                    leaving = int(np.count_nonzero(done))
-                    if leaving == len(idx) == batch:  # every sample leaves here (batch 1's common case)
-                        res.logits[:], res.scores[:], res.exit_index[:] = logits, score, step.index
-                        return finished()
-                    if leaving:
-                        chosen = idx[done]
-                        res.logits[chosen], res.scores[chosen] = logits[done], score[done]
-                        res.exit_index[chosen] = step.index
-                        if leaving == len(idx):
-                            return finished()
-                        keep = ~done
-                        h, idx = np.ascontiguousarray(h[keep]), idx[keep]
-                case Encode():
-                    encoded = [timed(part, xs[m], idx) for m, part in step.adapters.items() if m in xs]
-                    if len(encoded) == 1:  # an adapter fused with the stages after it returns nothing of its own
-                        h = encoded[0][0] if encoded[0] else None
-                    else:  # adapters of several modalities are never fused
-                        h = np.mean([e[0] for e in encoded], axis=0, dtype=np.float32)
-                case Gate():
-                    fire = timed(step.gate, h, idx)[0].reshape(-1) > step.threshold
-                    res.gates[idx, step.index] = fire
-                    firing = int(np.count_nonzero(fire))
-                    if firing == len(idx):
-                        h = timed(step.block, h, idx)[0]
-                    elif firing:
-                        h = h.copy()
-                        h[fire] = timed(step.block, np.ascontiguousarray(h[fire]), idx[fire])[0]
-                case Moe():
-                    choice = timed(step.gate, h, idx)[0].argmax(-1)
-                    res.experts[idx, step.index] = choice
-                    first = int(choice[0])
-                    if len(choice) == 1 or (choice == first).all():
-                        h = timed(step.experts[first], h, idx)[0]
-                    else:
-                        mixed = np.empty_like(h)
-                        for e in np.unique(choice):
-                            sel = choice == e
-                            mixed[sel] = timed(step.experts[int(e)], np.ascontiguousarray(h[sel]), idx[sel])[0]
-                        h = mixed
-                case Final():
-                    logits, score = timed(step.part, h, idx)
-                    res.logits[idx], res.scores[idx], res.exit_index[idx] = logits, score, step.index
-                    if res.exit_logits is not None and res.exit_max_softmax is not None:  # collect_exits
-                        res.exit_logits[idx, step.index], res.exit_max_softmax[idx, step.index] = logits, score
-                    for t in wanted:
-                        res.tasks[t][idx] = timed(self.task_segments[t], h, idx)[0]
-                case _:
-                    assert_never(step)
-        return finished()
+        return self._plan.walk(Walk(
+            self.runtime.run, xs, batch, res, thr, wanted,
+            PatienceStreaks(batch) if self.score == "patience" else None, [None] * len(self._plan.slots), idx))
