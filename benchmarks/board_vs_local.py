@@ -56,7 +56,7 @@ def main() -> None:
             rows = []
             for i in range(args.rounds):  # alternating blocks: here, then the board
                 local = bench_host(args.package, spec)
-                board = bench_boards(args.package, spec, [address], config, setup=i == 0)["devices"][0]
+                board = bench_boards(args.package, spec, [address], config, setup=i == 0).to_json()["devices"][0]
                 if board["status"] != "ok":
                     sys.exit(f"the board failed: {board['error']}")
                 rows.append((local["end_to_end"]["mean_ms"], board["end_to_end"]["mean_ms"],

@@ -28,15 +28,18 @@ class _Signature:
         self.input_names = sorted(details, key=lambda n: (len(n), n))
         self.input_name = self.input_names[0]
         self.input_quant = {n: (details[n]["dtype"], details[n]["quantization"]) for n in self.input_names}
-        self.float_input = len(self.input_names) == 1 and details[self.input_name]["dtype"] == np.float32
         out = runner.get_output_details()
         self.outputs = list(outputs) or sorted(out)
         self.output_quant = [(out[o]["dtype"], out[o]["quantization"]) for o in self.outputs]
+        self.float_outputs = all(dtype == np.float32 for dtype, _ in self.output_quant)
+        float_io = len(self.input_names) == 1 and details[self.input_name]["dtype"] == np.float32 and self.float_outputs
+        self.direct = _direct_call(runner, details[self.input_name]["index"],
+                                   [out[o]["index"] for o in self.outputs]) if float_io else None
 
     def __call__(self, *xs: np.ndarray) -> list[np.ndarray]:
-        if self.float_input:  # the router's hot path: one float32 input, nothing to convert
-            return self._outputs(self.runner(**{self.input_name: xs[0]}))
-        feeds = {}
+        if self.direct is not None:  # the router's hot path: float32 in and out, nothing to convert
+            return self.direct(xs[0])
+        feeds = {}  # several inputs, or quantized ones (packages exported before the float boundary)
         for name, x in zip(self.input_names, xs):
             dtype, (scale, zero) = self.input_quant[name]
             if dtype != np.float32:
@@ -46,11 +49,32 @@ class _Signature:
         return self._outputs(self.runner(**feeds))
 
     def _outputs(self, result: dict[str, np.ndarray]) -> list[np.ndarray]:
-        outs = []
+        outs = []  # the runner's tensors are copies already: only quantized ones are converted
         for name, (dtype, (scale, zero)) in zip(self.outputs, self.output_quant):
             y = result[name]
-            outs.append((y.astype(np.float32) - zero) * scale if dtype != np.float32 else np.array(y))
+            outs.append((y.astype(np.float32) - zero) * scale if dtype != np.float32 else y)
         return outs
+
+
+def _direct_call(runner: Any, input_index: int,
+                 output_indices: Sequence[int]) -> Callable[[np.ndarray], list[np.ndarray]] | None:
+    """A call of ``runner`` at the shape its model was converted at, without what the signature
+    runner repeats on every call (resizing the input to the shape it already has, allocating
+    the arena it already has, a dict of outputs by name): set the input, invoke, copy the
+    outputs out. A wrong shape is still refused (SetTensor checks it). None (the runner is
+    called) if this ai_edge_litert does not lay out its runner as expected."""
+    try:
+        wrapper, subgraph = runner._interpreter_wrapper, runner._subgraph_index
+        wrapper.AllocateTensors(subgraph)
+        set_tensor, invoke, get_tensor = wrapper.SetTensor, wrapper.Invoke, wrapper.GetTensor
+    except AttributeError:  # pragma: no cover - another ai_edge_litert's internals
+        return None
+
+    def call(x: np.ndarray) -> list[np.ndarray]:
+        set_tensor(input_index, x, subgraph)
+        invoke(subgraph)
+        return [get_tensor(i, subgraph) for i in output_indices]
+    return call
 
 
 class LiteRTRuntime:

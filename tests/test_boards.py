@@ -229,7 +229,7 @@ def test_a_connection_dropped_mid_copy_leaves_no_partial_file(lab, monkeypatch, 
 
     spec = BenchSpec(data="digits:test", samples=30, runs=2, warmup=0)
     try:
-        report = boards.bench_boards(pkg, spec, [lab["a"].address], lab["config"], on_progress=progress)
+        report = boards.bench_boards(pkg, spec, [lab["a"].address], lab["config"], on_progress=progress).to_json()
     except UsageError as exc:  # pragma: no cover - the failure must be the run's, not the user's
         pytest.fail(str(exc))
     (row,) = report["devices"]
@@ -363,7 +363,7 @@ def test_a_full_disk_on_the_board(lab, tmp_path, when):
             assert res.returncode == 2, res.stderr
             assert "MB free in" in res.stderr and "this run copies" in res.stderr and "Traceback" not in res.stderr
         else:
-            report = boards.bench_boards(lab["root"] / "onnx", spec, [server.address], config, on_progress=progress)
+            report = boards.bench_boards(lab["root"] / "onnx", spec, [server.address], config, on_progress=progress).to_json()
             (row,) = report["devices"]
             assert row["status"] == "failed" and row["step"] == "copy"
             assert "No space left on device" in row["error"], row["error"]

@@ -202,7 +202,7 @@ def bench_cmd(
         if device:
             from cephalon_edge.tune.bench.devices import bench_on_devices
 
-            report = bench_on_devices(package, spec, team_id=team_id, on_progress=advance)
+            report = bench_on_devices(package, spec, team_id=team_id, on_progress=advance).to_json()
         else:
             report = bench_host(package, spec, on_progress=advance)
     _finish(report, json_file, plot)
@@ -226,7 +226,7 @@ def _bench_hub(package: Path, spec: Any, names: list[str], json_file: Path | Non
     from cephalon_edge.tune.bench.hub import bench_hub
 
     with progress("profiling on Qualcomm AI Hub", None) as advance:
-        report = bench_hub(package, spec, names, on_progress=advance)
+        report = bench_hub(package, spec, names, on_progress=advance).to_json()
     _finish(report, json_file, plot)
 
 
@@ -235,7 +235,7 @@ def _bench_boards(package: Path, spec: Any, hosts: list[str], ssh_config: Path |
     from cephalon_edge.tune.bench.boards import bench_boards
 
     with progress("benchmarking on boards", None) as advance:
-        report = bench_boards(package, spec, hosts, ssh_config, setup, on_progress=advance)
+        report = bench_boards(package, spec, hosts, ssh_config, setup, on_progress=advance).to_json()
     _finish(report, json_file, plot, lambda f: f"{f['error']} (during {f['step']})")
 
 

@@ -19,6 +19,7 @@ from cephalon_edge.device.variants import OperatingPoint, VariantTable, choose_p
 from cephalon_edge.errors import DeviceError, Note
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, bench_host
 from cephalon_edge.tune.bench.pricing import price_on_device
+from cephalon_edge.tune.bench.report import DevicesReport
 from cephalon_edge.tune.calibrate import CalibrateSpec, calibrate_package
 from cephalon_edge.tune.timing import alternating_blocks, stats_ms
 
@@ -133,14 +134,15 @@ def _first_ok(report: dict[str, Any]) -> str:
     return ok[0]
 
 
-def bench_variants_on_devices(package: Path, spec: BenchSpec, bench_one: Callable[[Path, Progress], dict[str, Any]],
+def bench_variants_on_devices(package: Path, spec: BenchSpec, bench_one: Callable[[Path, Progress], DevicesReport],
                               on_progress: Progress | None = None) -> dict[str, Any]:
     """``bench --device`` / ``--hub`` of a variants package: every variant benched by
     ``bench_one(variant_package, on_progress)`` on the device(s), then every operating point
     re-priced from the first device that finished, written into the table."""
     step = on_progress or (lambda _: None)
     table = VariantTable.open(Path(package))
-    reports = {name: bench_one(table.package(name), lambda what, n=name: step(f"{n}: {what}")) for name in table.names}
+    reports = {name: bench_one(table.package(name), lambda what, n=name: step(f"{n}: {what}")).to_json()
+               for name in table.names}
     full = reports[table.full]
     failed = [f for r in reports.values() for f in r.get("failed", [])]
     repriced = reprice_on_device(Path(package), spec, reports) if table.points else None

@@ -36,6 +36,7 @@ from cephalon_edge.tune.bench.device_wheel import device_wheel, host_version
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
 from cephalon_edge.tune.bench.parallel import run_each
 from cephalon_edge.tune.bench.pricing import price_on_device
+from cephalon_edge.tune.bench.report import DeviceRow, DevicesReport
 from cephalon_edge.tune.bench.ssh import Board, BoardAddress, BoardError, ssh_executable
 
 DATA_NAME = "data.npz"
@@ -244,7 +245,7 @@ class _BoardRun:
 
 
 def bench_boards(package: Path, spec: BenchSpec, addresses: list[str], config: Path | None = None,
-                 setup: bool = False, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 setup: bool = False, on_progress: Callable[[str], None] | None = None) -> DevicesReport:
     """``bench --ssh``: ``package`` on every board in parallel; failures are in ``failed``."""
     validate(spec)
     step = on_progress or (lambda _: None)
@@ -281,9 +282,8 @@ def bench_boards(package: Path, spec: BenchSpec, addresses: list[str], config: P
     _refuse_if_no_board_can_run(runs, errors)  # e.g. the data does not fit on the only board
     devices = [_entry(run, errors.get(run.board.name), manifest, pred, list(data.with_mix(mix).inputs), data.name)
                for run in runs]
-    return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": target.runtime,
-            "profile": spec.profile, "modality": mix_name(mix), "dataset": data.name,
-            "devices": devices, "failed": [d for d in devices if d["status"] == "failed"]}
+    return DevicesReport(str(package), target.runtime, mix_name(mix), spec.profile, devices,
+                         details={"dataset": data.name})
 
 
 def _refuse_if_no_board_can_run(runs: list[_BoardRun], errors: dict[str, DeviceError]) -> None:
@@ -313,25 +313,23 @@ def _run_all(runs: list[_BoardRun], work: Callable[[_BoardRun], None]) -> dict[s
 
 
 def _entry(run: _BoardRun, error: DeviceError | None, manifest: Manifest, pred: Any,
-           modalities: list[str], dataset: str) -> dict[str, Any]:
+           modalities: list[str], dataset: str) -> DeviceRow:
     probe = run.probe
-    entry: dict[str, Any] = {"device": run.board.name, "platform": "linux", "model": probe.get("model"),
-                             "machine": probe.get("machine"), "cores": probe.get("cores"), "os": probe.get("os"),
-                             "profile": run.profile_name, "status": "ok", "copied_files": run.copied}
+    row = DeviceRow(run.board.name, probe.get("model"), run.profile_name)
+    row.details |= {"platform": "linux", "machine": probe.get("machine"), "cores": probe.get("cores"),
+                    "os": probe.get("os"), "copied_files": run.copied}
     if error is not None:
-        entry |= {"status": "failed", "error": error.message + (f" ({error.hint})" if error.hint else ""),
-                  "step": run.step}
-        return entry
-    report = run.report or {}
-    for key in ("runtime", "threads", "segments", "end_to_end", "static", "speedup", "routing_pays",
-                "modality_mixes", "routing_usage", "peak_rss_bytes", "note"):
-        entry[key] = report.get(key)
-    measured = report.get("end_to_end")
+        row.fail(error.message + (f" ({error.hint})" if error.hint else ""), run.step)
+        return row
+    report = run.report or {}  # the board's own bench report: the router measured there
+    row.segments, row.static, row.speedup = report.get("segments") or [], report.get("static"), report.get("speedup")
+    measured = row.end_to_end = report.get("end_to_end")
+    for key in ("runtime", "threads", "routing_pays", "modality_mixes", "routing_usage", "peak_rss_bytes", "note"):
+        row.details[key] = report.get(key)
     for e2e in [measured, *[m["end_to_end"] for m in (report.get("modality_mixes") or {}).values()]]:
         if e2e:
             e2e["dataset"] = dataset  # the host's name for it, not the copy's path on the board
-    if report.get("segments") and measured:
-        expected = price_on_device(manifest, pred, report["segments"], modalities)
-        entry["expected"] = expected
-        entry["expected_vs_measured"] = expected["mean_ms"] / measured["mean_ms"]
-    return entry
+    if row.segments and measured:
+        expected = price_on_device(manifest, pred, row.segments, modalities)
+        row.details |= {"expected": expected, "expected_vs_measured": expected["mean_ms"] / measured["mean_ms"]}
+    return row

@@ -24,7 +24,7 @@ from cephalon_edge.tune.bench.adb import Adb, Device, device_path
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
 from cephalon_edge.tune.bench.parallel import run_each
 from cephalon_edge.tune.bench.placement import OpTime, from_lowered_program, placement_row
-from cephalon_edge.tune.bench.pricing import price_on_device
+from cephalon_edge.tune.bench.report import DeviceRow, DevicesReport
 
 class DeviceBenchTool(Protocol):
     """A target's on-device benchmark tool (a module: ``benchmark_model``, ``executor_runner``):
@@ -158,7 +158,7 @@ class _DeviceRun:
 
 
 def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], None] | None = None,
-                  adb: Adb | None = None) -> dict[str, Any]:
+                  adb: Adb | None = None) -> DevicesReport:
     """Bench ``package`` on ``spec.device`` (a serial or ``all``); failures are in ``failed``."""
     validate(spec)
     step = on_progress or (lambda _: None)
@@ -205,30 +205,24 @@ def bench_devices(package: Path, spec: BenchSpec, on_progress: Callable[[str], N
 
     devices = []
     for run in runs:
-        entry: dict[str, Any] = {"device": run.device.serial, "model": run.device.props.get("ro.product.model"),
-                                 "profile": run.profile_name, "delegate": tool.delegate(manifest, run.profile["runtime"]),
-                                 "segments": run.segments, "static": run.static, "status": "ok"}
+        row = DeviceRow(run.device.serial, run.device.props.get("ro.product.model"), run.profile_name,
+                        run.segments, run.static)
+        row.details["delegate"] = tool.delegate(manifest, run.profile["runtime"])
         if spec.ops and tool.OP_PROFILING:
-            entry["placement"] = run.placement
+            row.details["placement"] = run.placement
         elif spec.ops:  # the runner times no op: where each op runs is what the partitioner lowered
-            entry["placement"] = [from_lowered_program(name, seg.get("delegation"))
-                                  for name, seg in manifest.segments.items()]
-            entry["ops_note"] = f"{tool.NAME} reports no per-op times; placement is the lowered program's"
-        note = DEPRECATED.get(entry["delegate"])
+            row.details["placement"] = [from_lowered_program(name, seg.get("delegation"))
+                                        for name, seg in manifest.segments.items()]
+            row.details["ops_note"] = f"{tool.NAME} reports no per-op times; placement is the lowered program's"
+        note = DEPRECATED.get(row.details["delegate"])
         if note:
-            entry["note"] = note
+            row.details["note"] = note
         if run.device.serial in errors:
-            entry.update(status="failed", error=errors[run.device.serial], step=run.step)
-        elif run.segments:
-            entry["end_to_end"] = {**price_on_device(manifest, pred, run.segments, list(data.inputs)),
-                                   "dataset": data.name}
-            if run.static:
-                entry["speedup"] = run.static["mean_ms"] / entry["end_to_end"]["mean_ms"]
-        devices.append(entry)
-    return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": f"{get_target(manifest.target).runtime} ({tool.NAME})",
-            "modality": mix_name(mix),
-            "profile": spec.profile, "devices": devices, "not_ready": not_ready,
-            "failed": [d for d in devices if d["status"] == "failed"] + not_ready}
+            row.fail(errors[run.device.serial], run.step)
+        row.price(manifest, pred, list(data.inputs), data.name)
+        devices.append(row)
+    return DevicesReport(str(package), f"{get_target(manifest.target).runtime} ({tool.NAME})", mix_name(mix),
+                         spec.profile, devices, not_ready)
 
 
 def state_message(device: Device) -> str:

@@ -15,6 +15,7 @@ from cephalon_edge.tune.bench.adb import Adb
 from cephalon_edge.tune.bench.device import bench_devices, state_message
 from cephalon_edge.tune.bench.host import BenchSpec
 from cephalon_edge.tune.bench.ios import ALL_IOS, NO_XCRUN, bench_ios, device_rows, list_ios_devices, xcrun
+from cephalon_edge.tune.bench.report import DevicesReport
 
 
 def android_rows(adb: Adb) -> list[dict[str, Any]]:
@@ -54,7 +55,7 @@ def list_devices(adb: Adb | None = None) -> dict[str, Any]:
 
 
 def bench_on_devices(package: Path, spec: BenchSpec, team_id: str | None = None,
-                     on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     on_progress: Callable[[str], None] | None = None) -> DevicesReport:
     """``bench --device``: a Core ML package (or ``--device all-ios``) on iPhones, else on Android."""
     target = get_target(Manifest.open(Path(package), verify=False).target)
     if spec.device == ALL_IOS or target.ios_benchmark:

@@ -39,7 +39,7 @@ from cephalon_edge.targets import get_target, hub_targets
 from cephalon_edge.tune.bench.device import cache_dir
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
 from cephalon_edge.tune.bench.placement import OpTime, placement_row
-from cephalon_edge.tune.bench.pricing import price_on_device
+from cephalon_edge.tune.bench.report import DeviceRow, DevicesReport
 
 CONFIGURE = "run `qai-hub configure --api_token YOUR_TOKEN` (the token is on your AI Hub account page)"
 ACCELERATORS = ("NPU", "GPU")  # AI Hub's compute units; the rest is CPU
@@ -271,7 +271,7 @@ def placement(name: str, profile: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_hub(package: Path, spec: BenchSpec, names: Sequence[str],
-              on_progress: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+              on_progress: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> DevicesReport:
     """``bench PKG --hub NAME``: the package's segment files (and its static model) profiled on
     each named AI Hub device, priced with the exit mix measured here on real data."""
     validate(spec)
@@ -304,34 +304,29 @@ def bench_hub(package: Path, spec: BenchSpec, names: Sequence[str],
     jobs = [Job(d, part, f) for d in devices for part, f in parts]
     run_jobs(hub, jobs, models, step, sleep)
 
-    entries = [_device_entry(manifest, d, [j for j in jobs if j.device is d], pred, list(data.inputs), data.name)
-               for d in devices]
-    return {"schema": "cephalon-edge/bench/1", "package": str(package),
-            "runtime": f"{target.hub_framework} on Qualcomm AI Hub", "modality": mix_name(mix), "profile": spec.profile,
-            "devices": entries, "not_ready": [], "uploaded_models": uploaded, "reused_models": len(models) - uploaded,
-            "placement": [row for e in entries for row in e["placement"]],
-            "failed": [e for e in entries if e["status"] == "failed"],
-            "note": "AI Hub's figures are a microbenchmark of the framework call on the device, not an app's latency"}
+    rows = [_device_row(manifest, d, [j for j in jobs if j.device is d], pred, list(data.inputs), data.name)
+            for d in devices]
+    return DevicesReport(
+        str(package), f"{target.hub_framework} on Qualcomm AI Hub", mix_name(mix), spec.profile, rows,
+        details={"uploaded_models": uploaded, "reused_models": len(models) - uploaded,
+                 "placement": [row for r in rows for row in r.details["placement"]],
+                 "note": "AI Hub's figures are a microbenchmark of the framework call on the device, not an app's latency"})
 
 
-def _device_entry(manifest: Manifest, device: Any, jobs: list[Job], pred: Any, modalities: list[str],
-                  dataset: str) -> dict[str, Any]:
+def _device_row(manifest: Manifest, device: Any, jobs: list[Job], pred: Any, modalities: list[str],
+                dataset: str) -> DeviceRow:
     done = [j for j in jobs if j.profile]
-    segments = [segment_row(j.part, j.profile, j.job) for j in done if j.part != "static"]
     static = next((segment_row("static", j.profile, j.job) for j in done if j.part == "static"), None)
-    errors = [j.error for j in jobs if j.error]
-    entry: dict[str, Any] = {
-        "device": device.name, "model": device.name, "os": device.os, "soc": _attribute(device, "chipset"),
-        "profile": match_device({"hub.device": device.name}) or "ai-hub", "delegate": "AI Hub's default compute units",
-        "segments": segments, "static": static and {k: static[k] for k in ("mean_ms", "std_ms", "peak_mb", "job", "url")},
+    row = DeviceRow(device.name, device.name, match_device({"hub.device": device.name}) or "ai-hub",
+                    [segment_row(j.part, j.profile, j.job) for j in done if j.part != "static"],
+                    static and {k: static[k] for k in ("mean_ms", "std_ms", "peak_mb", "job", "url")})
+    row.details |= {
+        "os": device.os, "soc": _attribute(device, "chipset"), "delegate": "AI Hub's default compute units",
         "placement": [placement(j.part, j.profile) for j in done],
         "jobs": [{"part": j.part, "job": j.job.job_id if j.job else None, "url": j.job.url if j.job else None,
-                  "status": "ok" if j.profile else "failed", "error": j.error} for j in jobs],
-        "status": "failed" if errors else "ok"}
+                  "status": "ok" if j.profile else "failed", "error": j.error} for j in jobs]}
+    errors = [j.error for j in jobs if j.error]
     if errors:
-        entry["error"] = "; ".join(errors)
-    if len(segments) == len(manifest.segments):
-        entry["end_to_end"] = {**price_on_device(manifest, pred, segments, modalities), "dataset": dataset}
-        if static:
-            entry["speedup"] = static["mean_ms"] / entry["end_to_end"]["mean_ms"]
-    return entry
+        row.fail("; ".join(errors), "profiling")
+    row.price(manifest, pred, modalities, dataset)
+    return row

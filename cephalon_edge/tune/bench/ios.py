@@ -32,8 +32,8 @@ from cephalon_edge.device.router import Router
 from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.errors import DeviceError, UsageError
 from cephalon_edge.targets import require_device_bench
-from cephalon_edge.tune.bench.pricing import price_on_device
 from cephalon_edge.tune.bench.host import BenchSpec, bench_data, validate
+from cephalon_edge.tune.bench.report import DeviceRow, DevicesReport
 
 XCRUN_TIMEOUT = 120
 MAX_DEVICES = 256
@@ -109,8 +109,7 @@ def list_ios_devices(executable: str) -> list[IOSDevice]:
     for entry in devices[:MAX_DEVICES]:
         if not isinstance(entry, dict):
             continue
-        dev, hw, conn = (entry.get(k) if isinstance(entry.get(k), dict) else {}
-                         for k in ("deviceProperties", "hardwareProperties", "connectionProperties"))
+        dev, hw, conn = (_section(entry, k) for k in ("deviceProperties", "hardwareProperties", "connectionProperties"))
         kind = str(hw.get("deviceType", "")).lower()
         udid = str(hw.get("udid", ""))
         if kind not in ("iphone", "ipad") or not udid:
@@ -124,6 +123,12 @@ def list_ios_devices(executable: str) -> list[IOSDevice]:
     return listed
 
 
+def _section(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    """``entry[key]`` when it is an object, else empty (devicectl's JSON is read defensively)."""
+    value = entry.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def device_rows(devices: list[IOSDevice]) -> list[dict[str, Any]]:
     """``devices`` report rows for iOS devices (the Android rows' keys, plus the iOS ones)."""
     return [{"platform": "ios", "serial": d.udid, "state": d.state, "model": d.marketing_name or d.product_type,
@@ -135,7 +140,7 @@ def device_rows(devices: list[IOSDevice]) -> list[dict[str, Any]]:
 # ---- benching on a device (macOS) -----------------------------------------------------------
 
 def bench_ios(package: Path, spec: BenchSpec, team_id: str | None = None,
-              on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              on_progress: Callable[[str], None] | None = None) -> DevicesReport:
     """Bench a Core ML package on ``spec.device`` (a UDID or ``all-ios``); the report has the
     Android bench's shape (``devices[].segments[]``, ``end_to_end``)."""
     validate(spec)
@@ -176,32 +181,24 @@ def bench_ios(package: Path, spec: BenchSpec, team_id: str | None = None,
     for device in ready:
         profile_name = spec.profile if spec.profile != "host-cpu" else (match_ios_profile(device) or "iphone-15-pro")
         units = load_profile(profile_name).get(target.name, {}).get("compute_units", "ALL")
-        entry: dict[str, Any] = {"device": device.udid, "model": device.marketing_name or device.product_type,
-                                 "profile": profile_name, "delegate": units, "segments": [], "static": None,
-                                 "status": "ok"}
+        row = DeviceRow(device.udid, device.marketing_name or device.product_type, profile_name)
+        row.details["delegate"] = units
         where = "preparing the model-runner app"
         try:
             remote = _prepare(device, team, target.extra)
             for name, seg in manifest.segments.items():
                 where = f"segment {name}"
-                entry["segments"].append(_bench_file(remote, manifest.file_of(name), seg.get("signature"), units,
-                                                     spec, name, seg["flops"]))
+                row.segments.append(_bench_file(remote, manifest.file_of(name), seg.get("signature"), units,
+                                                spec, name, seg["flops"]))
                 step(f"{device.name}: {name}")
             if manifest.static:
                 where = "the static model"
-                entry["static"] = _bench_file(remote, manifest.static_file(), None, units, spec, "static", 0)
+                row.static = _bench_file(remote, manifest.static_file(), None, units, spec, "static", 0)
         except Exception as exc:  # coremltools raises its own untyped errors; keep what was measured
-            entry.update(status="failed", error=f"device {device.udid}: {str(exc).strip()[:300]} (during {where})",
-                         step=where)
-        if entry["segments"] and entry["status"] == "ok":
-            entry["end_to_end"] = {**price_on_device(manifest, pred, entry["segments"], list(data.inputs)),
-                                   "dataset": data.name}
-            if entry["static"]:
-                entry["speedup"] = entry["static"]["mean_ms"] / entry["end_to_end"]["mean_ms"]
-        devices.append(entry)
-    return {"schema": "cephalon-edge/bench/1", "package": str(package), "runtime": f"{target.runtime} (on device)",
-            "modality": mix_name(mix), "profile": spec.profile, "devices": devices, "not_ready": not_ready,
-            "failed": [d for d in devices if d["status"] == "failed"] + not_ready}
+            row.fail(f"device {device.udid}: {str(exc).strip()[:300]} (during {where})", where)
+        row.price(manifest, pred, list(data.inputs), data.name)
+        devices.append(row)
+    return DevicesReport(str(package), f"{target.runtime} (on device)", mix_name(mix), spec.profile, devices, not_ready)
 
 
 def _prepare(device: IOSDevice, team: str, extra: str) -> Any:
