@@ -55,7 +55,7 @@ def main() -> None:
         try:
             rows = []
             for i in range(args.rounds):  # alternating blocks: here, then the board
-                local = bench_host(args.package, spec)
+                local = bench_host(args.package, spec).to_json()
                 board = bench_boards(args.package, spec, [address], config, setup=i == 0).to_json()["devices"][0]
                 if board["status"] != "ok":
                     sys.exit(f"the board failed: {board['error']}")

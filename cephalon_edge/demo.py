@@ -127,7 +127,7 @@ def run_demo(output: Path, epochs: int | None, view: DemoView, model: str = "dig
 
     view.section("8. bench --profile host-cpu")
     with view.progress("benchmarking", None) as advance:
-        bench = bench_host(main, BenchSpec(profile="host-cpu", runs=20), on_progress=advance)
+        bench = bench_host(main, BenchSpec(profile="host-cpu", runs=20), on_progress=advance).to_json()
     view.show("bench", bench)
     summary.append(("bench host-cpu: routed / static mean",
                     f"{bench['end_to_end']['mean_ms']:.3f} / {bench['static']['mean_ms']:.3f} ms ({bench['speedup']:.2f}x)"))

@@ -204,7 +204,7 @@ def bench_cmd(
 
             report = bench_on_devices(package, spec, team_id=team_id, on_progress=advance).to_json()
         else:
-            report = bench_host(package, spec, on_progress=advance)
+            report = bench_host(package, spec, on_progress=advance).to_json()
     _finish(report, json_file, plot)
 
 

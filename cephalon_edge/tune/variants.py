@@ -54,7 +54,7 @@ def bench_variants(package: Path, spec: BenchSpec, budget_ms: float | None = Non
     point the router would choose."""
     step = on_progress or (lambda _: None)
     table = VariantTable.open(Path(package))
-    reports = {name: bench_host(table.package(name), spec, on_progress=lambda what, n=name: step(f"{n}: {what}"))
+    reports = {name: bench_host(table.package(name), spec, on_progress=lambda what, n=name: step(f"{n}: {what}")).to_json()
                for name in table.names}
     points = table.points
     if len(points) > MAX_TIMED_POINTS:  # each point is timed over the whole bench data

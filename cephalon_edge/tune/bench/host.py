@@ -22,6 +22,7 @@ from cephalon_edge.device.runtimes import open_runtime
 from cephalon_edge.errors import DataError, UsageError
 from cephalon_edge.targets import get_target
 from cephalon_edge.device.usage import routing_usage
+from cephalon_edge.tune.bench.report import HostReport
 from cephalon_edge.tune.bench.throughput import batch_throughput
 from cephalon_edge.tune.timing import alternating_blocks, segment_input, stats_ms, time_segment
 
@@ -106,7 +107,7 @@ def bench_end_to_end(router: Router, data: Dataset, static: Callable[..., Any] |
     return end_to_end, (stats_ms(fixed) if static is not None else None), times["routed"], fixed
 
 
-def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None] | None = None) -> HostReport:
     validate(spec)
     step = on_progress or (lambda _: None)
     profile = load_profile(spec.profile)
@@ -149,20 +150,11 @@ def bench_host(package: Path, spec: BenchSpec, on_progress: Callable[[str], None
             batched = batch_throughput(router, data.with_mix(mixes[-1]), static_runner if full else None, spec.batch)
         runtime_name = router.runtime.name
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    return {
-        "modality": mix_name(mixes[-1]),
-        "modality_mixes": by_mix if len(manifest.inputs) > 1 else None,
-        "schema": "cephalon-edge/bench/1", "package": str(package), "profile": spec.profile,
-        "runtime": runtime_name, "threads": threads, "device": "host",
-        "thresholds": manifest.thresholds, "calibrated": manifest.calibrated,
-        "segments": segments, "end_to_end": end_to_end, "static": static,
-        "speedup": None if static is None else static["mean_ms"] / end_to_end["mean_ms"],
-        "routing_pays": None if static is None else static["mean_ms"] > end_to_end["mean_ms"],
-        "peak_rss_bytes": int(peak), "runs": spec.runs, "warmup": spec.warmup, "routing_usage": usage,
-        "batch": batched if spec.batch else None,
-        "latency_samples_ms": {"routed": routed_ms.round(4).tolist(),
-                               "static": static_ms.round(4).tolist() if static is not None else []},
-    }
+    return HostReport(
+        str(package), spec.profile, runtime_name, threads, manifest.thresholds, manifest.calibrated, segments,
+        spec.runs, spec.warmup, end_to_end, static, mix_name(mixes[-1]), by_mix if len(manifest.inputs) > 1 else None,
+        usage, batched if spec.batch else None, int(peak),
+        {"routed": routed_ms.round(4).tolist(), "static": static_ms.round(4).tolist() if static is not None else []})
 
 
 def _decisions(router: Router, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -172,14 +164,11 @@ def _decisions(router: Router, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _segments_only(package: Path, manifest: Manifest, spec: BenchSpec, threads: int | None,
-                   step: Callable[[str], None], why: str) -> dict[str, Any]:
+                   step: Callable[[str], None], why: str) -> HostReport:
     """No data given and none at hand (``why``): every segment timed on valid synthetic
     inputs (token ids for text); end to end needs real inputs, so it is skipped and said."""
     segments = bench_segments(manifest, "auto", threads, spec.runs, spec.warmup, step)
-    return {"schema": "cephalon-edge/bench/1", "package": str(package), "profile": spec.profile,
-            "runtime": get_target(manifest.target).runtime, "threads": threads,
-            "device": "host", "thresholds": manifest.thresholds, "calibrated": manifest.calibrated,
-            "segments": segments, "end_to_end": None, "static": None, "speedup": None, "routing_pays": None,
-            "modality": None, "modality_mixes": None, "runs": spec.runs, "warmup": spec.warmup,
-            "note": f"end to end skipped: {why}; pass --data for routed and static "
-                    "timings on real inputs (segments were timed on synthetic inputs)"}
+    return HostReport(str(package), spec.profile, get_target(manifest.target).runtime, threads, manifest.thresholds,
+                      manifest.calibrated, segments, spec.runs, spec.warmup,
+                      note=f"end to end skipped: {why}; pass --data for routed and static "
+                           "timings on real inputs (segments were timed on synthetic inputs)")

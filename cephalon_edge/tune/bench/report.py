@@ -79,3 +79,46 @@ class DevicesReport:
         return {"schema": SCHEMA, "package": self.package, "runtime": self.runtime, "modality": self.modality,
                 "profile": self.profile, **self.details, "devices": [d.to_json() for d in self.devices],
                 "not_ready": self.not_ready, "failed": self.failed}
+
+
+@dataclass
+class HostReport:
+    """``bench PKG`` on this host: every segment, the routed package end to end and the
+    plain static model at the runtime's defaults on the same data (``end_to_end`` and
+    ``static`` are None when no data was at hand: ``note`` says why)."""
+
+    package: str
+    profile: str
+    runtime: str
+    threads: int | None
+    thresholds: dict[str, float]
+    calibrated: bool
+    segments: list[dict[str, Any]]
+    runs: int
+    warmup: int
+    end_to_end: dict[str, Any] | None = None
+    static: dict[str, Any] | None = None
+    modality: str | None = None
+    modality_mixes: dict[str, dict[str, Any]] | None = None  # per mix of a multi-modal package
+    routing_usage: dict[str, Any] | None = None
+    batch: dict[str, Any] | None = None  # throughput at --batch N
+    peak_rss_bytes: int | None = None
+    latency_samples_ms: dict[str, list[float]] | None = None
+    note: str | None = None
+
+    @property
+    def speedup(self) -> float | None:
+        if self.static is None or self.end_to_end is None:
+            return None
+        return float(self.static["mean_ms"] / self.end_to_end["mean_ms"])
+
+    def to_json(self) -> dict[str, Any]:
+        speedup = self.speedup
+        return {"schema": SCHEMA, "package": self.package, "profile": self.profile, "runtime": self.runtime,
+                "threads": self.threads, "device": "host", "thresholds": self.thresholds,
+                "calibrated": self.calibrated, "modality": self.modality, "modality_mixes": self.modality_mixes,
+                "segments": self.segments, "end_to_end": self.end_to_end, "static": self.static,
+                "speedup": speedup, "routing_pays": None if speedup is None else speedup > 1,
+                "peak_rss_bytes": self.peak_rss_bytes, "runs": self.runs, "warmup": self.warmup,
+                "routing_usage": self.routing_usage, "batch": self.batch,
+                "latency_samples_ms": self.latency_samples_ms, "note": self.note}
