@@ -84,6 +84,16 @@ def make_net(seed: int = 0, **overrides):
     return net.eval()
 
 
+SMALL_STAGES = [{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}]
+
+
+def small_net(seed: int = 5):
+    """Two stages, one early exit, one task: five parts, two fused segments. For tests of
+    mechanics (errors, files, tampering) where every kind of step is not the point: each
+    conversion is a fraction of the tiny net's."""
+    return make_net(seed=seed, stages=SMALL_STAGES, tasks=[{"name": "class", "outputs": 5}])
+
+
 def balance_gates(net, x) -> None:
     """Set every skip gate's bias and MoE gate so decisions split the batch ``x``."""
     with torch.no_grad():
@@ -271,8 +281,7 @@ def small_package(root: Path, samples: int, with_static: bool = False) -> Path:
     from cephalon_edge.toolchain.artifacts import ExportSpec
     from cephalon_edge.toolchain.export import export_package
 
-    net = make_net(seed=5, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
-                   tasks=[{"name": "class", "outputs": 5}])
+    net = small_net()
     checkpoint.save(net, root / "m.cephalon")
     export_package(root / "m.cephalon", root / "pkg", ExportSpec("onnx", with_static=with_static, verify=False))
     labelled_npz(net, root / "data.npz", samples=samples, seed=1)

@@ -8,7 +8,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import IPHONE_15_PRO, PIXEL, make_net, run_cli
+from conftest import IPHONE_15_PRO, PIXEL, make_net, run_cli, small_net
 
 from cephalon_edge.toolchain import checkpoint
 from cephalon_edge.toolchain.artifacts import ExportSpec
@@ -102,9 +102,7 @@ def test_ios_match_rules_are_validated():
 @pytest.fixture(scope="module")
 def coreml_package(tmp_path_factory):
     root = tmp_path_factory.mktemp("ios")
-    net = make_net(seed=5, stages=[{"channels": 8, "blocks": 1, "exit": True}, {"channels": 8, "blocks": 1}],
-                   tasks=[{"name": "class", "outputs": 5}])
-    checkpoint.save(net, root / "m.cephalon")
+    checkpoint.save(small_net(), root / "m.cephalon")
     export_package(root / "m.cephalon", root / "cml", ExportSpec("coreml", verify=False))
     return root / "cml"
 

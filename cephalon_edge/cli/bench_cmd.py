@@ -118,7 +118,7 @@ def render_bench(report: dict[str, Any]) -> None:
     if "uploaded_models" in report:  # Qualcomm AI Hub
         console.print(f"[dim]{report['uploaded_models']} model(s) uploaded, {report['reused_models']} already on AI Hub; "
                       f"{escape(report['note'])}[/]")
-    if "peak_rss_bytes" in report:
+    if report.get("peak_rss_bytes") is not None:
         console.print(f"peak RSS {fmt_count(report['peak_rss_bytes'])}B")
 
 
