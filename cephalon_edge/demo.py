@@ -61,6 +61,7 @@ def showcase_profile(target: Target) -> str | None:
                  and load_profile(n)["os"] == "android"), None)
 
 
+FINETUNE_EPOCHS = 5  # after pruning; --epochs caps it too (a quick run)
 DEMO_MODELS = ("digits-exits", "mnist-exits", "mobilenet-exits", "vit-exits", "text-exits")
 
 
@@ -78,10 +79,11 @@ def run_demo(output: Path, epochs: int | None, view: DemoView, model: str = "dig
     provenance = build_zoo_model(model, ckpt, epochs, view)
     summary.append(("PyTorch final-exit test accuracy", fmt_pct(provenance["metrics"]["test"]["final_accuracy"])))
 
-    view.section("2. compress --prune 0.5 --finetune-epochs 5")
+    finetune = FINETUNE_EPOCHS if epochs is None else min(epochs, FINETUNE_EPOCHS)
+    view.section(f"2. compress --prune 0.5 --finetune-epochs {finetune}")
     trained, ckpt = ckpt, output / f"{model}-pruned.cephalon"
-    with view.progress("fine-tuning", 5) as advance:
-        compressed = compress_checkpoint(trained, ckpt, CompressSpec(prune=0.5, finetune_epochs=5),
+    with view.progress("fine-tuning", finetune) as advance:
+        compressed = compress_checkpoint(trained, ckpt, CompressSpec(prune=0.5, finetune_epochs=finetune),
                                          on_plan=lambda plan: view.show("plan", plan),
                                          on_epoch=lambda e, loss: advance(f"fine-tuning (loss {loss:.3f})"))
     view.show("compress", compressed)

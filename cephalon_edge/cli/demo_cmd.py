@@ -42,7 +42,8 @@ class RichView:
 def demo_cmd(
     output: Path = typer.Option(Path("cephalon-demo"), "-o", "--output", help="Directory for the demo's files."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs for the model (default: the zoo's own; "
-                                         "at most this many for multimodal-digits)."),
+                                         "at most this many for multimodal-digits and for the fine-tuning "
+                                         "after pruning, 5 by default): a quick run."),
     model: str = typer.Option("digits-exits", "--model", help="The zoo model taken through the workflow: any "
                               "trained single-input zoo model (see `zoo list`)."),
 ) -> None:
