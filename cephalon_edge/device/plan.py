@@ -25,7 +25,7 @@ from cephalon_edge.errors import PackageError
 RunSegment = Callable[[str, Sequence[np.ndarray]], Sequence[np.ndarray]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Walk:
     """The state of one prediction as the instructions pass it along."""
 
@@ -53,17 +53,19 @@ class Walk:
         return res
 
 
-Fetch = Callable[[Walk, Any, np.ndarray], list[np.ndarray]]
+Fetch = Callable[[Walk, Any, np.ndarray], Sequence[np.ndarray]]
 Instruction = Callable[[Walk], bool]  # True when every sample has left
 
 
 class Plan:
-    """``Plan(program, parts, segments, score)``: ``parts`` maps part -> (segment, position
-    in it, the segment outputs that are the part's); ``score`` is the exit score routed on."""
+    """``Plan(program, parts, outputs, score)``: ``parts`` maps part -> (segment, position in
+    it, the segment outputs that are the part's); ``outputs``: segment -> its number of
+    outputs; ``score`` is the exit score routed on."""
 
-    def __init__(self, program: Program, parts: Mapping[str, tuple[str, int, Sequence[int]]], score: str) -> None:
+    def __init__(self, program: Program, parts: Mapping[str, tuple[str, int, Sequence[int]]],
+                 outputs: Mapping[str, int], score: str) -> None:
         self.slots = {segment: i for i, segment in enumerate(dict.fromkeys(s for s, _, _ in parts.values()))}
-        self._parts, self._score = parts, score
+        self._parts, self._outputs, self._score = parts, outputs, score
         self._check_order(program)
         self.instructions: list[Instruction] = [self._compile(step) for step in program]
 
@@ -91,20 +93,20 @@ class Plan:
         part comes first in it, else takes the outputs that call produced."""
         segment, position, picked = self._parts[part]
         slot = self.slots[segment]
-        everything = list(picked) == list(range(len(picked)))  # the segment's leading outputs, in order
+        everything = list(picked) == list(range(self._outputs[segment]))  # the segment's outputs are all the part's, in order
         perf = time.perf_counter_ns
 
-        def take(out: Sequence[np.ndarray]) -> list[np.ndarray]:
-            return list(out[:len(picked)]) if everything else [out[i] for i in picked]
+        def take(out: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+            return out if everything else [out[i] for i in picked]
 
         if position:
-            def handed_on(w: Walk, x: Any, members: np.ndarray) -> list[np.ndarray]:
+            def handed_on(w: Walk, x: Any, members: np.ndarray) -> Sequence[np.ndarray]:
                 out = w.outs[slot]
                 assert out is not None  # _check_order: the segment ran earlier in this walk
                 return take(out)
             return handed_on
 
-        def runs(w: Walk, x: Any, members: np.ndarray) -> list[np.ndarray]:
+        def runs(w: Walk, x: Any, members: np.ndarray) -> Sequence[np.ndarray]:
             t0 = perf()
             out = w.run(segment, (x,))
             us = (perf() - t0) / 1000.0

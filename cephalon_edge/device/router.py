@@ -23,6 +23,9 @@ from cephalon_edge.device.scores import SCORES, PatienceStreaks
 from cephalon_edge.errors import DataError, UsageError
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def _filled(shape: int | tuple[int, ...], value: float, dtype: Any) -> np.ndarray:
     """``np.full`` without its Python-level overhead (the router allocates per predict)."""
     a = np.empty(shape, dtype)
@@ -48,7 +51,7 @@ class LayeredRuntime:
         self.base.close()
 
 
-@dataclass
+@dataclass(slots=True)
 class Prediction:
     """Per-sample results of one ``Router.predict`` call."""
 
@@ -111,7 +114,8 @@ class Router:
         if self.score not in SCORES:
             raise UsageError(f"package uses exit score {self.score!r}, unknown to this cephalon-edge",
                              hint=f"known scores: {', '.join(SCORES)}")
-        self._plan = Plan(self.program, {n: (p.segment, p.position, p.outputs) for n, p in parts.items()}, self.score)
+        self._plan = Plan(self.program, {n: (p.segment, p.position, p.outputs) for n, p in parts.items()},
+                          {n: len(s["shapes"]["outputs"]) for n, s in manifest.segments.items()}, self.score)
         self._per_batch: dict[int, tuple[np.ndarray, tuple[np.ndarray, ...]]] = {}
 
     @classmethod
@@ -169,7 +173,7 @@ class Router:
             if name not in self._input_specs:
                 raise DataError(f"unknown modality {name!r}", hint=f"this package takes: {', '.join(self.inputs)}")
             shape, vocab = self._input_specs[name]  # text: token ids, integers or whole floats
-            if not (type(x) is np.ndarray and x.dtype == np.float32 and vocab is None):  # the common case is ready
+            if not (type(x) is np.ndarray and x.dtype is _FLOAT32 and vocab is None):  # the common case is ready
                 x = np.asarray(x)
                 if not (np.issubdtype(x.dtype, np.floating) or (vocab is not None and np.issubdtype(x.dtype, np.integer))):
                     raise DataError(f"{name} input has dtype {x.dtype}; expected "
@@ -184,7 +188,7 @@ class Router:
             if batch is not None and x.shape[0] != batch:
                 raise DataError(f"modalities disagree on batch size ({batch} vs {x.shape[0]})")
             batch = x.shape[0]
-            checked[name] = np.ascontiguousarray(x, dtype=np.float32)
+            checked[name] = x if x.dtype is _FLOAT32 and x.flags.c_contiguous else np.ascontiguousarray(x, dtype=np.float32)
         assert batch is not None  # inputs is not empty
         return checked, batch
 
@@ -218,11 +222,10 @@ class Router:
             if t not in self.task_segments:
                 raise UsageError(f"unknown task {t!r}", hint=f"tasks: {', '.join(self.task_segments) or 'none'}")
         idx, blank = self._per_batch.get(batch) or self._blank(batch)
-        res = Prediction(
-            logits=blank[0].copy(), scores=blank[1].copy(), exit_index=blank[2].copy(), exit_names=self.exit_names,
-            gates=blank[3].copy(), experts=blank[4].copy(),
-            tasks={t: _filled((batch, self.task_outputs[t]), np.nan, np.float32) for t in wanted},
-            latency_us=blank[5].copy(), segment_us={}, labels=self._labels)
+        res = Prediction(  # positional: the fields in order
+            blank[0].copy(), blank[1].copy(), blank[2].copy(), self.exit_names, blank[3].copy(), blank[4].copy(),
+            {t: _filled((batch, self.task_outputs[t]), np.nan, np.float32) for t in wanted} if wanted else {},
+            blank[5].copy(), {}, self._labels)
         if collect_exits:
             res.exit_logits = _filled((batch, len(self.exit_names), self.classes), np.nan, np.float32)
             res.exit_max_softmax = _filled((batch, len(self.exit_names)), np.nan, np.float32)
