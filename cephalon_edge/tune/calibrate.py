@@ -300,7 +300,7 @@ def calibrate_package(package: Path, spec: CalibrateSpec,
         multi_modal = len(router.inputs) > 1
         report = _report(package, spec, threads, splits, costs, choice, by_mix, router.exit_names[:-1], multi_modal)
         _write_policy(router.manifest, spec, threads, costs, choice.thresholds, report)
-    return report
+    return report.to_json()
 
 
 def load_splits(router: Router, spec: CalibrateSpec) -> Splits:
@@ -372,42 +372,69 @@ def choose_thresholds(router: Router, spec: CalibrateSpec, splits: Splits, costs
     return Choice(result, table, chosen, thresholds)
 
 
+@dataclass
+class CalibrateReport:
+    """``calibrate``'s report (``cephalon-edge/calibrate/1``): the thresholds chosen, the
+    operating point on validation (with the bound it promises) and on the held-out split,
+    the Pareto front searched, and the segment latencies the search priced paths with."""
+
+    SCHEMA = "cephalon-edge/calibrate/1"
+    package: str
+    score: str
+    mode: str
+    target: dict[str, Any]  # max_drop, latency_budget_ms, flops_budget
+    profile: str
+    threads: int | None
+    thresholds: dict[str, float]
+    val: dict[str, Any]  # the chosen point on validation: accuracy, drop, its bound, exit rates, ...
+    test: dict[str, Any]  # the same thresholds measured on the held-out split (per mix too)
+    segment_latency: dict[str, Any]  # the cache key (host, runtime, threads) and whether measured now
+    segment_ms: dict[str, float]
+    router_ms_per_call: float
+    pareto: list[dict[str, Any]]
+    search: dict[str, Any]
+    held_out_over_budget: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "package": self.package, "score": self.score,
+                "segment_latency": self.segment_latency, "mode": self.mode, "target": self.target,
+                "profile": self.profile, "threads": self.threads, "thresholds": self.thresholds,
+                "val": self.val, "test": self.test, "segment_ms": self.segment_ms,
+                "router_ms_per_call": self.router_ms_per_call, "routing_pays": self.test["routing_pays"],
+                "pareto": self.pareto, "search": self.search, "held_out_over_budget": self.held_out_over_budget}
+
+
 def _report(package: Path, spec: CalibrateSpec, threads: int | None, splits: Splits, costs: SegmentCosts,
-            choice: Choice, by_mix: dict[str, dict[str, Any]], early: list[str], multi_modal: bool) -> dict[str, Any]:
+            choice: Choice, by_mix: dict[str, dict[str, Any]], early: list[str], multi_modal: bool) -> CalibrateReport:
     test_report = {**by_mix[mix_name(splits.test_mixes[-1])], "modality_mixes": by_mix if multi_modal else None}
     result, table, chosen = choice.result, choice.table, choice.index
     val_report = _val_point(result, chosen, table, choice.thresholds, splits.val.name, spec.z)
     val_report["confidence"] = spec.confidence
     val_report["modality_mixes"] = [mix_name(m) for m in splits.mixes]
-    report = {
-        "schema": "cephalon-edge/calibrate/1", "package": str(package), "score": spec.score,
-        "segment_latency": {"key": costs.key, "measured_now": costs.measured_now},
-        "mode": spec.mode, "target": {"max_drop": spec.allowed_drop,
-                                      "latency_budget_ms": spec.latency_budget_ms, "flops_budget": spec.flops_budget},
-        "profile": spec.profile, "threads": threads, "thresholds": choice.thresholds,
-        "val": val_report, "test": test_report, "segment_ms": costs.segment_ms, "router_ms_per_call": costs.per_call_ms,
-        "routing_pays": test_report["routing_pays"],
-        "pareto": [_point(result, i, table, early, i == chosen)
-                   for i in sorted(_thin(result.pareto, chosen), key=lambda i: result.cost_ms[i])],
-        "search": {"candidates_per_exit": [len(c) for c in result.candidates],
-                   "combinations": int(len(result.accuracy)), "seconds": round(result.seconds, 3)},
-    }
-    report["held_out_over_budget"] = warn_held_out_drop(test_report, spec.allowed_drop)
-    return report
+    return CalibrateReport(
+        str(package), spec.score, spec.mode,
+        {"max_drop": spec.allowed_drop, "latency_budget_ms": spec.latency_budget_ms, "flops_budget": spec.flops_budget},
+        spec.profile, threads, choice.thresholds, val_report, test_report,
+        {"key": costs.key, "measured_now": costs.measured_now}, costs.segment_ms, costs.per_call_ms,
+        [_point(result, i, table, early, i == chosen)
+         for i in sorted(_thin(result.pareto, chosen), key=lambda i: result.cost_ms[i])],
+        {"candidates_per_exit": [len(c) for c in result.candidates],
+         "combinations": int(len(result.accuracy)), "seconds": round(result.seconds, 3)},
+        warn_held_out_drop(test_report, spec.allowed_drop))
 
 
 def _write_policy(manifest: Manifest, spec: CalibrateSpec, threads: int | None, costs: SegmentCosts,
-                  thresholds: dict[str, float], report: dict[str, Any]) -> None:
+                  thresholds: dict[str, float], report: CalibrateReport) -> None:
     """The chosen thresholds, the segment latencies and what calibration found, into the
     manifest atomically; the previous policy goes into the history."""
-    val_report, test_report = report["val"], report["test"]
+    val_report, test_report = report.val, report.test
     manifest.write_sections(
         calibration_history=pushed_history(manifest.data),
         exit_policy={"score": spec.score, "calibrated": True, "thresholds": thresholds},
         segment_latency={"key": costs.key, "segment_ms": costs.segment_ms},
         calibration={
             "created_by": f"cephalon-edge {__version__}", "dataset": val_report["dataset"],
-            "test_dataset": test_report["dataset"], "mode": spec.mode, "target": report["target"],
+            "test_dataset": test_report["dataset"], "mode": spec.mode, "target": report.target,
             "threads": threads, "profile": spec.profile, "val": val_report,
             "test": {k: test_report[k] for k in (
                 "accuracy", "full_depth_accuracy", "accuracy_drop", "exit_rates", "flops_ratio", "mean_ms",
