@@ -20,7 +20,6 @@ import numpy as np
 
 from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Program, Run
 from cephalon_edge.device.scores import PatienceStreaks, entropy_confidence
-from cephalon_edge.errors import PackageError
 
 RunSegment = Callable[[str, Sequence[np.ndarray]], Sequence[np.ndarray]]
 
@@ -66,7 +65,6 @@ class Plan:
                  outputs: Mapping[str, int], score: str) -> None:
         self.slots = {segment: i for i, segment in enumerate(dict.fromkeys(s for s, _, _ in parts.values()))}
         self._parts, self._outputs, self._score = parts, outputs, score
-        self._check_order(program)
         self.instructions: list[Instruction] = [self._compile(step) for step in program]
 
     def walk(self, w: Walk) -> Any:
@@ -76,24 +74,12 @@ class Plan:
         return w.finished()
 
     # ---- parts ----------------------------------------------------------------------
-    def _check_order(self, program: Program) -> None:
-        """A part that is not first in its segment must come after the part that runs it."""
-        ran: set[str] = set()
-        for step in program:
-            for part in step.parts():
-                segment, position, _ = self._parts[part]
-                if position == 0:
-                    ran.add(segment)
-                elif segment not in ran:
-                    raise PackageError(f"part {part} of segment {segment} is called before the segment runs",
-                                       hint="re-export the package")
-
     def _fetch(self, part: str) -> Fetch:
         """The call of one part: runs its segment (timed, into the segment's slot) when the
         part comes first in it, else takes the outputs that call produced."""
         segment, position, picked = self._parts[part]
         slot = self.slots[segment]
-        everything = list(picked) == list(range(self._outputs[segment]))  # the segment's outputs are all the part's, in order
+        everything = list(picked) == list(range(self._outputs[segment]))  # all the segment's outputs, in order
         perf = time.perf_counter_ns
 
         def take(out: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
@@ -102,7 +88,7 @@ class Plan:
         if position:
             def handed_on(w: Walk, x: Any, members: np.ndarray) -> Sequence[np.ndarray]:
                 out = w.outs[slot]
-                assert out is not None  # _check_order: the segment ran earlier in this walk
+                assert out is not None  # the manifest's chain check: its first part ran earlier in this walk
                 return take(out)
             return handed_on
 
