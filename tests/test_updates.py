@@ -267,6 +267,7 @@ def test_crafted_updates_never_write_into_the_base(packages, tmp_path):
     cases = {
         "keep lists the manifest": (heads, lambda h: h.update(keep=onnx_files + ["manifest.json"]), None, onnx),
         "keep lists a file twice": (heads, lambda h: h.update(keep=h["keep"] + h["keep"][:1]), None, onnx),
+        "keep lists a file the base does not have": (heads, lambda h: h.update(keep=["x"]), None, onnx),  # hypothesis found it
         "a full file no manifest names": (heads, lambda h: h["files"].append(
             {"name": "extra.bin", "action": "full", "payload": "files/extra.bin", "payload_sha256": digest,
              "sha256": digest, "payload_bytes": len(payload)}), {"files/extra.bin": payload}, onnx),

@@ -47,6 +47,11 @@ def check_base(update: Update, package: Path) -> Manifest:
             f"({made_for.get('name')}, {made_for.get('target')}); {package}'s manifest is {base.read_sha256[:12]} "
             f"({base.data.get('name')}, {base.target})",
             hint="apply the updates in order, or ship the whole package")
+    named = base.member_files()
+    strange = next((name for name in update.header["keep"] if name not in named), None)
+    if strange is not None:  # the base matches, yet the update keeps a file it does not have
+        raise UpdateError(f"{update.path} keeps {strange!r}, which {package}'s manifest does not name",
+                          hint="the update was not made by `cephalon-edge diff` for this package; ship the whole package")
     return base
 
 
