@@ -33,13 +33,18 @@ class OnnxRuntime:
         if threads:
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3
-        # A package holds one session per segment, each with its own intra-op pool; spinning
-        # workers of idle sessions steal the cores of the running one (measured: 3x slower
-        # under load), so a profile turns spinning on only where it pays. (ONNX Runtime's
+        # A package holds one session per segment, each with its own intra-op pool. Workers
+        # spin while a run lasts (the hand-off between ops is as quick as in one plain
+        # session) and stop when it returns (force_spinning_stop): left spinning, an idle
+        # session's workers steal the cores of the next segment's run (3x slower at full
+        # depth on resnet50-exits, BENCHMARKS.md "Spinning"). A profile's `spinning = true`
+        # keeps them spinning between runs, ONNX Runtime's own default. (ONNX Runtime's
         # process-wide pool would share one set of workers, but once set, every session of
         # the process, the app's own and ORT's quantization tools included, must opt out of
         # per-session threads or fail to load.)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        if not spinning:
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         single = ort.SessionOptions()
         single.graph_optimization_level, single.log_severity_level = opts.graph_optimization_level, 3
         single.intra_op_num_threads = single.inter_op_num_threads = 1

@@ -268,3 +268,26 @@ def test_a_litert_package_runs_on_one_thread_pool(packages):
             pred = router.predict({"image": x}, thresholds=NEVER_EXIT)  # every segment runs
             assert len(pred.segment_us) == len(router.manifest.segments) == 2
             assert live_threads() - before == threads - 1
+
+
+def test_onnx_workers_spin_only_while_a_run_lasts(packages, monkeypatch):
+    """A multi-threaded segment's workers spin during its run and stop when it returns (left
+    spinning, they tax the next segment's session); a profile's ``spinning = true`` keeps ONNX
+    Runtime's default (they go on spinning)."""
+    from cephalon_edge.device.manifest import Manifest
+    from cephalon_edge.device.runtimes import onnxruntime as ort_runtime
+
+    monkeypatch.setattr(ort_runtime, "SINGLE_THREAD_FLOPS", 0)  # every segment of this small model gets a pool
+    manifest = Manifest.open(packages / "onnx")
+    for spinning in (False, True):
+        runtime = ort_runtime.OnnxRuntime(manifest, threads=2, spinning=spinning)
+        for session in runtime._sessions.values():
+            options = session.get_session_options()
+            assert options.intra_op_num_threads == 2
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+            if spinning:
+                with pytest.raises(RuntimeError, match="does not have configuration"):
+                    options.get_session_config_entry("session.force_spinning_stop")
+            else:
+                assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+        runtime.close()

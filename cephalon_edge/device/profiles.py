@@ -111,8 +111,9 @@ def profile_threads(name: str | None, default: int | None = None) -> int | None:
 
 # ONNX Runtime's intra-op workers spin between calls unless told not to. A routed package makes
 # many short calls into several sessions; measured here (BENCHMARKS.md, "spinning"), spinning
-# gains little idle and loses much when another process holds a core, so it is off unless a
-# profile turns it on.
+# between calls gains little idle and loses much when another process holds a core, so by
+# default workers spin only while a run lasts and stop when it returns; a profile's
+# `spinning = true` keeps them spinning between runs.
 DEFAULT_SPINNING = False
 
 
