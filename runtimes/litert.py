@@ -31,8 +31,8 @@ class _Signature:
         out = runner.get_output_details()
         self.outputs = list(outputs) or sorted(out)
         self.output_quant = [(out[o]["dtype"], out[o]["quantization"]) for o in self.outputs]
-        self.float_outputs = all(dtype == np.float32 for dtype, _ in self.output_quant)
-        float_io = len(self.input_names) == 1 and details[self.input_name]["dtype"] == np.float32 and self.float_outputs
+        float_io = (len(self.input_names) == 1 and details[self.input_name]["dtype"] == np.float32
+                    and all(dtype == np.float32 for dtype, _ in self.output_quant))
         self.direct = _direct_call(runner, details[self.input_name]["index"],
                                    [out[o]["index"] for o in self.outputs]) if float_io else None
 
