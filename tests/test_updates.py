@@ -1,6 +1,7 @@
 """Field updates: diff / apply / signed updates / Router.reload, on real exports of a small
 digits model before and after calibration and an exit-head fine-tune."""
 
+import copy
 import json
 import os
 import shutil
@@ -473,10 +474,12 @@ def test_fuzzed_update_headers_leave_the_base_untouched(packages, tmp_path, edit
         parent = header
         for key in path[:-1]:
             parent = parent[key]
+        # copies: the same list or dict placed twice (or inside itself, or the shared HOSTILE
+        # entries mutated by a later edit) would make the header circular, not hostile
         if duplicate and isinstance(parent, list):
-            parent.append(parent[path[-1]])
+            parent.append(copy.deepcopy(parent[path[-1]]))
         else:
-            parent[path[-1]] = HOSTILE[value]
+            parent[path[-1]] = copy.deepcopy(HOSTILE[value])
     base = packages / f"{kind}-base"
     before = tree_bytes(base)
     with tempfile.TemporaryDirectory(dir=tmp_path) as work:
