@@ -274,6 +274,23 @@ def _train_small_digits(path: Path) -> None:
     checkpoint.save(net, path, {"dataset": "digits"})
 
 
+def small_digits_package(target: str, dest: Path) -> Path:
+    """The small digits model exported to ``target`` with its static model (verified), once per
+    test session; copied to ``dest`` (a test may calibrate or break its copy)."""
+    import shutil
+
+    def export(path: Path) -> None:
+        from cephalon_edge.toolchain.artifacts import ExportSpec
+        from cephalon_edge.toolchain.export import export_package
+
+        ckpt = small_digits_checkpoint(path.parent / f"{path.name}.cephalon")
+        export_package(ckpt, path, ExportSpec(target, with_static=True))
+        ckpt.unlink()
+
+    shutil.copytree(shared_artifact(f"small-digits-{target}", export), dest)
+    return dest
+
+
 def small_package(root: Path, samples: int, with_static: bool = False) -> Path:
     """A 5-segment net (quick to export), its checkpoint ``m.cephalon``, its ONNX package
     ``pkg`` and ``data.npz`` labelled with its own predictions, in ``root``."""

@@ -5,10 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import GALAXY, PIXEL, run_cli, small_digits_checkpoint
+from conftest import GALAXY, PIXEL, run_cli, small_digits_package
 
-from cephalon_edge.toolchain.artifacts import ExportSpec
-from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.profiles import (
     ProfileError,
     load_profile,
@@ -26,9 +24,8 @@ FUSED = ["adapter.image+stage0+exit0", "stage1+head.class"]
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    ckpt = small_digits_checkpoint(root / "small.cephalon")
-    export_package(ckpt, root / "onnx", ExportSpec("onnx", with_static=True))
-    export_package(ckpt, root / "tflite", ExportSpec("tflite", with_static=True))
+    for target in ("onnx", "tflite"):
+        small_digits_package(target, root / target)
     return root
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sshd
-from conftest import run_cli, small_digits_checkpoint
+from conftest import run_cli, small_digits_package
 
 pytestmark = pytest.mark.skipif(sshd.why_not() is not None, reason=str(sshd.why_not()))
 
@@ -25,8 +25,6 @@ DEADLINE_S = 120  # a safety net for cleanup on the board, never a synchronisati
 def lab(tmp_path_factory):
     """A board (sshd A) and a second one (sshd B) sharing one board cache, the client's key
     and ssh_config, and a calibrated ONNX and a TFLite package of a small digits model."""
-    from cephalon_edge.toolchain.artifacts import ExportSpec
-    from cephalon_edge.toolchain.export import export_package
 
     root = tmp_path_factory.mktemp("boards")
     client_key = sshd.keygen(root / "id_ed25519")
@@ -34,9 +32,8 @@ def lab(tmp_path_factory):
     a = sshd.SshServer(root / "sshd-a", cache, client_key).start()
     b = sshd.SshServer(root / "sshd-b", cache, client_key).start()
     config = sshd.client_config(root / "ssh_config", root / "id_ed25519", [a.known_hosts_line(), b.known_hosts_line()])
-    ckpt = small_digits_checkpoint(root / "m.cephalon")
     for target in ("onnx", "tflite"):
-        export_package(ckpt, root / target, ExportSpec(target, with_static=True, verify=False))
+        small_digits_package(target, root / target)
     res = run_cli("calibrate", str(root / "onnx"), "--data", "digits:val", "--max-drop", "0.02")
     assert res.returncode == 0, res.stderr
     yield {"root": root, "a": a, "b": b, "config": config, "cache": cache / "board", "key": client_key}

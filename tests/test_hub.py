@@ -9,18 +9,15 @@ import onnx
 import pytest
 from conftest import HUB_FARM as FARM
 from conftest import HUB_TOKEN as TOKEN
-from conftest import S24, run_cli, small_digits_checkpoint
+from conftest import S24, run_cli, small_digits_package
 
 from cephalon_edge.device.manifest import Manifest
-from cephalon_edge.toolchain.artifacts import ExportSpec
-from cephalon_edge.toolchain.export import export_package
 
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
-    export_package(small_digits_checkpoint(root / "small.cephalon"), root / "pkg", ExportSpec("onnx", with_static=True))
-    return root / "pkg"
+    return small_digits_package("onnx", root / "pkg")
 
 
 def log(state: Path, kind: str) -> list[list[str]]:

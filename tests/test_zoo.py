@@ -9,10 +9,10 @@ from cephalon_edge.toolchain import checkpoint
 @pytest.mark.slow
 def test_mnist1d_moe_trains(tmp_path):
     out = tmp_path / "m.cephalon"
-    res = run_cli("zoo", "build", "mnist1d-moe", "-o", str(out), "--epochs", "8")
+    res = run_cli("zoo", "build", "mnist1d-moe", "-o", str(out), "--epochs", "3")
     assert res.returncode == 0, res.stderr
     test = checkpoint.read_metadata(out)["provenance"]["metrics"]["test"]
-    assert test["final_accuracy"] > 0.5  # chance is 0.1; 8 epochs is a short run
+    assert test["final_accuracy"] > 0.8  # chance is 0.1; three epochs gave 0.95 here
     assert json.loads(json.dumps(test))["dataset"] == "mnist1d:test"
 
 
