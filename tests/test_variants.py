@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli
+from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli, small_net
 
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.variants import AdaptiveRouter, OperatingPoint, VariantTable, choose_point
@@ -185,9 +185,26 @@ def test_ai_hub_latencies_replace_the_hosts(variants_package, fake_hub, tmp_path
     assert all(p.source.startswith(f"device {S24}") and p.latency_ms > 0 for p in after)
 
 
+@pytest.fixture(scope="module")
+def small_variants(tmp_path_factory):
+    """The two-stage net with widths 1.0/0.5 (the TFLite test converts it: a fraction of the
+    tiny net's signatures) and data labelled by it."""
+    from cephalon_edge.toolchain import checkpoint
+    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+
+    root = tmp_path_factory.mktemp("small-variants")
+    net = small_net()
+    checkpoint.save(net, root / "m.cephalon")
+    labelled_npz(net, root / "d.npz", 200, seed=3, wrong_every=9)
+    compress_checkpoint(root / "m.cephalon", root / "v.cephalon",
+                        CompressSpec(widths=(1.0, 0.5), finetune_epochs=1, data=str(root / "d.npz")))
+    return root
+
+
 @pytest.mark.slow
-def test_tflite_variants_parity_and_the_phones_latencies_replace_the_hosts(variants_package, fake_adb, tmp_path):
+def test_tflite_variants_parity_and_the_phones_latencies_replace_the_hosts(small_variants, fake_adb, tmp_path):
     env, devices, _, binary = fake_adb
+    variants_package = small_variants
     pkg = tmp_path / "tpkg"
     r = run_cli("export", str(variants_package / "v.cephalon"), "--target", "tflite", "-o", str(pkg),
                 "--json", str(tmp_path / "e.json"))
