@@ -32,7 +32,8 @@ def main() -> None:
     import onnxruntime as ort
 
     from cephalon_edge.toolchain.artifacts import ExportSpec
-    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+    from cephalon_edge.toolchain.compress.spec import CompressSpec
+    from cephalon_edge.toolchain.compress.workflow import compress_checkpoint
     from cephalon_edge.toolchain.export import export_package
 
     original = zoo_checkpoint("digits-exits", workdir)

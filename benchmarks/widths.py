@@ -35,7 +35,8 @@ def dir_bytes(root: Path) -> int:
 
 def main() -> None:
     from cephalon_edge.toolchain.artifacts import ExportSpec
-    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+    from cephalon_edge.toolchain.compress.spec import CompressSpec
+    from cephalon_edge.toolchain.compress.workflow import compress_checkpoint
     from cephalon_edge.toolchain.export import export_package
     from cephalon_edge.device.data import builtin
     from cephalon_edge.device.program import NEVER_EXIT

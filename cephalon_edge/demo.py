@@ -16,7 +16,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
-from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+from cephalon_edge.toolchain.compress.spec import CompressSpec
+from cephalon_edge.toolchain.compress.workflow import compress_checkpoint
 from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.toolchain.inspection import inspect_checkpoint
 from cephalon_edge.toolchain.zoo import build_checkpoint, training_epochs

@@ -80,3 +80,24 @@ def test_export_help_lists_every_registered_target_and_quantization_mode():
     text = " ".join(res.output.split())
     assert all(name in text for name in TARGETS) and all(mode in text for mode in QUANTIZATION_MODES)
     assert all(f"{t.name}: {', '.join(t.quantization)}" in text for t in TARGETS.values())
+
+
+def test_bad_flags_and_checkpoints_are_refused_before_torch_is_imported(tmp_path):
+    """inspect, compress and export check their flags and the checkpoint's header first: with a
+    torch that cannot be imported, each still says what is wrong in one line."""
+    blocker = tmp_path / "no-torch" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch was imported before the input was checked')\n")
+    bad = tmp_path / "bad.cephalon"
+    bad.write_bytes(b"not a checkpoint at all, clearly")
+    out = ["-o", str(tmp_path / "o.cephalon")]
+    for args, said in ((["inspect", str(bad)], "not a .cephalon checkpoint"),
+                       (["compress", str(bad), *out, "--prune", "0.5"], "not a .cephalon checkpoint"),
+                       (["compress", str(tmp_path / "missing.cephalon"), *out, "--prune", "0.5"], "checkpoint not found"),
+                       (["compress", str(bad), *out, "--prune", "2"], "in (0, 1)"),
+                       (["compress", str(bad), *out, "--widths", "0.5"], "must hold 1.0"),
+                       (["export", str(bad), "--target", "onnx", "-o", str(tmp_path / "pkg")], "not a .cephalon checkpoint")):
+        res = run_cli(*args, env={"PYTHONPATH": str(tmp_path / "no-torch")})
+        assert res.returncode == 2 and said in res.stderr, (args, res.stderr)
+        assert "torch was imported" not in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o.cephalon").exists() and not (tmp_path / "pkg").exists()

@@ -374,7 +374,7 @@ def test_export_checks_paths_before_importing_torch(tmp_path):
 def test_compress_writes_its_output_last(small, tmp_path):
     """Parked in the final evaluation (the second measure), the output must not exist yet."""
     out = tmp_path / "c.cephalon"
-    proc = spawn_parked(tmp_path, "call:cephalon_edge.toolchain.compress:measure:2", "compress", str(small / "m.cephalon"),
+    proc = spawn_parked(tmp_path, "call:cephalon_edge.toolchain.compress.workflow:measure:2", "compress", str(small / "m.cephalon"),
                   "-o", str(out), "--prune", "0.3", "--data", str(small / "data.npz"))
     proc.kill()
     proc.wait()

@@ -372,7 +372,8 @@ def test_evaluate_routes_each_sample_with_what_it_holds(mm_package, mm_npz):
 @pytest.mark.slow
 def test_compress_keeps_the_shared_space(mm_checkpoint, tmp_path):
     from cephalon_edge.toolchain import checkpoint
-    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+    from cephalon_edge.toolchain.compress.spec import CompressSpec
+    from cephalon_edge.toolchain.compress.workflow import compress_checkpoint
     from cephalon_edge.toolchain.spec import ModelSpec
 
     np.savez(tmp_path / "d.npz", **{k: v.numpy() for k, v in mm_inputs(64, seed=3).items()},

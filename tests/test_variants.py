@@ -190,7 +190,8 @@ def small_variants(tmp_path_factory):
     """The two-stage net with widths 1.0/0.5 (the TFLite test converts it: a fraction of the
     tiny net's signatures) and data labelled by it."""
     from cephalon_edge.toolchain import checkpoint
-    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint
+    from cephalon_edge.toolchain.compress.spec import CompressSpec
+    from cephalon_edge.toolchain.compress.workflow import compress_checkpoint
 
     root = tmp_path_factory.mktemp("small-variants")
     net = small_net()

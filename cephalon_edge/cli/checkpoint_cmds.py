@@ -81,6 +81,9 @@ def inspect_cmd(
 
         write_report(json_file, render_update_file(checkpoint))
         return
+    from cephalon_edge.toolchain.checkpoint import read_metadata
+
+    read_metadata(checkpoint)  # a missing or broken checkpoint is one line, before torch is imported
     from cephalon_edge.toolchain.inspection import inspect_checkpoint
 
     report = inspect_checkpoint(checkpoint)

@@ -80,13 +80,14 @@ def compress_cmd(
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Structured pruning, recovery fine-tuning and a quantization recipe, with the cost in accuracy."""
-    from cephalon_edge.toolchain.compress import CompressSpec, compress_checkpoint, validate
-    from cephalon_edge.toolchain.variants import parse_widths
+    from cephalon_edge.toolchain.compress.spec import CompressSpec, parse_widths, validate
 
     spec = CompressSpec(prune=prune, criterion=criterion, finetune_epochs=finetune_epochs, data=data, label_map=label_map,
                         quantize=quantize, calib_samples=calib_samples,
                         widths=parse_widths(widths) if widths is not None else None)
-    validate(checkpoint, output, spec)
+    validate(checkpoint, output, spec)  # before torch is imported
+    from cephalon_edge.toolchain.compress.workflow import compress_checkpoint
+
     epochs = finetune_epochs * (len(spec.widths) - 1 if spec.widths else 1)
     with progress("fine-tuning", epochs or None) as advance:
         report = compress_checkpoint(checkpoint, output, spec, on_plan=render_plan,

@@ -1,21 +1,23 @@
 """`.cephalon` checkpoints: one safetensors file, the spec and provenance as JSON metadata.
 
 Loading never unpickles. Importing a plain PyTorch ``state_dict`` is ``state_import``'s.
+Reading the header (``read_metadata``) needs no torch: commands check a checkpoint with it
+before they import torch.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-
-from cephalon_edge.toolchain.model import CephalonNet
-from cephalon_edge.toolchain.spec import ModelSpec
-from cephalon_edge.toolchain.state_import import reconcile
 from cephalon_edge.errors import CheckpointError
 from cephalon_edge.fsutil import atomic_path, loads_json, regular_file
+
+if TYPE_CHECKING:
+    import torch
+
+    from cephalon_edge.toolchain.model import CephalonNet
 
 FORMAT = "cephalon/1"
 METADATA_KEY = "cephalon"
@@ -86,6 +88,10 @@ def save(model: CephalonNet, path: Path, provenance: dict[str, Any] | None = Non
 def load_with_metadata(path: Path) -> tuple[CephalonNet, dict[str, Any]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from cephalon_edge.toolchain.model import CephalonNet
+    from cephalon_edge.toolchain.spec import ModelSpec
+    from cephalon_edge.toolchain.state_import import reconcile
 
     path = Path(path)
     meta = read_metadata(path)

@@ -16,24 +16,7 @@ from cephalon_edge.toolchain.spec import ModelSpec
 from cephalon_edge.toolchain.train import MODALITY_DROPOUT, TrainSpec, train
 from cephalon_edge.device.data import Dataset
 from cephalon_edge.device.variants import variant_name
-from cephalon_edge.errors import CheckpointError, UsageError
-
-MIN_WIDTH = 0.1
-
-
-def parse_widths(text: str) -> tuple[float, ...]:
-    """``1.0,0.75,0.5`` -> (1.0, 0.75, 0.5): widest first, the full model (1.0) included."""
-    try:
-        widths = sorted({float(w) for w in text.split(",") if w.strip()}, reverse=True)
-    except ValueError:
-        raise UsageError(f"--widths {text!r}: expected comma-separated fractions like 1.0,0.75,0.5") from None
-    if not widths or widths[0] != 1.0 or len(widths) < 2:
-        raise UsageError(f"--widths {text!r} must hold 1.0 (the full model) and at least one narrower width",
-                         hint="e.g. --widths 1.0,0.5")
-    if widths[-1] < MIN_WIDTH:
-        raise UsageError(f"--widths: {widths[-1]} keeps too few channels (at least {MIN_WIDTH})")
-    return tuple(widths)
-
+from cephalon_edge.errors import CheckpointError
 
 def narrower(net: CephalonNet, width: float, criterion: str = "l1") -> CephalonNet:
     """``net`` with ``1 - width`` of the channels of every prunable group removed, rebuilt

@@ -37,7 +37,6 @@ from cephalon_edge.toolchain.segments import StaticModel, build_segments
 from cephalon_edge.toolchain.spec import ModelSpec
 from cephalon_edge.errors import UsageError
 
-CRITERIA = ("l1", "l2", "taylor")
 ROUND_TO = 8  # channel counts stay multiples of 8: SIMD kernels run them at full width
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from cephalon_edge.toolchain.compress.spec import MODES
 from cephalon_edge.toolchain.model import CephalonNet
 from cephalon_edge.errors import UsageError
 
-MODES = ("none", "int8", "int8-dynamic", "fp16")
 
 
 def recipe(mode: str, samples: int) -> dict[str, Any]:
