@@ -14,7 +14,6 @@ from cephalon_edge.toolchain.model import CephalonNet
 from cephalon_edge.errors import UsageError
 
 
-
 def recipe(mode: str, samples: int) -> dict[str, Any]:
     if mode not in MODES:
         raise UsageError(f"unknown quantization {mode!r}", hint=f"modes: {', '.join(MODES)}")
