@@ -32,6 +32,11 @@ def main() -> None:
     parser.add_argument("--targets", default="onnx,tflite,executorch")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    from cephalon_edge.targets import TARGETS
+
+    unknown = [t for t in args.targets.split(",") if t not in TARGETS]
+    if unknown or args.rounds < 1:
+        parser.error(f"unknown target {unknown[0]!r} (one of {', '.join(TARGETS)})" if unknown else "--rounds must be >= 1")
 
     import torch
 

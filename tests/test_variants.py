@@ -205,18 +205,17 @@ def small_variants(tmp_path_factory):
 @pytest.mark.slow
 def test_tflite_variants_parity_and_the_phones_latencies_replace_the_hosts(small_variants, fake_adb, tmp_path):
     env, devices, _, binary = fake_adb
-    variants_package = small_variants
     pkg = tmp_path / "tpkg"
-    r = run_cli("export", str(variants_package / "v.cephalon"), "--target", "tflite", "-o", str(pkg),
+    r = run_cli("export", str(small_variants / "v.cephalon"), "--target", "tflite", "-o", str(pkg),
                 "--json", str(tmp_path / "e.json"))
     assert r.returncode == 0, r.stderr
     assert all(s["parity"]["passed"] for s in json.loads((tmp_path / "e.json").read_text())["variants"].values())
-    r = run_cli("calibrate", str(pkg), "--data", str(variants_package / "d.npz"))
+    r = run_cli("calibrate", str(pkg), "--data", str(small_variants / "d.npz"))
     assert r.returncode == 0, r.stderr
     host = {(p.variant, tuple(p.thresholds.values())): p for p in VariantTable.open(pkg).points}
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
     r = run_cli("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(binary), "--data",
-                str(variants_package / "d.npz"), "--runs", "3", "--warmup", "1", "--json", str(tmp_path / "b.json"),
+                str(small_variants / "d.npz"), "--runs", "3", "--warmup", "1", "--json", str(tmp_path / "b.json"),
                 env=env)
     assert r.returncode == 0, r.stderr
     after = VariantTable.open(pkg).points
