@@ -1,6 +1,7 @@
 """Materialising torch's CIA ops once per registration state gives torch's own answer, sees an
 op registered inside the block, and puts torch back as it was."""
 
+import pytest
 import torch
 from torch._export import utils
 
@@ -41,3 +42,54 @@ def test_materialising_runs_again_only_when_registrations_change(monkeypatch):
         finally:
             lib._destroy()
         assert len(runs) == 2
+
+
+def test_py_impl_decorators_are_reused_and_still_check_and_register():
+    from torch._ops import OperatorBase
+
+    from cephalon_edge.toolchain.decompositions import py_impl_decorators_reused
+
+    theirs = OperatorBase.py_impl
+    op = torch.ops.aten.linear.default
+    key = torch._C.DispatchKey.AutogradXLA  # a key no kernel is registered to here
+    assert key not in op.py_kernels
+    with py_impl_decorators_reused():
+        first = op.py_impl(key)
+        assert op.py_impl(key) is first and op.py_impl(torch._C.DispatchKey.AutogradLazy) is not first
+        kernel = first(lambda *args: None)
+        try:
+            assert op.py_kernels[key] is kernel  # registered by torch's decorator
+            with pytest.raises(RuntimeError, match="override a python impl"):
+                op.py_impl(key)(lambda *args: None)  # torch's own check, made when called
+        finally:
+            del op.py_kernels[key]
+            op._dispatch_cache.clear()
+    assert OperatorBase.py_impl is theirs
+
+
+def test_decompositions_give_torch_s_graph():
+    from cephalon_edge.toolchain.decompositions import decompositions_without_repeated_work
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(6, 4)
+            self.norm = torch.nn.LayerNorm(4)
+
+        def forward(self, x):
+            return torch.nn.functional.gelu(self.norm(self.fc(x))).softmax(-1)
+
+    def decomposed(keep_linear: bool) -> str:
+        ep = torch.export.export(Block().eval(), (torch.randn(2, 6),))
+        table = torch.export.default_decompositions()
+        if keep_linear:
+            del table[torch.ops.aten.linear.default]
+        return ep.run_decompositions(table).graph_module.code
+
+    for keep_linear in (False, True):
+        plain = decomposed(keep_linear)
+        with decompositions_without_repeated_work():
+            ours = decomposed(keep_linear)
+            again = decomposed(keep_linear)
+        assert ours == plain == again
+        assert ("aten.linear" in plain) == keep_linear

@@ -14,12 +14,23 @@ registrations differ from the last time it did (an op registered mid-export is s
 torch's own answer is then computed as before, from the same ``torch.ops``. Torch's comment
 ("we can't cache this because custom op registry API in python can still add entries to the
 C++ dispatcher") is why the key is the registration list itself rather than a flag.
+
+Each ``run_decompositions`` then registers a Python kernel for every preservable CIA op under
+22 dispatch keys and removes them after (``_override_composite_implicit_decomp``): ~5800
+``OperatorBase.py_impl(key)`` calls per decomposition, each defining a fresh decorator whose
+``Callable[_P, _T]`` annotations build two typing objects; that typing work alone was 7 of the
+44 s of a TFLite export of the tests' token net. ``py_impl_decorators_reused()`` hands back the
+decorator made the first time for the same op and key: it holds no state of its own (it
+checks and registers when called), so what gets registered, and every error, is unchanged.
+
+``decompositions_without_repeated_work()`` is both; ``export`` runs every converter inside it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import Any
 
 
 @contextmanager
@@ -50,3 +61,41 @@ def cia_ops_materialised_once() -> Iterator[None]:
         yield
     finally:
         utils._materialize_cpp_cia_ops = original
+
+
+@contextmanager
+def py_impl_decorators_reused() -> Iterator[None]:
+    """Within the block, ``OperatorBase.py_impl(op, key)`` returns the decorator it returned
+    the first time for that op and key (torch's own; it checks and registers when called)."""
+    from torch._ops import OperatorBase
+
+    original = OperatorBase.__dict__.get("py_impl")
+    if original is None:
+        yield
+        return
+    made: dict[tuple[int, Any], tuple[OperatorBase, Callable[..., Any]]] = {}
+
+    def py_impl(self: OperatorBase, k: Any) -> Callable[..., Any]:
+        try:
+            return made[(id(self), k)][1]  # the op is kept alive with it, so its id is not reused
+        except KeyError:
+            decorator = original(self, k)
+            made[(id(self), k)] = (self, decorator)
+            return decorator
+        except TypeError:  # an unhashable key: torch decides what to do with it
+            return original(self, k)
+
+    OperatorBase.py_impl = py_impl  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        OperatorBase.py_impl = original  # type: ignore[method-assign]
+
+
+@contextmanager
+def decompositions_without_repeated_work() -> Iterator[None]:
+    """CIA ops materialised once and ``py_impl`` decorators reused, for the block."""
+    with ExitStack() as stack:
+        stack.enter_context(cia_ops_materialised_once())
+        stack.enter_context(py_impl_decorators_reused())
+        yield
