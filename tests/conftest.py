@@ -149,6 +149,39 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
 
 
+def run_cli_in_process(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """The console script's entry point (``cephalon_edge.cli.main``) run in this process, with
+    its stdout, stderr, environment, working directory, warning filters and SIGTERM handler
+    kept to the call; returns a CompletedProcess like ``run_cli``. For build-side commands,
+    whose subprocess would spend seconds importing torch (and litert-torch or ExecuTorch) that
+    this worker has imported already. What only a process shows (what it imports, signals,
+    exit codes of a crash) is tested with ``run_cli``."""
+    import contextlib
+    import io
+    import signal
+    import warnings
+
+    from cephalon_edge.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_sigterm = dict(os.environ), signal.getsignal(signal.SIGTERM)
+    os.environ.update({"COLUMNS": "200", **(env or {})})
+    os.environ.pop("CEPHALON_DEBUG", None)
+    try:
+        with warnings.catch_warnings(), contextlib.chdir(cwd or Path.cwd()), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        signal.signal(signal.SIGTERM, saved_sigterm)
+    return subprocess.CompletedProcess(["cephalon-edge", *args], code, out.getvalue(), err.getvalue())
+
+
 PIXEL = {"ro.product.model": "Pixel 8", "ro.product.manufacturer": "Google", "ro.soc.model": "Tensor G3",
          "ro.build.version.release": "15", "ro.build.version.sdk": "35", "ro.product.cpu.abi": "arm64-v8a"}
 GALAXY = {"ro.product.model": "SM-S911B", "ro.product.manufacturer": "samsung", "ro.soc.model": "SM8550",

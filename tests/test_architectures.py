@@ -92,10 +92,10 @@ def test_pruned_blocks_keep_parity_after_export(tmp_path, name):
 # ---- the zoo's new models, trained briefly (once per session) -------------------------------
 
 def zoo_checkpoint(name: str, epochs: int):
-    from conftest import run_cli, shared_artifact
+    from conftest import run_cli_in_process, shared_artifact
 
     def make(path):
-        res = run_cli("zoo", "build", name, "-o", str(path), "--epochs", str(epochs))
+        res = run_cli_in_process("zoo", "build", name, "-o", str(path), "--epochs", str(epochs))
         assert res.returncode == 0, res.stderr
 
     return shared_artifact(f"{name}-{epochs}.cephalon", make)
@@ -137,14 +137,14 @@ def test_mobilenet_int8_with_each_targets_quantizer_judged_on_real_digits(tmp_pa
 def test_width_variants_of_the_new_blocks(tmp_path, name):
     """compress --widths narrows inverted blocks' expanded width and transformer blocks' heads
     and MLP width; the variant loads from the one checkpoint and routes."""
-    from conftest import run_cli
+    from conftest import run_cli_in_process
 
     net = balanced(name)
     checkpoint.save(net, tmp_path / "m.cephalon")
     x = make_inputs(net.spec, 96, seed=5)
     labels = net.dynamic_forward(x, thresholds=1.01).logits.argmax(-1).numpy()
     np.savez(tmp_path / "d.npz", **{k: v.numpy() for k, v in x.items()}, labels=labels)
-    res = run_cli("compress", str(tmp_path / "m.cephalon"), "--widths", "1.0,0.5", "--finetune-epochs", "1",
+    res = run_cli_in_process("compress", str(tmp_path / "m.cephalon"), "--widths", "1.0,0.5", "--finetune-epochs", "1",
                   "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "v.cephalon"))
     assert res.returncode == 0, res.stderr
     _, meta = checkpoint.load_with_metadata(tmp_path / "v.cephalon")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import balance_gates, make_net, run_cli, small_digits_checkpoint
+from conftest import balance_gates, make_net, run_cli_in_process, small_digits_checkpoint
 
 from cephalon_edge.toolchain import checkpoint
 from cephalon_edge.toolchain.artifacts import ExportSpec
@@ -57,7 +57,7 @@ def digits(tmp_path_factory):
 
 def test_compress_command_report_and_recipe(digits, tmp_path):
     out, report_file = tmp_path / "c.cephalon", tmp_path / "c.json"
-    res = run_cli("compress", str(digits), "-o", str(out), "--prune", "0.4", "--finetune-epochs", "4",
+    res = run_cli_in_process("compress", str(digits), "-o", str(out), "--prune", "0.4", "--finetune-epochs", "4",
                   "--quantize", "int8", "--calib-samples", "32", "--json", str(report_file))
     assert res.returncode == 0, res.stderr
     assert "pruning plan" in res.stdout
@@ -100,7 +100,7 @@ def test_compress_rejects_bad_input(digits, tmp_path):
              (["--quantize", "int3"], "unknown --quantize"), ([], "nothing to do"),
              (["--prune", "0.5", "--prune-criterion", "vibes"], "unknown --prune-criterion")]
     for args, message in cases:
-        res = run_cli("compress", str(digits), "-o", str(tmp_path / "o.cephalon"), *args)
+        res = run_cli_in_process("compress", str(digits), "-o", str(tmp_path / "o.cephalon"), *args)
         assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
         assert not (tmp_path / "o.cephalon").exists()
 
@@ -119,7 +119,7 @@ def test_task_targets_are_fine_tuned_and_reported(tmp_path):
     np.savez(tmp_path / "with.npz", **arrays, target_aux=aux)
 
     def compress(data: str, name: str) -> dict:
-        res = run_cli("compress", str(tmp_path / "m.cephalon"), "-o", str(tmp_path / f"{name}.cephalon"), "--data",
+        res = run_cli_in_process("compress", str(tmp_path / "m.cephalon"), "-o", str(tmp_path / f"{name}.cephalon"), "--data",
                       str(tmp_path / data), "--finetune-epochs", "15", "--json", str(tmp_path / f"{name}.json"))
         assert res.returncode == 0, res.stderr
         return {"stdout": res.stdout, **json.loads(tmp_path.joinpath(f"{name}.json").read_text())}

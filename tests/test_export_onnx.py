@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import balanced_checkpoint, run_cli
+from conftest import balanced_checkpoint, run_cli, run_cli_in_process
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
@@ -192,7 +192,7 @@ def test_failed_export_keeps_previous_package(tiny, tmp_path, monkeypatch):
     shutil.copytree(pkg, target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
 
-    res = run_cli("export", str(ckpt), "--target", "onnx", "-o", str(target))
+    res = run_cli_in_process("export", str(ckpt), "--target", "onnx", "-o", str(target))
     assert res.returncode == 2 and "already exists" in res.stderr and "--force" in res.stderr
 
     from cephalon_edge.toolchain.converters import onnx as onnx_converter
@@ -220,7 +220,7 @@ def test_export_validates_before_work(tmp_path, tiny):
         export_package(ckpt, tmp_path / "a", ExportSpec("tflight"))
     with pytest.raises(UsageError, match="does not support --quantize fp16"):
         export_package(ckpt, tmp_path / "a", ExportSpec("onnx", quantize="fp16"))
-    res = run_cli("export", str(tmp_path / "missing.cephalon"), "--target", "onnx", "-o", str(tmp_path / "b"))
+    res = run_cli_in_process("export", str(tmp_path / "missing.cephalon"), "--target", "onnx", "-o", str(tmp_path / "b"))
     assert res.returncode == 2 and "checkpoint not found" in res.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PIXEL, interruptible, run_cli, small_package, spawn_parked, tiny_spec_dict, wait_for
+from conftest import PIXEL, interruptible, run_cli, run_cli_in_process, small_package, spawn_parked, tiny_spec_dict, wait_for
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
@@ -78,7 +78,7 @@ def test_spec_bound_counts_every_part_before_building(tmp_path):
     spec.write_text(json.dumps(tiny_spec_dict(tasks=tasks)))
     torch = pytest.importorskip("torch")
     torch.save({}, tmp_path / "w.pt")
-    res = run_cli("import", str(tmp_path / "w.pt"), "--spec", str(spec), "-o", str(tmp_path / "o.cephalon"))
+    res = run_cli_in_process("import", str(tmp_path / "w.pt"), "--spec", str(spec), "-o", str(tmp_path / "o.cephalon"))
     assert res.returncode == 2 and "estimated parameters" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -232,12 +232,12 @@ def test_deep_json_nesting_is_one_line(small, tmp_path, where):
     elif where == "spec":
         (tmp_path / "s.json").write_text(deep)
         pytest.importorskip("torch").save({}, tmp_path / "s.pt")
-        res = run_cli("import", str(tmp_path / "s.pt"), "--spec", str(tmp_path / "s.json"), "-o", str(tmp_path / "o"))
+        res = run_cli_in_process("import", str(tmp_path / "s.pt"), "--spec", str(tmp_path / "s.json"), "-o", str(tmp_path / "o"))
     else:
         header = deep if where == "checkpoint_header" else json.dumps({"__metadata__": {"cephalon": deep}})
         raw = header.encode()
         (tmp_path / "c.cephalon").write_bytes(len(raw).to_bytes(8, "little") + raw)
-        res = run_cli("inspect", str(tmp_path / "c.cephalon"))
+        res = run_cli_in_process("inspect", str(tmp_path / "c.cephalon"))
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "RecursionError" not in res.stderr
 
@@ -246,7 +246,7 @@ def test_deep_json_nesting_is_one_line(small, tmp_path, where):
 def test_metadata_of_the_wrong_type_is_one_line(tmp_path, metadata):
     raw = json.dumps({"__metadata__": metadata}).encode()
     (tmp_path / "c.cephalon").write_bytes(len(raw).to_bytes(8, "little") + raw)
-    res = run_cli("inspect", str(tmp_path / "c.cephalon"))
+    res = run_cli_in_process("inspect", str(tmp_path / "c.cephalon"))
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
 
 
@@ -379,7 +379,7 @@ def test_compress_writes_its_output_last(small, tmp_path):
     proc.kill()
     proc.wait()
     assert not out.exists()
-    res = run_cli("compress", str(small / "m.cephalon"), "-o", str(out), "--prune", "0.3", "--data",
+    res = run_cli_in_process("compress", str(small / "m.cephalon"), "-o", str(out), "--prune", "0.3", "--data",
                   str(small / "data.npz"), "--json", str(tmp_path / "r.json"))
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "r.json").read_text())["after"]["size_bytes"] == out.stat().st_size

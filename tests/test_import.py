@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli_in_process
 from torch import nn
 
 from cephalon_edge.toolchain import checkpoint
@@ -68,7 +68,7 @@ def test_a_plain_pytorch_model_imports_with_a_map_and_matches_its_outputs(tmp_pa
     (tmp_path / "spec.json").write_text(json.dumps(SPEC))
 
     args = ["import", str(tmp_path / "users.pt"), "--spec", str(tmp_path / "spec.json"), "-o", str(tmp_path / "m.cephalon")]
-    r = run_cli(*args, *[a for m in MAP for a in ("--map", m)])
+    r = run_cli_in_process(*args, *[a for m in MAP for a in ("--map", m)])
     assert r.returncode == 0, r.stderr
     assert "note:" in r.stderr and "float64 weights cast to float32" in r.stderr
 
@@ -80,9 +80,9 @@ def test_a_plain_pytorch_model_imports_with_a_map_and_matches_its_outputs(tmp_pa
     for w, g in zip(want, got):
         assert torch.allclose(w, g, atol=1e-5), (w - g).abs().max()
 
-    again = run_cli(*args, *[a for m in MAP for a in ("--map", m)])
+    again = run_cli_in_process(*args, *[a for m in MAP for a in ("--map", m)])
     assert again.returncode == 2 and "exists" in again.stderr and "--force" in again.stderr
-    assert run_cli(*args, "--force", *[a for m in MAP for a in ("--map", m)]).returncode == 0
+    assert run_cli_in_process(*args, "--force", *[a for m in MAP for a in ("--map", m)]).returncode == 0
 
 
 def test_every_mismatch_is_named_at_once_with_shapes(tmp_path):
@@ -90,7 +90,7 @@ def test_every_mismatch_is_named_at_once_with_shapes(tmp_path):
     torch.save(users.state_dict(), tmp_path / "users.pt")
     (tmp_path / "spec.json").write_text(json.dumps(SPEC))
     partial = [m for m in MAP if not m.startswith("classifier.")] + ["early.=exits.0.fc."]
-    r = run_cli("import", str(tmp_path / "users.pt"), "--spec", str(tmp_path / "spec.json"), "-o",
+    r = run_cli_in_process("import", str(tmp_path / "users.pt"), "--spec", str(tmp_path / "spec.json"), "-o",
                 str(tmp_path / "m.cephalon"), *[a for m in partial for a in ("--map", m)])
     assert r.returncode == 2
     error = r.stderr.splitlines()[0]
@@ -101,7 +101,7 @@ def test_every_mismatch_is_named_at_once_with_shapes(tmp_path):
 
 def test_expected_lists_the_names_and_shapes(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(SPEC))
-    r = run_cli("import", "--expected", "--spec", str(tmp_path / "spec.json"), "--json", str(tmp_path / "e.json"))
+    r = run_cli_in_process("import", "--expected", "--spec", str(tmp_path / "spec.json"), "--json", str(tmp_path / "e.json"))
     assert r.returncode == 0, r.stderr
     tensors = {t["name"]: t for t in json.loads((tmp_path / "e.json").read_text())["tensors"]}
     assert tensors["exits.0.fc.weight"]["shape"] == [4, 8]
@@ -115,7 +115,7 @@ def test_a_pickled_module_or_a_bad_rule_is_one_clean_line(tmp_path, bad):
     (tmp_path / "spec.json").write_text(json.dumps(SPEC))
     torch.save(_trained_users_net(), tmp_path / "whole.pt")  # the module, not its state_dict
     extra = ["--map", "no-equals-sign"] if bad == "rule" else []
-    r = run_cli("import", str(tmp_path / "whole.pt"), "--spec", str(tmp_path / "spec.json"), "-o",
+    r = run_cli_in_process("import", str(tmp_path / "whole.pt"), "--spec", str(tmp_path / "spec.json"), "-o",
                 str(tmp_path / "m.cephalon"), *extra)
     assert r.returncode == 2 and "\x1b" not in r.stderr and "Traceback" not in r.stderr
     if bad == "module":

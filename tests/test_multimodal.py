@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PIXEL, balance_gates, run_cli
+from conftest import PIXEL, balance_gates, run_cli, run_cli_in_process
 
 from cephalon_edge.device.mixes import modality_mixes, parse_mix
 from cephalon_edge.errors import DataError, SpecError, UsageError
@@ -463,7 +463,7 @@ def test_a_tflite_text_package_calibrates_and_benches(tmp_path):
     checkpoint.save(net, tmp_path / "t.cephalon")
     np.savez(tmp_path / "t.npz", text=ids.numpy().astype(np.int64), labels=labels.astype(np.int64))
 
-    out = run_cli("export", str(tmp_path / "t.cephalon"), "--target", "tflite", "--with-static", "-o", str(tmp_path / "pkg"))
+    out = run_cli_in_process("export", str(tmp_path / "t.cephalon"), "--target", "tflite", "--with-static", "-o", str(tmp_path / "pkg"))
     assert out.returncode == 0, out.stderr
     out = run_cli("calibrate", str(tmp_path / "pkg"), "--data", str(tmp_path / "t.npz"), "--json", str(tmp_path / "c.json"))
     assert out.returncode == 0, out.stderr

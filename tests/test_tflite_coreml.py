@@ -6,7 +6,7 @@ import platform
 import numpy as np
 import pytest
 import torch
-from conftest import balanced_checkpoint, run_cli, small_digits_checkpoint, small_net
+from conftest import balanced_checkpoint, run_cli, run_cli_in_process, small_digits_checkpoint, small_net
 from torch import nn
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
@@ -82,7 +82,7 @@ def test_delegate_coverage_report(tflite_pkg):
 
 def test_nnapi_profile_warns_about_deprecation(small_digits, tmp_path):
     # the two-segment digits model: what is checked is the note and the coverage's delegate
-    res = run_cli("export", str(small_digits), "--target", "tflite", "--profile", "galaxy-s23", "-o", str(tmp_path / "p"),
+    res = run_cli_in_process("export", str(small_digits), "--target", "tflite", "--profile", "galaxy-s23", "-o", str(tmp_path / "p"),
                   "--no-verify", "--json", str(tmp_path / "r.json"))
     assert res.returncode == 0, res.stderr
     assert "deprecated from Android 15" in res.stdout

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 
 SIZE = 16
 
@@ -28,7 +28,7 @@ def _model_ready(images):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("own")
-    r = run_cli("spec", "init", "--like", "digits-exits", "-o", str(root / "spec.json"))
+    r = run_cli_in_process("spec", "init", "--like", "digits-exits", "-o", str(root / "spec.json"))
     assert r.returncode == 0, r.stderr
     spec = json.loads((root / "spec.json").read_text())
     spec["name"] = "my-digits"
@@ -48,7 +48,7 @@ def _sha(path):
 
 
 def test_train_on_an_npz_export_with_data_and_calibrate(workdir):
-    r = run_cli("train", str(workdir / "spec.json"), "--data", str(workdir / "digits.npz"), "-o",
+    r = run_cli_in_process("train", str(workdir / "spec.json"), "--data", str(workdir / "digits.npz"), "-o",
                 str(workdir / "m.cephalon"), "--epochs", "4", "--json", str(workdir / "train.json"))
     assert r.returncode == 0, r.stderr
     report = json.loads((workdir / "train.json").read_text())
@@ -58,7 +58,7 @@ def test_train_on_an_npz_export_with_data_and_calibrate(workdir):
     assert report["best_epoch"] == max(history, key=lambda h: h["val_score"])["epoch"]
     assert report["metrics"]["test"]["final_accuracy"] > 0.6  # it learned the digits
 
-    r = run_cli("export", str(workdir / "m.cephalon"), "--target", "onnx", "--quantize", "int8", "--data",
+    r = run_cli_in_process("export", str(workdir / "m.cephalon"), "--target", "onnx", "--quantize", "int8", "--data",
                 str(workdir / "digits.npz"), "-o", str(workdir / "pkg"), "--json", str(workdir / "export.json"))
     assert r.returncode == 0, r.stderr
     export = json.loads((workdir / "export.json").read_text())
@@ -89,10 +89,10 @@ def _no_nan(constant):
 
 
 def test_quantized_export_without_data_is_not_judged(workdir):
-    r = run_cli("train", str(workdir / "spec.json"), "--data", str(workdir / "digits.npz"), "-o",
+    r = run_cli_in_process("train", str(workdir / "spec.json"), "--data", str(workdir / "digits.npz"), "-o",
                 str(workdir / "q.cephalon"), "--epochs", "1")
     assert r.returncode == 0, r.stderr
-    r = run_cli("export", str(workdir / "q.cephalon"), "--target", "onnx", "--quantize", "int8", "-o",
+    r = run_cli_in_process("export", str(workdir / "q.cephalon"), "--target", "onnx", "--quantize", "int8", "-o",
                 str(workdir / "qpkg"), "--json", str(workdir / "q.json"))
     assert r.returncode == 0, r.stderr
     assert "not judged (no data)" in r.stdout and "top-1" not in r.stdout
@@ -110,11 +110,11 @@ def test_train_on_an_image_folder_with_a_label_map(workdir, tmp_path):
         Image.fromarray((img * 255).astype(np.uint8)).convert("RGB").save(folder / f"{i}.png")  # 8x8 RGB
     args = ["train", str(workdir / "spec.json"), "--data", str(tmp_path / "folder"), "-o", str(tmp_path / "f.cephalon"),
             "--epochs", "4", "--json", str(tmp_path / "f.json")]
-    r = run_cli(*args)
+    r = run_cli_in_process(*args)
     assert r.returncode == 2 and "match no label of the model" in r.stderr and "--label-map" in r.stderr
     assert not (tmp_path / "f.cephalon").exists()
     (tmp_path / "map.json").write_text(json.dumps({w: str(i) for i, w in enumerate(words)}))
-    r = run_cli(*args, "--label-map", str(tmp_path / "map.json"))
+    r = run_cli_in_process(*args, "--label-map", str(tmp_path / "map.json"))
     assert r.returncode == 0, r.stderr
     assert "3 channels converted to the model's 1" in r.stderr and "resized to the model's 16x16" in r.stderr
     assert json.loads((tmp_path / "f.json").read_text())["metrics"]["test"]["final_accuracy"] > 0.5
@@ -147,7 +147,7 @@ def test_bad_data_is_refused_before_work_and_the_package_kept(workdir, tmp_path,
                  ["bench", str(pkg), "--data", str(data), "--runs", "1"],
                  ["compress", str(workdir / "m.cephalon"), "--data", str(data), "--prune", "0.3", "-o", str(tmp_path / "c.cephalon")],
                  ["train", str(workdir / "spec.json"), "--data", str(data), "-o", str(tmp_path / "t.cephalon")]):
-        r = run_cli(*args)
+        r = run_cli_in_process(*args)
         assert r.returncode == 2, (args[0], r.stderr)
         lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and expect in r.stderr, (args[0], r.stderr)

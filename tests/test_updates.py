@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from conftest import run_cli, small_digits_checkpoint, spawn_parked
+from conftest import run_cli, run_cli_in_process, small_digits_checkpoint, spawn_parked
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
@@ -186,7 +186,7 @@ def test_tampered_wrong_base_and_bad_signatures_are_refused_untouched(packages, 
     # the genuine signed update applies, and `inspect` describes an update file
     res = run_cli("apply", str(device), str(heads), "--trust", str(tmp_path / "key.pub"), "--dry-run")
     assert res.returncode == 0 and "would update" in res.stdout and tree_bytes(device) == before
-    res = run_cli("inspect", str(heads), "--json", str(tmp_path / "inspect.json"))
+    res = run_cli_in_process("inspect", str(heads), "--json", str(tmp_path / "inspect.json"))
     assert res.returncode == 0, res.stderr
     described = json.loads((tmp_path / "inspect.json").read_text())
     assert described["signed"] and [f["name"] for f in described["files"]] == ["exit0.onnx"]

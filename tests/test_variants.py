@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli, small_net
+from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli, run_cli_in_process, small_net
 
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.variants import AdaptiveRouter, OperatingPoint, VariantTable, choose_point
@@ -46,10 +46,10 @@ def variants_package(tmp_path_factory):
     root = tmp_path_factory.mktemp("variants")
     net = balanced_checkpoint(root / "m.cephalon", seed=4, balance_seed=2)
     labelled_npz(net, root / "d.npz", 200, seed=3, wrong_every=9)
-    r = run_cli("compress", str(root / "m.cephalon"), "--widths", "1.0,0.5", "--finetune-epochs", "2", "--data",
+    r = run_cli_in_process("compress", str(root / "m.cephalon"), "--widths", "1.0,0.5", "--finetune-epochs", "2", "--data",
                 str(root / "d.npz"), "-o", str(root / "v.cephalon"), "--json", str(root / "c.json"))
     assert r.returncode == 0, r.stderr
-    r = run_cli("export", str(root / "v.cephalon"), "--target", "onnx", "--with-static", "-o", str(root / "pkg"),
+    r = run_cli_in_process("export", str(root / "v.cephalon"), "--target", "onnx", "--with-static", "-o", str(root / "pkg"),
                 "--json", str(root / "e.json"))
     assert r.returncode == 0, r.stderr
     r = run_cli("calibrate", str(root / "pkg"), "--data", str(root / "d.npz"), "--json", str(root / "cal.json"))
@@ -73,7 +73,7 @@ def test_every_variant_exports_with_parity_and_the_full_one_is_the_plain_export(
     assert export["variants"]["w1"]["static"] is not None and export["variants"]["w0.5"]["static"] is None
     # the full variant is byte for byte what exporting the model alone gives: the package
     # grows by the narrower variant's own files only
-    r = run_cli("export", str(variants_package / "m.cephalon"), "--target", "onnx", "--with-static", "-o",
+    r = run_cli_in_process("export", str(variants_package / "m.cephalon"), "--target", "onnx", "--with-static", "-o",
                 str(tmp_path / "alone"), "--no-verify")
     assert r.returncode == 0, r.stderr
     alone = sorted(p.name for p in (tmp_path / "alone").iterdir() if p.suffix == ".onnx")
@@ -206,7 +206,7 @@ def small_variants(tmp_path_factory):
 def test_tflite_variants_parity_and_the_phones_latencies_replace_the_hosts(small_variants, fake_adb, tmp_path):
     env, devices, _, binary = fake_adb
     pkg = tmp_path / "tpkg"
-    r = run_cli("export", str(small_variants / "v.cephalon"), "--target", "tflite", "-o", str(pkg),
+    r = run_cli_in_process("export", str(small_variants / "v.cephalon"), "--target", "tflite", "-o", str(pkg),
                 "--json", str(tmp_path / "e.json"))
     assert r.returncode == 0, r.stderr
     assert all(s["parity"]["passed"] for s in json.loads((tmp_path / "e.json").read_text())["variants"].values())

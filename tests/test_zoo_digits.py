@@ -2,7 +2,7 @@
 own: the longest single test, started first on one worker)."""
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli_in_process
 
 from cephalon_edge.toolchain import checkpoint
 
@@ -10,7 +10,7 @@ from cephalon_edge.toolchain import checkpoint
 @pytest.mark.slow
 def test_digits_exits_reaches_97_percent(tmp_path):
     out = tmp_path / "digits.cephalon"
-    res = run_cli("zoo", "build", "digits-exits", "-o", str(out))
+    res = run_cli_in_process("zoo", "build", "digits-exits", "-o", str(out))
     assert res.returncode == 0, res.stderr
     for name in ("exit0", "exit1", "exit2", "final"):
         assert name in res.stdout
