@@ -29,6 +29,7 @@ from cephalon_edge.device.manifest import (
 from cephalon_edge.device.profiles import load_profile
 from cephalon_edge.errors import ParityError, UsageError
 from cephalon_edge.fsutil import atomic_directory, write_json_atomic
+from cephalon_edge.toolchain.gc_policy import collected_less_often
 from cephalon_edge.targets import QUANTIZATION_MODES, Target, get_target
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ def build_manifest(seg_set: SegmentSet, artifacts: list[SegmentArtifact], root: 
     }
 
 
+@collected_less_often()
 def export_package(checkpoint: Path, out_dir: Path, spec: ExportSpec,
                    on_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Export ``checkpoint`` to an edge package at ``out_dir``; returns the export report. A
