@@ -16,6 +16,10 @@ import torch
 # on the machine or the runner (int8 agreement of a small model hangs on a sample or two).
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
+# The CLI's consoles read COLUMNS once, when first imported: an xdist worker inherits 80 from a
+# controller without a terminal, and tables run in this process (run_cli_in_process) would wrap
+# where the subprocesses' (COLUMNS=200, run_cli) do not.
+os.environ["COLUMNS"] = "200"
 
 # The test files that take longest, scheduled first so that two workers finish together.
 LONGEST_FIRST = ["test_zoo_digits.py", "test_demo.py", "test_architectures_export.py", "test_zoo.py", "test_architectures.py", "test_retrofit.py", "test_tflite_coreml.py", "test_multimodal.py", "test_executorch.py",

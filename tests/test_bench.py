@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import GALAXY, PIXEL, run_cli, small_digits_package
+from conftest import GALAXY, PIXEL, run_cli_in_process, small_digits_package
 
 from cephalon_edge.device.profiles import (
     ProfileError,
@@ -71,7 +71,7 @@ def test_benchmark_model_parser_generations():
 
 def test_host_bench_report(packages, tmp_path):
     report_file, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    res = run_cli("bench", str(packages / "onnx"), "--profile", "host-cpu", "--runs", "5", "--warmup", "1",
+    res = run_cli_in_process("bench", str(packages / "onnx"), "--profile", "host-cpu", "--runs", "5", "--warmup", "1",
                   "--samples", "40", "--batch", "16", "--json", str(report_file), "--plot", str(plot))
     assert res.returncode == 0, res.stderr
     report = json.loads(report_file.read_text())
@@ -102,9 +102,9 @@ def test_host_bench_report(packages, tmp_path):
         data = load_dataset("digits:test", Contract.from_manifest(router.manifest)).subset(np.arange(32))
         alone = np.array([router.predict({"image": data.inputs["image"][i:i + 1]}).predicted[0] for i in range(32)])
     assert batch["accuracy"] == pytest.approx(float(np.mean(alone == data.labels)))
-    res = run_cli("bench", str(packages / "onnx"), "--batch", "64", "--samples", "40")
+    res = run_cli_in_process("bench", str(packages / "onnx"), "--batch", "64", "--samples", "40")
     assert res.returncode == 2 and "--batch 64 is larger than the 40 samples" in res.stderr
-    res = run_cli("bench", str(packages / "onnx"), "--batch", "0")
+    res = run_cli_in_process("bench", str(packages / "onnx"), "--batch", "0")
     assert res.returncode == 2 and "--batch must be >= 1" in res.stderr
 
 
@@ -114,7 +114,7 @@ def test_devices_listing_and_matching(fake_adb, tmp_path):
              {"serial": "S23", "state": "device", "props": GALAXY},
              {"serial": "NEW1", "state": "unauthorized", "props": {}}])
     out = tmp_path / "devices.json"
-    res = run_cli("devices", "--json", str(out), env=env)
+    res = run_cli_in_process("devices", "--json", str(out), env=env)
     assert res.returncode == 0, res.stderr
     rows = {d["serial"]: d for d in json.loads(out.read_text())["devices"]}
     assert rows["PX8"]["profile"] == "pixel-8" and rows["PX8"]["soc"] == "Tensor G3" and rows["PX8"]["android"] == "15"
@@ -128,7 +128,7 @@ def test_full_device_bench(packages, fake_adb, tmp_path, fmt):
     devices([{"serial": "PX8", "state": "device", "props": PIXEL},
              {"serial": "S23", "state": "device", "props": GALAXY}])
     out = tmp_path / "bench.json"
-    res = run_cli("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary),
+    res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary),
                   "--runs", "5", "--warmup", "1", "--samples", "60", "--json", str(out), env={**env, "FAKE_ADB_FORMAT": fmt})
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
@@ -161,7 +161,7 @@ def test_op_profiles_on_the_phone(packages, fake_adb, tmp_path):
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}, {"serial": "S23", "state": "device", "props": GALAXY},
              {"serial": "A54", "state": "device", "props": other}])
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    res = run_cli("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary), "--ops",
+    res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary), "--ops",
                   "--runs", "3", "--warmup", "1", "--samples", "20", "--json", str(out), "--plot", str(png), env=env)
     assert res.returncode == 0, res.stderr
     assert "where each op ran" in res.stdout and png.read_bytes()[:4] == b"\x89PNG"
@@ -183,12 +183,12 @@ def test_op_profiles_on_the_phone(packages, fake_adb, tmp_path):
     # the op profile is its own run: the latency runs stay free of the profiler's overhead
     runs = (state / "PX8.runs").read_text().splitlines()
     assert len(runs) == 2 * len(FUSED) + 1
-    res = run_cli("bench", str(packages / "onnx"), "--ops", env=env)
+    res = run_cli_in_process("bench", str(packages / "onnx"), "--ops", env=env)
     assert res.returncode == 2 and "--ops profiles op by op on Android devices" in res.stderr
 
 
 def test_hub_takes_one_model_per_file(packages):
-    res = run_cli("bench", str(packages / "tflite"), "--hub", "Samsung Galaxy S24 (Family)")
+    res = run_cli_in_process("bench", str(packages / "tflite"), "--hub", "Samsung Galaxy S24 (Family)")
     assert res.returncode == 2 and "signatures of one file" in res.stderr and "snapdragon-ai-hub" in res.stderr
 
 
@@ -196,7 +196,7 @@ def test_device_vanishing_mid_run_keeps_results(packages, fake_adb, tmp_path):
     env, devices, _, binary = fake_adb
     devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": "run:2"}])
     out = tmp_path / "bench.json"
-    res = run_cli("bench", str(packages / "tflite"), "--device", "PX8", "--benchmark-binary", str(binary),
+    res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "PX8", "--benchmark-binary", str(binary),
                   "--runs", "3", "--samples", "20", "--json", str(out), env=env)
     assert res.returncode == 1
     assert "device PX8" in res.stderr and f"run {FUSED[1]}" in res.stderr and "Traceback" not in res.stderr
@@ -209,7 +209,7 @@ def test_device_vanishing_mid_run_keeps_results(packages, fake_adb, tmp_path):
 def test_device_vanishing_at_each_step(packages, fake_adb, step):
     env, devices, _, binary = fake_adb
     devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": step}])
-    res = run_cli("bench", str(packages / "tflite"), "--device", "PX8", "--benchmark-binary", str(binary),
+    res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "PX8", "--benchmark-binary", str(binary),
                   "--runs", "2", "--samples", "10", env=env)
     assert res.returncode == 1 and f"during {step}" in res.stderr and "not found" in res.stderr
 
@@ -217,15 +217,15 @@ def test_device_vanishing_at_each_step(packages, fake_adb, step):
 def test_unauthorized_missing_binary_and_unknown_device(packages, fake_adb):
     env, devices, _, binary = fake_adb
     devices([{"serial": "NEW1", "state": "unauthorized", "props": {}}])
-    res = run_cli("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary), env=env)
+    res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary), env=env)
     assert res.returncode == 1 and "NEW1 is unauthorized" in res.stderr
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
-    res = run_cli("bench", str(packages / "tflite"), "--device", "PX8", env=env)
+    res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "PX8", env=env)
     assert res.returncode == 2 and "no benchmark_model binary for arm64-v8a" in res.stderr and "LiteRT" in res.stderr
     assert "--benchmark-binary" in res.stderr
-    res = run_cli("bench", str(packages / "tflite"), "--device", "ZZZ", "--benchmark-binary", str(binary), env=env)
+    res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "ZZZ", "--benchmark-binary", str(binary), env=env)
     assert res.returncode == 2 and "device 'ZZZ' is not attached" in res.stderr and "PX8" in res.stderr
-    res = run_cli("bench", str(packages / "onnx"), "--device", "PX8", "--benchmark-binary", str(binary), env=env)
+    res = run_cli_in_process("bench", str(packages / "onnx"), "--device", "PX8", "--benchmark-binary", str(binary), env=env)
     assert res.returncode == 2 and "device bench runs TFLite and ExecuTorch packages" in res.stderr
 
 
@@ -239,9 +239,9 @@ def test_real_adb_without_devices(packages):
 
 
 def _check_real_adb(packages):
-    res = run_cli("devices")
+    res = run_cli_in_process("devices")
     assert res.returncode == 0 and "no devices attached" in res.stdout
-    res = run_cli("bench", str(packages / "tflite"), "--device", "all")
+    res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "all")
     assert res.returncode == 2 and "no Android device attached" in res.stderr and "Traceback" not in res.stderr
 
 

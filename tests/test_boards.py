@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sshd
-from conftest import run_cli, small_digits_package
+from conftest import run_cli_in_process, small_digits_package
 
 pytestmark = pytest.mark.skipif(sshd.why_not() is not None, reason=str(sshd.why_not()))
 
@@ -34,7 +34,7 @@ def lab(tmp_path_factory):
     config = sshd.client_config(root / "ssh_config", root / "id_ed25519", [a.known_hosts_line(), b.known_hosts_line()])
     for target in ("onnx", "tflite"):
         small_digits_package(target, root / target)
-    res = run_cli("calibrate", str(root / "onnx"), "--data", "digits:val", "--max-drop", "0.02")
+    res = run_cli_in_process("calibrate", str(root / "onnx"), "--data", "digits:val", "--max-drop", "0.02")
     assert res.returncode == 0, res.stderr
     yield {"root": root, "a": a, "b": b, "config": config, "cache": cache / "board", "key": client_key}
     a.stop()
@@ -43,7 +43,7 @@ def lab(tmp_path_factory):
 
 def board_bench(lab, package: Path, *args: str, board: str = "a"):
     out = lab["root"] / f"report-{time.monotonic_ns()}.json"
-    res = run_cli("bench", str(package), "--ssh", lab[board].address, "--ssh-config", str(lab["config"]),
+    res = run_cli_in_process("bench", str(package), "--ssh", lab[board].address, "--ssh-config", str(lab["config"]),
                   "--data", "digits:test", "--samples", "120", "--runs", "5", "--warmup", "1", "--json", str(out), *args)
     return res, (json.loads(out.read_text()) if out.exists() else None)
 
@@ -151,7 +151,7 @@ def test_each_board_problem_is_one_line_exit_2_before_any_work(lab, tmp_path, fa
         address = server.address
         config = sshd.client_config(tmp_path / "cfg", lab["root"] / "id_ed25519", [server.known_hosts_line()])
     try:
-        res = run_cli("bench", str(lab["root"] / "onnx"), "--ssh", address, "--ssh-config", str(config),
+        res = run_cli_in_process("bench", str(lab["root"] / "onnx"), "--ssh", address, "--ssh-config", str(config),
                       "--data", "digits:test", "--json", str(tmp_path / "r.json"))
     finally:
         if server:
@@ -281,7 +281,7 @@ def test_devices_describes_each_board_and_says_which_cannot_be_reached(lab, tmp_
     if not (lab["cache"] / "venv" / "installed.json").exists():
         board_bench(lab, lab["root"] / "onnx", "--setup")
     closed = f"127.0.0.1:{sshd.free_port()}"
-    res = run_cli("devices", "--ssh", lab["a"].address, "--ssh", closed, "--ssh-config", str(lab["config"]),
+    res = run_cli_in_process("devices", "--ssh", lab["a"].address, "--ssh", closed, "--ssh-config", str(lab["config"]),
                   "--json", str(tmp_path / "d.json"))
     assert res.returncode == 0, res.stderr
     board, gone = json.loads((tmp_path / "d.json").read_text())["devices"]
@@ -355,7 +355,7 @@ def test_a_full_disk_on_the_board(lab, tmp_path, when):
                         pass
 
         if when == "before the run":
-            res = run_cli("bench", str(lab["root"] / "onnx"), "--ssh", server.address, "--ssh-config", str(config),
+            res = run_cli_in_process("bench", str(lab["root"] / "onnx"), "--ssh", server.address, "--ssh-config", str(config),
                           "--data", "digits:test")
             assert res.returncode == 2, res.stderr
             assert "MB free in" in res.stderr and "this run copies" in res.stderr and "Traceback" not in res.stderr

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import labelled_npz, make_net, run_cli
+from conftest import labelled_npz, make_net, run_cli_in_process
 
 from cephalon_edge.toolchain import checkpoint
 from cephalon_edge.toolchain.artifacts import ExportSpec
@@ -104,7 +104,7 @@ def package(tmp_path_factory):
 def test_calibrate_command(package, tmp_path):
     pkg, data = package
     report_file, plot = tmp_path / "cal.json", tmp_path / "cal.png"
-    res = run_cli("calibrate", str(pkg), "--data", str(data), "--max-drop", "0", "--json", str(report_file),
+    res = run_cli_in_process("calibrate", str(pkg), "--data", str(data), "--max-drop", "0", "--json", str(report_file),
                   "--plot", str(plot))
     assert res.returncode == 0, res.stderr
     assert "speedup" in res.stdout
@@ -126,7 +126,7 @@ def test_calibrate_command(package, tmp_path):
     assert manifest.data["calibration"]["dataset"].endswith("(half A)")
 
     again_file = tmp_path / "again.json"
-    res = run_cli("calibrate", str(pkg), "--data", str(data), "--max-drop", "0", "--json", str(again_file))
+    res = run_cli_in_process("calibrate", str(pkg), "--data", str(data), "--max-drop", "0", "--json", str(again_file))
     assert res.returncode == 0, res.stderr
     again = json.loads(again_file.read_text())
     assert again["thresholds"] == report["thresholds"]
@@ -140,7 +140,7 @@ def test_calibrate_promises_the_drop_at_a_confidence(package, tmp_path):
     finals = []
     for confidence in ("0.5", "0.99"):
         out = tmp_path / f"cal-{confidence}.json"
-        res = run_cli("calibrate", str(pkg), "--data", str(data), "--max-drop", "0.05", "--confidence", confidence,
+        res = run_cli_in_process("calibrate", str(pkg), "--data", str(data), "--max-drop", "0.05", "--confidence", confidence,
                       "--json", str(out))
         assert res.returncode == 0, res.stderr
         val = json.loads(out.read_text())["val"]
@@ -177,7 +177,7 @@ def test_restore_refuses_a_history_entry_that_is_no_exit_policy(package, tmp_pat
         with pytest.raises(UsageError, match="nothing was restored"):
             restore_previous(pkg)
         assert (pkg / "manifest.json").read_bytes() == before, what
-    res = run_cli("calibrate", str(pkg), "--restore")
+    res = run_cli_in_process("calibrate", str(pkg), "--restore")
     assert res.returncode == 2 and "calibration_history is not a list" in res.stderr and "Traceback" not in res.stderr
     (pkg / "manifest.json").write_text(json.dumps({**manifest, "calibration_history": [{"exit_policy": good}]}))
     assert restore_previous(pkg)["history_left"] == 0  # a good entry still restores
@@ -195,7 +195,7 @@ def test_calibrate_says_when_routing_does_not_pay(tmp_path):
     export_package(tmp_path / "m.cephalon", tmp_path / "pkg", ExportSpec("onnx", with_static=True, verify=False))
     data = labelled_npz(net, tmp_path / "data.npz", samples=80, seed=4)
     report_file = tmp_path / "cal.json"
-    res = run_cli("calibrate", str(tmp_path / "pkg"), "--data", str(data), "--max-drop", "0",
+    res = run_cli_in_process("calibrate", str(tmp_path / "pkg"), "--data", str(data), "--max-drop", "0",
                   "--json", str(report_file))
     assert res.returncode == 0, res.stderr
     report = json.loads(report_file.read_text())
@@ -218,10 +218,10 @@ def test_calibrate_rejects_bad_input(package, tmp_path):
     for args in (["--data", str(bad)], ["--data", "digits:val"], ["--data", str(bad), "--max-drop", "2"],
                  ["--data", str(bad), "--max-drop", "0.1", "--latency-budget-ms", "1"],
                  ["--data", str(bad), "--score", "vibes"], ["--data", str(bad), "--confidence", "1.5"]):
-        res = run_cli("calibrate", str(pkg), *args)
+        res = run_cli_in_process("calibrate", str(pkg), *args)
         assert res.returncode == 2, (args, res.stderr)
         assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
-    res = run_cli("calibrate", str(pkg), "--data", str(package[1]), "--confidence", "1.5")
+    res = run_cli_in_process("calibrate", str(pkg), "--data", str(package[1]), "--confidence", "1.5")
     assert res.returncode == 2 and "--confidence is a probability in [0.5, 1)" in res.stderr
     assert (pkg / "manifest.json").read_bytes() == before
 
@@ -249,7 +249,7 @@ def test_plain_flops_count_one_expert_and_no_exit_heads(package, tmp_path):
     from cephalon_edge.toolchain.segments import build_segments
 
     pkg, data = package
-    res = run_cli("calibrate", str(pkg), "--data", str(data), "--json", str(tmp_path / "c.json"))
+    res = run_cli_in_process("calibrate", str(pkg), "--data", str(data), "--json", str(tmp_path / "c.json"))
     assert res.returncode == 0, res.stderr
     static_flops = json.loads((tmp_path / "c.json").read_text())["test"]["static_flops"]
     segset = build_segments(checkpoint.load(pkg.parent / "tiny.cephalon"))
@@ -263,7 +263,7 @@ def test_plain_flops_count_one_expert_and_no_exit_heads(package, tmp_path):
 def test_run_reports_each_inputs_own_latency_in_strict_json(package, tmp_path):
     pkg, _ = package
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((4, 1, 12, 12)).astype(np.float32))
-    res = run_cli("run", str(pkg), str(tmp_path / "x.npy"), "--task", "aux", "--threshold", "0",
+    res = run_cli_in_process("run", str(pkg), str(tmp_path / "x.npy"), "--task", "aux", "--threshold", "0",
                   "--json", str(tmp_path / "r.json"))
     assert res.returncode == 0, res.stderr
     text = (tmp_path / "r.json").read_text()

@@ -108,7 +108,7 @@ def test_compress_rejects_bad_input(digits, tmp_path):
 def test_task_targets_are_fine_tuned_and_reported(tmp_path):
     """`target_<task>` arrays of an .npz train the extra heads during fine-tuning, and the
     report gives each task's metric before and after (MSE for regression)."""
-    from conftest import labelled_npz
+    from conftest import labelled_npz, run_cli_in_process
 
     net = make_net(seed=2)
     checkpoint.save(net, tmp_path / "m.cephalon")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli, small_digits_checkpoint
+from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli_in_process, small_digits_checkpoint
 
 from cephalon_edge.toolchain.artifacts import ExportSpec, identifier
 from cephalon_edge.toolchain.export import export_package
@@ -78,16 +78,16 @@ def test_run_calibrate_and_bench_an_executorch_package(small, tmp_path):
     assert json.loads((pkg / "manifest.json").read_text())["static"]["file"] == "static.pte"
     x = builtin("digits", "test").inputs["image"][:6]
     np.save(tmp_path / "x.npy", x)
-    res = run_cli("run", str(pkg), str(tmp_path / "x.npy"), "--threshold", "1.01", "--json", str(tmp_path / "run.json"))
+    res = run_cli_in_process("run", str(pkg), str(tmp_path / "x.npy"), "--threshold", "1.01", "--json", str(tmp_path / "run.json"))
     assert res.returncode == 0, res.stderr
     run = json.loads((tmp_path / "run.json").read_text())
     full_depth = checkpoint.load(ckpt).dynamic_forward(torch.from_numpy(x), thresholds=1.01).logits.argmax(-1).tolist()
     assert [p["prediction"] for p in run["predictions"]] == full_depth
     # the checkpoint's own dataset (digits) is the data of calibrate and bench
-    res = run_cli("calibrate", str(pkg), "--data", "digits", "--max-drop", "0.02", "--json", str(tmp_path / "cal.json"))
+    res = run_cli_in_process("calibrate", str(pkg), "--data", "digits", "--max-drop", "0.02", "--json", str(tmp_path / "cal.json"))
     assert res.returncode == 0, res.stderr
     assert json.loads((pkg / "manifest.json").read_text())["exit_policy"]["calibrated"] is True
-    res = run_cli("bench", str(pkg), "--runs", "3", "--samples", "60", "--json", str(tmp_path / "bench.json"))
+    res = run_cli_in_process("bench", str(pkg), "--runs", "3", "--samples", "60", "--json", str(tmp_path / "bench.json"))
     assert res.returncode == 0, res.stderr
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert bench["runtime"] == "executorch" and bench["static"]["p50_ms"] > 0
@@ -103,7 +103,7 @@ def test_a_missing_method_is_a_one_line_package_error(tiny, tmp_path):
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest["segments"][1]["signature"] = "no_such_method"
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    res = run_cli("run", str(broken), str(data))
+    res = run_cli_in_process("run", str(broken), str(data))
     assert res.returncode == 2 and "has no method 'no_such_method'" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -151,10 +151,10 @@ def test_android_bench_runs_each_method_with_executor_runner(small, fake_adb, tm
     runner = tmp_path / "executor_runner"
     runner.write_bytes(b"\x7fELF fake executor_runner")
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
-    res = run_cli("bench", str(pkg), "--device", "PX8", env=env)
+    res = run_cli_in_process("bench", str(pkg), "--device", "PX8", env=env)
     assert res.returncode == 2 and "no executor_runner binary for arm64-v8a" in res.stderr and "XNNPACK" in res.stderr
     out = tmp_path / "bench.json"
-    res = run_cli("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(runner), "--samples", "40",
+    res = run_cli_in_process("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(runner), "--samples", "40",
                   "--runs", "3", "--warmup", "1", "--ops", "--json", str(out), env=env)
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
@@ -178,6 +178,6 @@ def test_android_bench_runs_each_method_with_executor_runner(small, fake_adb, tm
     e2e = device["end_to_end"]
     assert seg["adapter.image+stage0+exit0"] * 0.999 <= e2e["mean_ms"] <= sum(seg.values()) * 1.001
     # a runner that cannot select a method: one line saying which runner is needed
-    res = run_cli("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(runner), "--samples", "20",
+    res = run_cli_in_process("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(runner), "--samples", "20",
                   "--runs", "2", env={**env, "FAKE_ADB_RUNNER": "old"})
     assert res.returncode == 1 and "cannot select a method" in res.stderr and "ExecuTorch 1.0 or newer" in res.stderr

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import balanced_checkpoint, run_cli, run_cli_in_process
+from conftest import balanced_checkpoint, run_cli_in_process
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
@@ -145,7 +145,7 @@ def test_bad_packages_and_inputs_exit_2(tiny, tmp_path):
     data = bytearray((tampered / "stage1+gate1.1.onnx").read_bytes())
     data[-10] ^= 0xFF
     (tampered / "stage1+gate1.1.onnx").write_bytes(bytes(data))
-    res = run_cli("run", str(tampered), str(good))
+    res = run_cli_in_process("run", str(tampered), str(good))
     assert res.returncode == 2 and "stage1+gate1.1.onnx does not match its sha256" in res.stderr
 
     escaping = tmp_path / "escaping"
@@ -153,7 +153,7 @@ def test_bad_packages_and_inputs_exit_2(tiny, tmp_path):
     manifest = json.loads((escaping / "manifest.json").read_text())
     manifest["segments"][1]["file"] = "../x.onnx"
     (escaping / "manifest.json").write_text(json.dumps(manifest))
-    res = run_cli("run", str(escaping), str(good))
+    res = run_cli_in_process("run", str(escaping), str(good))
     assert res.returncode == 2 and "'../x.onnx' is not a plain file name" in res.stderr
 
     reordered = tmp_path / "reordered"  # a fused segment's parts must be a chain of the program
@@ -161,12 +161,12 @@ def test_bad_packages_and_inputs_exit_2(tiny, tmp_path):
     manifest = json.loads((reordered / "manifest.json").read_text())
     manifest["segments"][0]["parts"].reverse()
     (reordered / "manifest.json").write_text(json.dumps(manifest))
-    res = run_cli("run", str(reordered), str(good))
+    res = run_cli_in_process("run", str(reordered), str(good))
     assert res.returncode == 2 and "segments[adapter.image+stage0+exit0].parts" in res.stderr, res.stderr
     manifest["segments"][0]["parts"].reverse()
     manifest["segments"][0]["parts"][1]["outputs"] = []  # stage0's representation handed to no one
     (reordered / "manifest.json").write_text(json.dumps(manifest))
-    res = run_cli("run", str(reordered), str(good))
+    res = run_cli_in_process("run", str(reordered), str(good))
     assert res.returncode == 2 and "parts[1].outputs: must pick at least one output" in res.stderr, res.stderr
 
     cases = {
@@ -176,10 +176,10 @@ def test_bad_packages_and_inputs_exit_2(tiny, tmp_path):
     for name, (arr, message) in cases.items():
         f = tmp_path / f"{name}.npy"
         np.save(f, arr)
-        res = run_cli("run", str(pkg), str(f))
+        res = run_cli_in_process("run", str(pkg), str(f))
         assert res.returncode == 2 and message in res.stderr, (name, res.stderr)
         assert "Traceback" not in res.stderr
-    res = run_cli("run", str(pkg), str(good), "--modality", "audio")
+    res = run_cli_in_process("run", str(pkg), str(good), "--modality", "audio")
     assert res.returncode == 2 and "unknown modality 'audio'" in res.stderr
     with pytest.raises(Exception, match="unknown modality 'audio'"):
         Router.open(pkg).predict({"audio": np.zeros((1, 12, 12), np.float32)})
@@ -234,7 +234,7 @@ def test_run_image_file_matches_router(tiny, tmp_path):
     png = tmp_path / "digit.png"
     Image.fromarray(img, mode="L").save(png)
     report_file = tmp_path / "run.json"
-    res = run_cli("run", str(pkg), str(png), "--json", str(report_file), "--threshold", "1.01")
+    res = run_cli_in_process("run", str(pkg), str(png), "--json", str(report_file), "--threshold", "1.01")
     assert res.returncode == 0, res.stderr
     report = json.loads(report_file.read_text())
     assert report["schema"] == "cephalon-edge/run/1"

@@ -97,7 +97,7 @@ def test_image_decompression_bombs_are_one_line(pkg, tmp_path):
 
     big = tmp_path / "big.png"
     Image.new("L", (9000, 9000)).save(big)  # 81 Mpx: over the cap, small on disk
-    res = run_cli("run", str(pkg), str(big))
+    res = run_cli_in_process("run", str(pkg), str(big))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "pixels" in res.stderr or "decompression bomb" in res.stderr
 
@@ -183,14 +183,14 @@ def test_a_swapped_static_model_is_refused_when_opened(pkg, tmp_path):
 def test_bracketed_paths_are_printed_as_text(pkg, tmp_path):
     odd = tmp_path / "odd[dir]"
     odd.mkdir()
-    res = run_cli("run", str(pkg), str(odd / "missing[bold].npy"))
+    res = run_cli_in_process("run", str(pkg), str(odd / "missing[bold].npy"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "odd[dir]/missing[bold].npy" in res.stderr
-    res = run_cli("run", str(pkg), str(tmp_path / "[/x].npy"))
+    res = run_cli_in_process("run", str(pkg), str(tmp_path / "[/x].npy"))
     assert res.returncode == 2 and "[/x].npy" in res.stderr and "MarkupError" not in res.stderr
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((2, 3), np.float32))
-    res = run_cli("run", str(pkg), str(bad))
+    res = run_cli_in_process("run", str(pkg), str(bad))
     assert "[batch, 1, 12, 12]" in res.stderr  # shapes keep their brackets
 
 
@@ -198,7 +198,7 @@ def test_bracketed_serials_and_device_lines_are_text(small, fake_adb, tmp_path):
     env, devices, state, binary = fake_adb
     devices([{"serial": "[/x]", "state": "unauthorized", "props": {}},
              {"serial": "[bold]phone one", "state": "device", "props": PIXEL}])
-    res = run_cli("devices", env=env)
+    res = run_cli_in_process("devices", env=env)
     assert res.returncode == 0, res.stderr
     assert "[/x]" in res.stdout and "[bold]phone one" in res.stdout
 
@@ -228,7 +228,7 @@ def test_deep_json_nesting_is_one_line(small, tmp_path, where):
         pkg = tmp_path / "pkg"
         shutil.copytree(small / "pkg", pkg)
         (pkg / "manifest.json").write_text(deep)
-        res = run_cli("run", str(pkg), str(small / "x.npy"))
+        res = run_cli_in_process("run", str(pkg), str(small / "x.npy"))
     elif where == "spec":
         (tmp_path / "s.json").write_text(deep)
         pytest.importorskip("torch").save({}, tmp_path / "s.pt")
@@ -256,21 +256,21 @@ def test_manifest_that_is_a_directory_and_huge_thresholds(small, tmp_path):
     text = (pkg / "manifest.json").read_text()
     (pkg / "manifest.json").unlink()
     (pkg / "manifest.json").mkdir()
-    res = run_cli("run", str(pkg), str(small / "x.npy"))
+    res = run_cli_in_process("run", str(pkg), str(small / "x.npy"))
     assert res.returncode == 2 and "Traceback" not in res.stderr and "directory" in res.stderr
     (pkg / "manifest.json").rmdir()
     (pkg / "manifest.json").write_text(text.replace('"exit0": 0.9', '"exit0": 1e400'))
-    res = run_cli("run", str(pkg), str(small / "x.npy"))
+    res = run_cli_in_process("run", str(pkg), str(small / "x.npy"))
     assert res.returncode == 2 and "finite" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_npz_renamed_npy_and_float64_overflow(small, tmp_path):
     np.savez(tmp_path / "a.npz", x=np.zeros((1, 12, 12), np.float32))
     os.rename(tmp_path / "a.npz", tmp_path / "a.npy")
-    res = run_cli("run", str(small / "pkg"), str(tmp_path / "a.npy"))
+    res = run_cli_in_process("run", str(small / "pkg"), str(tmp_path / "a.npy"))
     assert res.returncode == 2 and ".npz archive" in res.stderr and "Traceback" not in res.stderr
     np.save(tmp_path / "big.npy", np.full((1, 12, 12), 1e300))
-    res = run_cli("run", str(small / "pkg"), str(tmp_path / "big.npy"))
+    res = run_cli_in_process("run", str(small / "pkg"), str(tmp_path / "big.npy"))
     assert res.returncode == 2 and "float32" in res.stderr
 
 
@@ -353,10 +353,10 @@ def test_device_abi_must_be_known_and_serials_may_hold_spaces(small, fake_adb, t
     tfl = tmp_path / "tfl"
     export_package(small / "m.cephalon", tfl, ExportSpec("tflite", verify=False))
     devices([{"serial": "phone one", "state": "device", "props": {**PIXEL, "ro.product.cpu.abi": "../../evilabi"}}])
-    res = run_cli("bench", str(tfl), "--device", "phone one", "--data", str(small / "data.npz"), env=env)
+    res = run_cli_in_process("bench", str(tfl), "--device", "phone one", "--data", str(small / "data.npz"), env=env)
     assert res.returncode == 1 and "unknown CPU ABI" in res.stderr, res.stderr
     devices([{"serial": "phone one", "state": "device", "props": PIXEL}])
-    res = run_cli("devices", "--json", str(tmp_path / "d.json"), env=env)
+    res = run_cli_in_process("devices", "--json", str(tmp_path / "d.json"), env=env)
     assert json.loads((tmp_path / "d.json").read_text())["devices"][0]["serial"] == "phone one"
 
 
@@ -413,7 +413,7 @@ def test_control_characters_are_shown_never_sent_to_the_terminal(tmp_path):
 
     assert plain("a\x1b[31mb\x9bc\td\n") == "a\\x1b[31mb\\x9bc\td\n" and escape("[x]\x07") == "\\[x]\\x07"
     evil = tmp_path / "x\x1b]8;;https:evil.example\x07click\x1b]8;;\x07.cephalon"
-    res = run_cli("inspect", str(evil))
+    res = run_cli_in_process("inspect", str(evil))
     assert res.returncode == 2 and "not found" in res.stderr
     assert not {"\x1b", "\x07"} & set(res.stderr) and "\\x1b]8;;https:evil.example\\x07click" in res.stderr
 
@@ -432,7 +432,7 @@ def test_array_headers_and_deflate_bombs_are_checked_before_loading(pkg, tmp_pat
     with open(huge, "wb") as f:
         np.lib.format.write_array_header_1_0(f, {**header, "shape": (1 << 40, 1, 8, 8)})
         f.write(b"\0" * 256)
-    res = run_cli("run", str(pkg), str(huge))  # was an _ArrayMemoryError traceback
+    res = run_cli_in_process("run", str(pkg), str(huge))  # was an _ArrayMemoryError traceback
     assert res.returncode == 2 and "declares 281474976710656 bytes" in " ".join(res.stderr.split()) and "Traceback" not in res.stderr
     short = tmp_path / "short.npz"
     with zipfile.ZipFile(short, "w") as z:

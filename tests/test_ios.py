@@ -8,7 +8,7 @@ import shutil
 import sys
 
 import pytest
-from conftest import IPHONE_15_PRO, PIXEL, make_net, run_cli, small_net
+from conftest import IPHONE_15_PRO, PIXEL, make_net, run_cli_in_process, small_net
 
 from cephalon_edge.toolchain import checkpoint
 from cephalon_edge.toolchain.artifacts import ExportSpec
@@ -31,7 +31,7 @@ def test_devices_lists_iphones_beside_android_phones(fake_adb, fake_xcrun, tmp_p
     adb_devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
     ios_devices([IPHONE_15_PRO, IPAD, MAC])
     out = tmp_path / "devices.json"
-    res = run_cli("devices", "--json", str(out), env=both(adb_env, xcrun_env))
+    res = run_cli_in_process("devices", "--json", str(out), env=both(adb_env, xcrun_env))
     assert res.returncode == 0, res.stderr
     rows = {d["serial"]: d for d in json.loads(out.read_text())["devices"]}
     assert set(rows) == {"PX8", IPHONE_15_PRO["udid"], IPAD["udid"]}  # a Mac is not a bench target
@@ -51,7 +51,7 @@ def test_without_xcrun_ios_is_one_note_not_an_error(fake_adb, tmp_path):
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
     assert shutil.which("xcrun", path=env["PATH"]) is None or platform.system() == "Darwin"
     out = tmp_path / "devices.json"
-    res = run_cli("devices", "--json", str(out), env=env)
+    res = run_cli_in_process("devices", "--json", str(out), env=env)
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
     assert [d["serial"] for d in report["devices"]] == ["PX8"]
@@ -63,7 +63,7 @@ def test_without_xcrun_ios_is_one_note_not_an_error(fake_adb, tmp_path):
 def test_no_adb_and_no_xcrun_is_one_line_exit_2(tmp_path):
     empty = tmp_path / "empty-path"
     empty.mkdir()
-    res = run_cli("devices", env={"PATH": str(empty)})
+    res = run_cli_in_process("devices", env={"PATH": str(empty)})
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "adb not found on PATH" in res.stderr and "iOS devices need macOS with Xcode" in res.stderr
 
@@ -73,7 +73,7 @@ def test_only_xcrun_lists_iphones_and_notes_adb(fake_xcrun, tmp_path):
     devices([IPHONE_15_PRO])
     env = {**env, "PATH": env["PATH"].split(os.pathsep)[0] + os.pathsep + os.path.dirname(sys.executable)}
     out = tmp_path / "d.json"
-    res = run_cli("devices", "--json", str(out), env=env)
+    res = run_cli_in_process("devices", "--json", str(out), env=env)
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
     assert [d["profile"] for d in report["devices"]] == ["iphone-15-pro"]
@@ -86,7 +86,7 @@ def test_devicectl_failures_are_one_line(fake_adb, fake_xcrun, mode, message):
     adb_env, adb_devices, _, _ = fake_adb
     adb_devices([])
     xcrun_env, _ = fake_xcrun
-    res = run_cli("devices", env={**both(adb_env, xcrun_env), "FAKE_XCRUN_MODE": mode})
+    res = run_cli_in_process("devices", env={**both(adb_env, xcrun_env), "FAKE_XCRUN_MODE": mode})
     assert res.returncode == 1 and message in res.stderr and "Traceback" not in res.stderr
 
 
@@ -112,7 +112,7 @@ def test_iphone_bench_off_macos_is_one_line_exit_2(coreml_package, fake_xcrun, t
     env, devices = fake_xcrun
     devices([IPHONE_15_PRO])
     for device in (IPHONE_15_PRO["udid"], "all-ios"):
-        res = run_cli("bench", str(coreml_package), "--device", device, "--team-id", "ABCDE12345", env=env)
+        res = run_cli_in_process("bench", str(coreml_package), "--device", device, "--team-id", "ABCDE12345", env=env)
         assert res.returncode == 2 and "Traceback" not in res.stderr
         assert "benchmarking on an iPhone needs macOS with Xcode" in res.stderr
         assert len([line for line in res.stderr.splitlines() if line.startswith("error:")]) == 1
@@ -123,7 +123,7 @@ def test_iphone_bench_refuses_other_targets(tmp_path, fake_xcrun):
     net = make_net(seed=5, stages=[{"channels": 8, "blocks": 1}], tasks=[{"name": "class", "outputs": 5}])
     checkpoint.save(net, tmp_path / "m.cephalon")
     export_package(tmp_path / "m.cephalon", tmp_path / "pkg", ExportSpec("onnx", verify=False))
-    res = run_cli("bench", str(tmp_path / "pkg"), "--device", "all-ios", env=env)
+    res = run_cli_in_process("bench", str(tmp_path / "pkg"), "--device", "all-ios", env=env)
     assert res.returncode == 2 and "iPhone bench runs Core ML packages; this one is onnx" in res.stderr
 
 
@@ -132,7 +132,7 @@ def test_iphone_bench_refuses_other_targets(tmp_path, fake_xcrun):
                            "and a signing team (CEPHALON_IOS_TEAM_ID)")
 def test_iphone_bench_on_a_real_device(coreml_package, tmp_path):
     out = tmp_path / "bench.json"
-    res = run_cli("bench", str(coreml_package), "--device", os.environ["CEPHALON_IOS_TEST_UDID"],
+    res = run_cli_in_process("bench", str(coreml_package), "--device", os.environ["CEPHALON_IOS_TEST_UDID"],
                   "--runs", "5", "--data", "digits:test", "--json", str(out))
     assert res.returncode == 0, res.stderr
     device = json.loads(out.read_text())["devices"][0]

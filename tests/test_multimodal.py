@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PIXEL, balance_gates, run_cli, run_cli_in_process
+from conftest import PIXEL, balance_gates, run_cli_in_process
 
 from cephalon_edge.device.mixes import modality_mixes, parse_mix
 from cephalon_edge.errors import DataError, SpecError, UsageError
@@ -289,7 +289,7 @@ def test_run_routes_the_mix_given(mm_package, tmp_path):
     x = mm_inputs(3, seed=9)
     for m, v in x.items():
         np.save(tmp_path / f"{m}.npy", v.numpy())
-    out = run_cli("run", str(mm_package), str(tmp_path / "text.npy"), str(tmp_path / "image.npy"),
+    out = run_cli_in_process("run", str(mm_package), str(tmp_path / "text.npy"), str(tmp_path / "image.npy"),
                   "--modality", "text,image", "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "r.json").read_text())
@@ -300,28 +300,28 @@ def test_run_routes_the_mix_given(mm_package, tmp_path):
     assert [r["exit"] for r in report["predictions"]] == ref.exits
 
     np.save(tmp_path / "text_ids.npy", x["text"].numpy().astype(np.int64))  # ids saved as integers work too
-    out = run_cli("run", str(mm_package), str(tmp_path / "text_ids.npy"), "--modality", "text",
+    out = run_cli_in_process("run", str(mm_package), str(tmp_path / "text_ids.npy"), "--modality", "text",
                   "--json", str(tmp_path / "t.json"))
     assert out.returncode == 0, out.stderr
     with Router.open(mm_package) as router:
         ref = router.predict({"text": x["text"].numpy()})
     assert [r["prediction"] for r in json.loads((tmp_path / "t.json").read_text())["predictions"]] == ref.predicted.tolist()
     np.save(tmp_path / "bad_text.npy", x["text"].numpy() + 0.5)
-    out = run_cli("run", str(mm_package), str(tmp_path / "bad_text.npy"), "--modality", "text")
+    out = run_cli_in_process("run", str(mm_package), str(tmp_path / "bad_text.npy"), "--modality", "text")
     assert out.returncode == 2 and f"whole numbers in [0, {VOCAB})" in out.stderr
     for args, message in (
             (["--modality", "audio"], "unknown modality 'audio'"),
             (["--modality", ""], "names no modality"),
             ([], "several inputs; say which"),
             (["--modality", "image,signal"], "takes one INPUT per modality (2), got 1")):
-        out = run_cli("run", str(mm_package), str(tmp_path / "image.npy"), *args)
+        out = run_cli_in_process("run", str(mm_package), str(tmp_path / "image.npy"), *args)
         assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
 
 
 @pytest.mark.slow
 def test_bench_and_calibrate_per_mix(mm_package, mm_npz, tmp_path):
-    out = run_cli("bench", str(mm_package), "--data", str(mm_npz), "--runs", "2", "--warmup", "1",
+    out = run_cli_in_process("bench", str(mm_package), "--data", str(mm_npz), "--runs", "2", "--warmup", "1",
                   "--json", str(tmp_path / "b.json"))
     assert out.returncode == 0, out.stderr
     bench = json.loads((tmp_path / "b.json").read_text())
@@ -331,14 +331,14 @@ def test_bench_and_calibrate_per_mix(mm_package, mm_npz, tmp_path):
     assert mixes["image+signal+text"]["static"] is not None and mixes["image"]["static"] is None
     assert bench["modality"] == "image+signal+text"
 
-    out = run_cli("bench", str(mm_package), "--data", str(mm_npz), "--runs", "2", "--modality", "signal",
+    out = run_cli_in_process("bench", str(mm_package), "--data", str(mm_npz), "--runs", "2", "--modality", "signal",
                   "--json", str(tmp_path / "b1.json"))
     assert out.returncode == 0, out.stderr
     assert set(json.loads((tmp_path / "b1.json").read_text())["modality_mixes"]) == {"signal"}
-    out = run_cli("bench", str(mm_package), "--data", str(mm_npz), "--modality", "audio")
+    out = run_cli_in_process("bench", str(mm_package), "--data", str(mm_npz), "--modality", "audio")
     assert out.returncode == 2 and "unknown modality 'audio'" in out.stderr
 
-    out = run_cli("calibrate", str(mm_package), "--data", str(mm_npz), "--max-drop", "0.05",
+    out = run_cli_in_process("calibrate", str(mm_package), "--data", str(mm_npz), "--max-drop", "0.05",
                   "--json", str(tmp_path / "c.json"))
     assert out.returncode == 0, out.stderr
     cal = json.loads((tmp_path / "c.json").read_text())
@@ -395,7 +395,7 @@ def test_device_bench_of_one_mix(mm_exports, mm_npz, fake_adb, tmp_path):
     env, devices, _, binary = fake_adb
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
     out = tmp_path / "bench.json"
-    res = run_cli("bench", str(mm_exports("tflite")[1]), "--device", "PX8", "--benchmark-binary", str(binary),
+    res = run_cli_in_process("bench", str(mm_exports("tflite")[1]), "--device", "PX8", "--benchmark-binary", str(binary),
                   "--data", str(mm_npz), "--modality", "text,image", "--runs", "3", "--warmup", "1",
                   "--json", str(out), env=env)
     assert res.returncode == 0, res.stderr
@@ -465,17 +465,17 @@ def test_a_tflite_text_package_calibrates_and_benches(tmp_path):
 
     out = run_cli_in_process("export", str(tmp_path / "t.cephalon"), "--target", "tflite", "--with-static", "-o", str(tmp_path / "pkg"))
     assert out.returncode == 0, out.stderr
-    out = run_cli("calibrate", str(tmp_path / "pkg"), "--data", str(tmp_path / "t.npz"), "--json", str(tmp_path / "c.json"))
+    out = run_cli_in_process("calibrate", str(tmp_path / "pkg"), "--data", str(tmp_path / "t.npz"), "--json", str(tmp_path / "c.json"))
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "c.json").read_text())["val"]["accuracy_drop"] <= 0.01 + 1e-9
-    out = run_cli("bench", str(tmp_path / "pkg"), "--data", str(tmp_path / "t.npz"), "--runs", "3", "--json",
+    out = run_cli_in_process("bench", str(tmp_path / "pkg"), "--data", str(tmp_path / "t.npz"), "--runs", "3", "--json",
                   str(tmp_path / "b.json"))
     assert out.returncode == 0, out.stderr
     bench = json.loads((tmp_path / "b.json").read_text())
     assert bench["end_to_end"]["samples"] == 80 and bench["static"] is not None
     assert all(s["mean_ms"] > 0 for s in bench["segments"])
     # no data and none named by the package: segments timed on synthetic token ids, end to end skipped
-    out = run_cli("bench", str(tmp_path / "pkg"), "--runs", "3", "--json", str(tmp_path / "b0.json"))
+    out = run_cli_in_process("bench", str(tmp_path / "pkg"), "--runs", "3", "--json", str(tmp_path / "b0.json"))
     assert out.returncode == 0, out.stderr
     bare = json.loads((tmp_path / "b0.json").read_text())
     assert bare["end_to_end"] is None and "end to end skipped" in bare["note"]

@@ -6,7 +6,7 @@ import platform
 import numpy as np
 import pytest
 import torch
-from conftest import balanced_checkpoint, run_cli, run_cli_in_process, small_digits_checkpoint, small_net
+from conftest import balanced_checkpoint, run_cli_in_process, small_digits_checkpoint, small_net
 from torch import nn
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
@@ -183,7 +183,7 @@ def test_coreml_run_off_macos_is_a_clear_error(small_ckpt, tmp_path):
     export_package(ckpt, tmp_path / "cml", ExportSpec("coreml", verify=False))
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, 12, 12), np.float32))
-    res = run_cli("run", str(tmp_path / "cml"), str(x))
+    res = run_cli_in_process("run", str(tmp_path / "cml"), str(x))
     assert res.returncode == 2 and "Core ML predictions need macOS" in res.stderr
     assert "hint: on Linux run the onnx or tflite target" in res.stderr
 

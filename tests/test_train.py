@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli, run_cli_in_process
+from conftest import run_cli_in_process
 
 SIZE = 16
 
@@ -68,7 +68,7 @@ def test_train_on_an_npz_export_with_data_and_calibrate(workdir):
     assert abs(parity["real_accuracy"]["exported"] - parity["real_accuracy"]["pytorch"]) < 0.05
     assert "real samples" in r.stdout
 
-    r = run_cli("calibrate", str(workdir / "pkg"), "--data", str(workdir / "digits.npz"), "--json",
+    r = run_cli_in_process("calibrate", str(workdir / "pkg"), "--data", str(workdir / "digits.npz"), "--json",
                 str(workdir / "cal.json"))
     assert r.returncode == 0, r.stderr
     manifest = json.loads((workdir / "pkg" / "manifest.json").read_text())
@@ -78,7 +78,7 @@ def test_train_on_an_npz_export_with_data_and_calibrate(workdir):
     assert "gate of block1.1" in r.stdout and "block1.1" in cal["test"]["routing_usage"]["gates"]
 
     # --restore puts the export's policy back
-    r = run_cli("calibrate", str(workdir / "pkg"), "--restore")
+    r = run_cli_in_process("calibrate", str(workdir / "pkg"), "--restore")
     assert r.returncode == 0, r.stderr
     restored = json.loads((workdir / "pkg" / "manifest.json").read_text())
     assert not restored["exit_policy"]["calibrated"] and restored["calibration_history"] == []

@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from conftest import run_cli, run_cli_in_process, small_digits_checkpoint, spawn_parked
+from conftest import run_cli_in_process, small_digits_checkpoint, spawn_parked
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
 from cephalon_edge.toolchain.export import export_package
@@ -158,9 +158,9 @@ def test_tampered_wrong_base_and_bad_signatures_are_refused_untouched(packages, 
     shutil.copytree(packages / "onnx-base", device)
     before = tree_bytes(device)
     heads = tmp_path / "heads.update"
-    assert run_cli("keys", "new", "-o", str(tmp_path / "key")).returncode == 0
-    assert run_cli("keys", "new", "-o", str(tmp_path / "other")).returncode == 0
-    res = run_cli("diff", str(packages / "onnx-base"), str(packages / "onnx-tuned"), "-o", str(heads),
+    assert run_cli_in_process("keys", "new", "-o", str(tmp_path / "key")).returncode == 0
+    assert run_cli_in_process("keys", "new", "-o", str(tmp_path / "other")).returncode == 0
+    res = run_cli_in_process("diff", str(packages / "onnx-base"), str(packages / "onnx-tuned"), "-o", str(heads),
                   "--sign", str(tmp_path / "key"))
     assert res.returncode == 0, res.stderr
     flip = lambda data: data[:100] + bytes([data[100] ^ 1]) + data[101:]  # noqa: E731
@@ -180,17 +180,17 @@ def test_tampered_wrong_base_and_bad_signatures_are_refused_untouched(packages, 
     make_update(packages / "onnx-calibrated", packages / "onnx-tuned", tmp_path / "cal.update")
     make_update(packages / "onnx-base", packages / "onnx-tuned", tmp_path / "unsigned.update")
     for what, (update, extra, message) in cases.items():
-        res = run_cli("apply", str(device), str(update), *extra, "--allow-unsigned")
+        res = run_cli_in_process("apply", str(device), str(update), *extra, "--allow-unsigned")
         assert res.returncode == 2 and message in res.stderr, (what, res.stderr)
         assert "Traceback" not in res.stderr and tree_bytes(device) == before, what
     # the genuine signed update applies, and `inspect` describes an update file
-    res = run_cli("apply", str(device), str(heads), "--trust", str(tmp_path / "key.pub"), "--dry-run")
+    res = run_cli_in_process("apply", str(device), str(heads), "--trust", str(tmp_path / "key.pub"), "--dry-run")
     assert res.returncode == 0 and "would update" in res.stdout and tree_bytes(device) == before
     res = run_cli_in_process("inspect", str(heads), "--json", str(tmp_path / "inspect.json"))
     assert res.returncode == 0, res.stderr
     described = json.loads((tmp_path / "inspect.json").read_text())
     assert described["signed"] and [f["name"] for f in described["files"]] == ["exit0.onnx"]
-    res = run_cli("apply", str(device), str(heads), "--trust", str(tmp_path / "key.pub"))
+    res = run_cli_in_process("apply", str(device), str(heads), "--trust", str(tmp_path / "key.pub"))
     assert res.returncode == 0, res.stderr
     assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
 
@@ -208,7 +208,7 @@ def test_sigkill_mid_apply_leaves_the_package_as_it_was(packages, tmp_path):
     proc.wait()
     assert tree_bytes(device) == before
     # and the next apply goes through (the dead writer's temporary directory is cleared)
-    res = run_cli("apply", str(device), str(update), "--allow-unsigned")
+    res = run_cli_in_process("apply", str(device), str(update), "--allow-unsigned")
     assert res.returncode == 0, res.stderr
     assert tree_bytes(device) == tree_bytes(packages / "onnx-tuned")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".device.")]
@@ -280,7 +280,7 @@ def test_crafted_updates_never_write_into_the_base(packages, tmp_path):
     for what, (update, edit, extra, base) in cases.items():
         before = tree_bytes(base)
         crafted = _crafted(update, tmp_path / "crafted.update", edit, extra)
-        res = run_cli("apply", str(base), str(crafted), "-o", str(tmp_path / "new"), "--allow-unsigned")
+        res = run_cli_in_process("apply", str(base), str(crafted), "-o", str(tmp_path / "new"), "--allow-unsigned")
         assert res.returncode == 2 and "Traceback" not in res.stderr, (what, res.stderr)
         assert tree_bytes(base) == before and not (tmp_path / "new").exists(), what
 
@@ -336,8 +336,8 @@ def test_an_update_is_read_within_bounds_and_signatures_come_first(packages, tmp
     assert bomb.stat().st_size < 1 << 20
     with pytest.raises(UpdateError, match="manifest.json is larger than 8388608 bytes"):
         read_update(bomb)
-    assert run_cli("keys", "new", "-o", str(tmp_path / "key")).returncode == 0
-    res = run_cli("apply", str(packages / "onnx-base"), str(bomb), "--trust", str(tmp_path / "key.pub"), "--dry-run")
+    assert run_cli_in_process("keys", "new", "-o", str(tmp_path / "key")).returncode == 0
+    res = run_cli_in_process("apply", str(packages / "onnx-base"), str(bomb), "--trust", str(tmp_path / "key.pub"), "--dry-run")
     assert res.returncode == 2 and "is not signed" in res.stderr  # refused before the manifest is read
     longer = _rewrite(update, tmp_path / "longer.update", next(n for n in zipfile.ZipFile(update).namelist()
                                                                  if n.startswith("files/")), lambda d: d + b"\0")
@@ -371,7 +371,7 @@ def test_a_delta_declaring_a_huge_result_is_refused_before_patching(packages, tm
     device = tmp_path / "device"
     shutil.copytree(packages / "onnx-base", device)
     before = tree_bytes(device)
-    res = run_cli("apply", str(device), str(crafted), "--allow-unsigned")
+    res = run_cli_in_process("apply", str(device), str(crafted), "--allow-unsigned")
     assert res.returncode == 2 and "declares a 1099511627776-byte result" in " ".join(res.stderr.split())
     assert tree_bytes(device) == before
     with pytest.raises(ValueError, match="grows past the 10 bytes"):  # detools: bounded as it writes
@@ -385,15 +385,15 @@ def test_a_pinned_package_takes_its_keys_updates_only_and_never_goes_back(packag
     device = tmp_path / "device"
     shutil.copytree(packages / "onnx-base", device)
     for name in ("key", "other", "next"):
-        assert run_cli("keys", "new", "-o", str(tmp_path / name)).returncode == 0
+        assert run_cli_in_process("keys", "new", "-o", str(tmp_path / name)).returncode == 0
 
     def diff(old, new, out, *extra):
-        res = run_cli("diff", str(packages / old), str(packages / new), "-o", str(tmp_path / out), *extra)
+        res = run_cli_in_process("diff", str(packages / old), str(packages / new), "-o", str(tmp_path / out), *extra)
         assert res.returncode == 0, res.stderr
         return str(tmp_path / out)
 
     def apply(update, *extra):
-        return run_cli("apply", str(device), update, *extra)
+        return run_cli_in_process("apply", str(device), update, *extra)
 
     def files():
         return {k: v for k, v in tree_bytes(device).items() if k != "trust.json"}
@@ -404,7 +404,7 @@ def test_a_pinned_package_takes_its_keys_updates_only_and_never_goes_back(packag
     before = files()
     res = apply(unsigned)  # unsigned updates are no longer taken by default
     assert res.returncode == 2 and "pins no key and no --trust was given" in " ".join(res.stderr.split())
-    assert run_cli("keys", "trust", str(device), str(tmp_path / "key.pub")).returncode == 0
+    assert run_cli_in_process("keys", "trust", str(device), str(tmp_path / "key.pub")).returncode == 0
     pins = (device / "trust.json").read_bytes()
     for update, extra, message in ((unsigned, [], "is not signed"), (unsigned, ["--allow-unsigned"], "is not signed"),
                                    (foreign, [], "is not signed by a key"),
@@ -421,7 +421,7 @@ def test_a_pinned_package_takes_its_keys_updates_only_and_never_goes_back(packag
     assert res.returncode == 2 and "not newer" in res.stderr and files() == tree_bytes(packages / "onnx-tuned")
     assert apply(signed).returncode == 2  # and the same update replayed on its own result
     assert apply(back, "--allow-downgrade").returncode == 0 and files() == tree_bytes(packages / "onnx-base")
-    res = run_cli("keys", "trust", str(device), str(tmp_path / "other.pub"))
+    res = run_cli_in_process("keys", "trust", str(device), str(tmp_path / "other.pub"))
     assert res.returncode == 2 and "already pins" in res.stderr
 
     rotate = diff("onnx-base", "onnx-tuned", "rotate.update", "--sign", str(tmp_path / "key"),

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli, run_cli_in_process, small_net
+from conftest import PIXEL, balanced_checkpoint, labelled_npz, run_cli_in_process, small_net
 
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.variants import AdaptiveRouter, OperatingPoint, VariantTable, choose_point
@@ -52,7 +52,7 @@ def variants_package(tmp_path_factory):
     r = run_cli_in_process("export", str(root / "v.cephalon"), "--target", "onnx", "--with-static", "-o", str(root / "pkg"),
                 "--json", str(root / "e.json"))
     assert r.returncode == 0, r.stderr
-    r = run_cli("calibrate", str(root / "pkg"), "--data", str(root / "d.npz"), "--json", str(root / "cal.json"))
+    r = run_cli_in_process("calibrate", str(root / "pkg"), "--data", str(root / "d.npz"), "--json", str(root / "cal.json"))
     assert r.returncode == 0, r.stderr
     return root
 
@@ -117,11 +117,11 @@ def test_the_router_follows_injected_latencies(variants_package, tmp_path):
         router.set_budget(None)
         assert router.predict({"image": x}).operating_point["variant"] == "w1"  # no budget: the full model
     np.save(tmp_path / "x.npy", x)
-    r = run_cli("run", str(pkg), str(tmp_path / "x.npy"), "--budget-ms", "5", "--json", str(tmp_path / "r.json"))
+    r = run_cli_in_process("run", str(pkg), str(tmp_path / "x.npy"), "--budget-ms", "5", "--json", str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "r.json").read_text())["operating_point"]["variant"] == "w0.5"
     assert "variant w0.5" in r.stdout
-    r = run_cli("run", str(variants_package / "pkg" / "w1"), str(tmp_path / "x.npy"), "--budget-ms", "5")
+    r = run_cli_in_process("run", str(variants_package / "pkg" / "w1"), str(tmp_path / "x.npy"), "--budget-ms", "5")
     assert r.returncode == 2 and "this package has one" in r.stderr
 
 
@@ -147,12 +147,12 @@ def test_a_malformed_variants_table_is_one_line_when_opened(variants_package, tm
         (pkg / "variants.json").write_text(json.dumps({**good, **change}))
         with pytest.raises(PackageError):
             VariantTable.open(pkg)
-        r = run_cli("run", str(pkg), str(tmp_path / "missing.npy"), "--budget-ms", "5")
+        r = run_cli_in_process("run", str(pkg), str(tmp_path / "missing.npy"), "--budget-ms", "5")
         assert r.returncode == 2 and "Traceback" not in r.stderr and "variants.json" in r.stderr, (what, r.stderr)
 
 
 def test_bench_reports_every_point_and_the_budget_choice(variants_package, tmp_path):
-    r = run_cli("bench", str(variants_package / "pkg"), "--data", str(variants_package / "d.npz"), "--runs", "2",
+    r = run_cli_in_process("bench", str(variants_package / "pkg"), "--data", str(variants_package / "d.npz"), "--runs", "2",
                 "--samples", "40", "--budget-ms", "1000", "--json", str(tmp_path / "b.json"))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "b.json").read_text())
@@ -166,9 +166,9 @@ def test_ai_hub_latencies_replace_the_hosts(variants_package, fake_hub, tmp_path
     operating point re-priced with the farm phone's segment latencies."""
     import shutil
 
-    from conftest import S24
+    from conftest import S24, run_cli
 
-    env, state = fake_hub
+    env, state = fake_hub  # the fake hub is imported by the CLI's process (PYTHONPATH)
     pkg = tmp_path / "pkg"
     shutil.copytree(variants_package / "pkg", pkg)
     host = {(p.variant, tuple(p.thresholds.values())): p for p in VariantTable.open(pkg).points}
@@ -210,11 +210,11 @@ def test_tflite_variants_parity_and_the_phones_latencies_replace_the_hosts(small
                 "--json", str(tmp_path / "e.json"))
     assert r.returncode == 0, r.stderr
     assert all(s["parity"]["passed"] for s in json.loads((tmp_path / "e.json").read_text())["variants"].values())
-    r = run_cli("calibrate", str(pkg), "--data", str(small_variants / "d.npz"))
+    r = run_cli_in_process("calibrate", str(pkg), "--data", str(small_variants / "d.npz"))
     assert r.returncode == 0, r.stderr
     host = {(p.variant, tuple(p.thresholds.values())): p for p in VariantTable.open(pkg).points}
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
-    r = run_cli("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(binary), "--data",
+    r = run_cli_in_process("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(binary), "--data",
                 str(small_variants / "d.npz"), "--runs", "3", "--warmup", "1", "--json", str(tmp_path / "b.json"),
                 env=env)
     assert r.returncode == 0, r.stderr
