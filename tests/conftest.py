@@ -1,4 +1,5 @@
-"""Shared helpers: tiny specs and models built inline, a CLI runner."""
+"""Shared helpers: tiny specs and models built inline, the CLI run in a subprocess or in this
+worker, artifacts shared by the workers."""
 
 from __future__ import annotations
 
