@@ -53,6 +53,7 @@ def main() -> None:
 
     net = make_net(seed=4)
     balance_gates(net, torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(2)))
+
     @contextlib.contextmanager
     def as_export_runs_it():
         with decompositions_without_repeated_work(), collected_less_often():

@@ -157,10 +157,10 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def run_cli_in_process(*args: str, cwd: Path | None = None, env: dict | None = None):
     """The console script's entry point (``cephalon_edge.cli.main``) run in this process, with
     its stdout, stderr, environment, working directory, warning filters and SIGTERM handler
-    kept to the call; returns a CompletedProcess like ``run_cli``. For build-side commands,
-    whose subprocess would spend seconds importing torch (and litert-torch or ExecuTorch) that
-    this worker has imported already. What only a process shows (what it imports, signals,
-    exit codes of a crash) is tested with ``run_cli``."""
+    kept to the call; returns a CompletedProcess like ``run_cli``. A subprocess would spend
+    1-3 s importing again what this worker has imported already (torch, litert-torch,
+    ExecuTorch, the runtimes). What only a process shows (what it imports, signals, exit codes
+    of a crash, a fake module on PYTHONPATH) is tested with ``run_cli``."""
     import contextlib
     import io
     import signal

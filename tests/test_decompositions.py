@@ -1,5 +1,7 @@
-"""Materialising torch's CIA ops once per registration state gives torch's own answer, sees an
-op registered inside the block, and puts torch back as it was."""
+"""Torch's decompositions without their repeated work: CIA ops materialised once per
+registration state give torch's own answer and see an op registered inside the block; reused
+``py_impl`` decorators still check and register; the decomposed graph is torch's; torch is put
+back as it was."""
 
 import pytest
 import torch
