@@ -145,7 +145,7 @@ def test_width_variants_of_the_new_blocks(tmp_path, name):
     labels = net.dynamic_forward(x, thresholds=1.01).logits.argmax(-1).numpy()
     np.savez(tmp_path / "d.npz", **{k: v.numpy() for k, v in x.items()}, labels=labels)
     res = run_cli_in_process("compress", str(tmp_path / "m.cephalon"), "--widths", "1.0,0.5", "--finetune-epochs", "1",
-                  "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "v.cephalon"))
+                             "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "v.cephalon"))
     assert res.returncode == 0, res.stderr
     _, meta = checkpoint.load_with_metadata(tmp_path / "v.cephalon")
     width, narrow = meta["variant_models"]["w0.5"]

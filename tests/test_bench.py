@@ -72,7 +72,7 @@ def test_benchmark_model_parser_generations():
 def test_host_bench_report(packages, tmp_path):
     report_file, plot = tmp_path / "bench.json", tmp_path / "bench.png"
     res = run_cli_in_process("bench", str(packages / "onnx"), "--profile", "host-cpu", "--runs", "5", "--warmup", "1",
-                  "--samples", "40", "--batch", "16", "--json", str(report_file), "--plot", str(plot))
+                             "--samples", "40", "--batch", "16", "--json", str(report_file), "--plot", str(plot))
     assert res.returncode == 0, res.stderr
     report = json.loads(report_file.read_text())
     assert report["schema"] == "cephalon-edge/bench/1" and report["runtime"] == "onnxruntime"
@@ -129,7 +129,7 @@ def test_full_device_bench(packages, fake_adb, tmp_path, fmt):
              {"serial": "S23", "state": "device", "props": GALAXY}])
     out = tmp_path / "bench.json"
     res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary),
-                  "--runs", "5", "--warmup", "1", "--samples", "60", "--json", str(out), env={**env, "FAKE_ADB_FORMAT": fmt})
+                             "--runs", "5", "--warmup", "1", "--samples", "60", "--json", str(out), env={**env, "FAKE_ADB_FORMAT": fmt})
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
     by_serial = {d["device"]: d for d in report["devices"]}
@@ -162,7 +162,7 @@ def test_op_profiles_on_the_phone(packages, fake_adb, tmp_path):
              {"serial": "A54", "state": "device", "props": other}])
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "all", "--benchmark-binary", str(binary), "--ops",
-                  "--runs", "3", "--warmup", "1", "--samples", "20", "--json", str(out), "--plot", str(png), env=env)
+                             "--runs", "3", "--warmup", "1", "--samples", "20", "--json", str(out), "--plot", str(png), env=env)
     assert res.returncode == 0, res.stderr
     assert "where each op ran" in res.stdout and png.read_bytes()[:4] == b"\x89PNG"
     manifest = Manifest.open(packages / "tflite")
@@ -197,7 +197,7 @@ def test_device_vanishing_mid_run_keeps_results(packages, fake_adb, tmp_path):
     devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": "run:2"}])
     out = tmp_path / "bench.json"
     res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "PX8", "--benchmark-binary", str(binary),
-                  "--runs", "3", "--samples", "20", "--json", str(out), env=env)
+                             "--runs", "3", "--samples", "20", "--json", str(out), env=env)
     assert res.returncode == 1
     assert "device PX8" in res.stderr and f"run {FUSED[1]}" in res.stderr and "Traceback" not in res.stderr
     report = json.loads(out.read_text())
@@ -210,7 +210,7 @@ def test_device_vanishing_at_each_step(packages, fake_adb, step):
     env, devices, _, binary = fake_adb
     devices([{"serial": "PX8", "state": "device", "props": PIXEL, "vanish_at": step}])
     res = run_cli_in_process("bench", str(packages / "tflite"), "--device", "PX8", "--benchmark-binary", str(binary),
-                  "--runs", "2", "--samples", "10", env=env)
+                             "--runs", "2", "--samples", "10", env=env)
     assert res.returncode == 1 and f"during {step}" in res.stderr and "not found" in res.stderr
 
 

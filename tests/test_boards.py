@@ -44,7 +44,7 @@ def lab(tmp_path_factory):
 def board_bench(lab, package: Path, *args: str, board: str = "a"):
     out = lab["root"] / f"report-{time.monotonic_ns()}.json"
     res = run_cli_in_process("bench", str(package), "--ssh", lab[board].address, "--ssh-config", str(lab["config"]),
-                  "--data", "digits:test", "--samples", "120", "--runs", "5", "--warmup", "1", "--json", str(out), *args)
+                             "--data", "digits:test", "--samples", "120", "--runs", "5", "--warmup", "1", "--json", str(out), *args)
     return res, (json.loads(out.read_text()) if out.exists() else None)
 
 
@@ -152,7 +152,7 @@ def test_each_board_problem_is_one_line_exit_2_before_any_work(lab, tmp_path, fa
         config = sshd.client_config(tmp_path / "cfg", lab["root"] / "id_ed25519", [server.known_hosts_line()])
     try:
         res = run_cli_in_process("bench", str(lab["root"] / "onnx"), "--ssh", address, "--ssh-config", str(config),
-                      "--data", "digits:test", "--json", str(tmp_path / "r.json"))
+                                 "--data", "digits:test", "--json", str(tmp_path / "r.json"))
     finally:
         if server:
             server.stop()
@@ -282,7 +282,7 @@ def test_devices_describes_each_board_and_says_which_cannot_be_reached(lab, tmp_
         board_bench(lab, lab["root"] / "onnx", "--setup")
     closed = f"127.0.0.1:{sshd.free_port()}"
     res = run_cli_in_process("devices", "--ssh", lab["a"].address, "--ssh", closed, "--ssh-config", str(lab["config"]),
-                  "--json", str(tmp_path / "d.json"))
+                             "--json", str(tmp_path / "d.json"))
     assert res.returncode == 0, res.stderr
     board, gone = json.loads((tmp_path / "d.json").read_text())["devices"]
     assert board["state"] == "ready" and board["machine"] == platform.machine() and board["cores"] == os.cpu_count()
@@ -356,7 +356,7 @@ def test_a_full_disk_on_the_board(lab, tmp_path, when):
 
         if when == "before the run":
             res = run_cli_in_process("bench", str(lab["root"] / "onnx"), "--ssh", server.address, "--ssh-config", str(config),
-                          "--data", "digits:test")
+                                     "--data", "digits:test")
             assert res.returncode == 2, res.stderr
             assert "MB free in" in res.stderr and "this run copies" in res.stderr and "Traceback" not in res.stderr
         else:

@@ -105,7 +105,7 @@ def test_calibrate_command(package, tmp_path):
     pkg, data = package
     report_file, plot = tmp_path / "cal.json", tmp_path / "cal.png"
     res = run_cli_in_process("calibrate", str(pkg), "--data", str(data), "--max-drop", "0", "--json", str(report_file),
-                  "--plot", str(plot))
+                             "--plot", str(plot))
     assert res.returncode == 0, res.stderr
     assert "speedup" in res.stdout
     report = json.loads(report_file.read_text())
@@ -141,7 +141,7 @@ def test_calibrate_promises_the_drop_at_a_confidence(package, tmp_path):
     for confidence in ("0.5", "0.99"):
         out = tmp_path / f"cal-{confidence}.json"
         res = run_cli_in_process("calibrate", str(pkg), "--data", str(data), "--max-drop", "0.05", "--confidence", confidence,
-                      "--json", str(out))
+                                 "--json", str(out))
         assert res.returncode == 0, res.stderr
         val = json.loads(out.read_text())["val"]
         assert val["confidence"] == float(confidence) and val["accuracy_drop_bound"] >= val["accuracy_drop"] - 1e-12
@@ -196,7 +196,7 @@ def test_calibrate_says_when_routing_does_not_pay(tmp_path):
     data = labelled_npz(net, tmp_path / "data.npz", samples=80, seed=4)
     report_file = tmp_path / "cal.json"
     res = run_cli_in_process("calibrate", str(tmp_path / "pkg"), "--data", str(data), "--max-drop", "0",
-                  "--json", str(report_file))
+                             "--json", str(report_file))
     assert res.returncode == 0, res.stderr
     report = json.loads(report_file.read_text())
     assert report["test"]["exit_rates"]["final"] == 1.0
@@ -264,7 +264,7 @@ def test_run_reports_each_inputs_own_latency_in_strict_json(package, tmp_path):
     pkg, _ = package
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((4, 1, 12, 12)).astype(np.float32))
     res = run_cli_in_process("run", str(pkg), str(tmp_path / "x.npy"), "--task", "aux", "--threshold", "0",
-                  "--json", str(tmp_path / "r.json"))
+                             "--json", str(tmp_path / "r.json"))
     assert res.returncode == 0, res.stderr
     text = (tmp_path / "r.json").read_text()
     report = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))  # no NaN

@@ -58,7 +58,7 @@ def digits(tmp_path_factory):
 def test_compress_command_report_and_recipe(digits, tmp_path):
     out, report_file = tmp_path / "c.cephalon", tmp_path / "c.json"
     res = run_cli_in_process("compress", str(digits), "-o", str(out), "--prune", "0.4", "--finetune-epochs", "4",
-                  "--quantize", "int8", "--calib-samples", "32", "--json", str(report_file))
+                             "--quantize", "int8", "--calib-samples", "32", "--json", str(report_file))
     assert res.returncode == 0, res.stderr
     assert "pruning plan" in res.stdout
     report = json.loads(report_file.read_text())
@@ -120,7 +120,7 @@ def test_task_targets_are_fine_tuned_and_reported(tmp_path):
 
     def compress(data: str, name: str) -> dict:
         res = run_cli_in_process("compress", str(tmp_path / "m.cephalon"), "-o", str(tmp_path / f"{name}.cephalon"), "--data",
-                      str(tmp_path / data), "--finetune-epochs", "15", "--json", str(tmp_path / f"{name}.json"))
+                                 str(tmp_path / data), "--finetune-epochs", "15", "--json", str(tmp_path / f"{name}.json"))
         assert res.returncode == 0, res.stderr
         return {"stdout": res.stdout, **json.loads(tmp_path.joinpath(f"{name}.json").read_text())}
 

@@ -155,7 +155,7 @@ def test_android_bench_runs_each_method_with_executor_runner(small, fake_adb, tm
     assert res.returncode == 2 and "no executor_runner binary for arm64-v8a" in res.stderr and "XNNPACK" in res.stderr
     out = tmp_path / "bench.json"
     res = run_cli_in_process("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(runner), "--samples", "40",
-                  "--runs", "3", "--warmup", "1", "--ops", "--json", str(out), env=env)
+                             "--runs", "3", "--warmup", "1", "--ops", "--json", str(out), env=env)
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
     assert report["runtime"] == "executorch (executor_runner)"
@@ -179,5 +179,5 @@ def test_android_bench_runs_each_method_with_executor_runner(small, fake_adb, tm
     assert seg["adapter.image+stage0+exit0"] * 0.999 <= e2e["mean_ms"] <= sum(seg.values()) * 1.001
     # a runner that cannot select a method: one line saying which runner is needed
     res = run_cli_in_process("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(runner), "--samples", "20",
-                  "--runs", "2", env={**env, "FAKE_ADB_RUNNER": "old"})
+                             "--runs", "2", env={**env, "FAKE_ADB_RUNNER": "old"})
     assert res.returncode == 1 and "cannot select a method" in res.stderr and "ExecuTorch 1.0 or newer" in res.stderr

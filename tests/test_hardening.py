@@ -380,7 +380,7 @@ def test_compress_writes_its_output_last(small, tmp_path):
     proc.wait()
     assert not out.exists()
     res = run_cli_in_process("compress", str(small / "m.cephalon"), "-o", str(out), "--prune", "0.3", "--data",
-                  str(small / "data.npz"), "--json", str(tmp_path / "r.json"))
+                             str(small / "data.npz"), "--json", str(tmp_path / "r.json"))
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "r.json").read_text())["after"]["size_bytes"] == out.stat().st_size
 

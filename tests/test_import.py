@@ -91,7 +91,7 @@ def test_every_mismatch_is_named_at_once_with_shapes(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(SPEC))
     partial = [m for m in MAP if not m.startswith("classifier.")] + ["early.=exits.0.fc."]
     r = run_cli_in_process("import", str(tmp_path / "users.pt"), "--spec", str(tmp_path / "spec.json"), "-o",
-                str(tmp_path / "m.cephalon"), *[a for m in partial for a in ("--map", m)])
+                           str(tmp_path / "m.cephalon"), *[a for m in partial for a in ("--map", m)])
     assert r.returncode == 2
     error = r.stderr.splitlines()[0]
     assert "2 missing: heads.task_class.fc.weight [4, 16], heads.task_class.fc.bias [4]" in error
@@ -116,7 +116,7 @@ def test_a_pickled_module_or_a_bad_rule_is_one_clean_line(tmp_path, bad):
     torch.save(_trained_users_net(), tmp_path / "whole.pt")  # the module, not its state_dict
     extra = ["--map", "no-equals-sign"] if bad == "rule" else []
     r = run_cli_in_process("import", str(tmp_path / "whole.pt"), "--spec", str(tmp_path / "spec.json"), "-o",
-                str(tmp_path / "m.cephalon"), *extra)
+                           str(tmp_path / "m.cephalon"), *extra)
     assert r.returncode == 2 and "\x1b" not in r.stderr and "Traceback" not in r.stderr
     if bad == "module":
         assert "it pickles" in r.stderr and "UsersEarlyExitNet" in r.stderr

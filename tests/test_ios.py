@@ -133,7 +133,7 @@ def test_iphone_bench_refuses_other_targets(tmp_path, fake_xcrun):
 def test_iphone_bench_on_a_real_device(coreml_package, tmp_path):
     out = tmp_path / "bench.json"
     res = run_cli_in_process("bench", str(coreml_package), "--device", os.environ["CEPHALON_IOS_TEST_UDID"],
-                  "--runs", "5", "--data", "digits:test", "--json", str(out))
+                             "--runs", "5", "--data", "digits:test", "--json", str(out))
     assert res.returncode == 0, res.stderr
     device = json.loads(out.read_text())["devices"][0]
     assert device["status"] == "ok" and [s["name"] for s in device["segments"]] == ["adapter.image+stage0+exit0",

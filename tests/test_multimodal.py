@@ -290,7 +290,7 @@ def test_run_routes_the_mix_given(mm_package, tmp_path):
     for m, v in x.items():
         np.save(tmp_path / f"{m}.npy", v.numpy())
     out = run_cli_in_process("run", str(mm_package), str(tmp_path / "text.npy"), str(tmp_path / "image.npy"),
-                  "--modality", "text,image", "--json", str(tmp_path / "r.json"))
+                             "--modality", "text,image", "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     with Router.open(mm_package) as router:
@@ -301,7 +301,7 @@ def test_run_routes_the_mix_given(mm_package, tmp_path):
 
     np.save(tmp_path / "text_ids.npy", x["text"].numpy().astype(np.int64))  # ids saved as integers work too
     out = run_cli_in_process("run", str(mm_package), str(tmp_path / "text_ids.npy"), "--modality", "text",
-                  "--json", str(tmp_path / "t.json"))
+                             "--json", str(tmp_path / "t.json"))
     assert out.returncode == 0, out.stderr
     with Router.open(mm_package) as router:
         ref = router.predict({"text": x["text"].numpy()})
@@ -322,7 +322,7 @@ def test_run_routes_the_mix_given(mm_package, tmp_path):
 @pytest.mark.slow
 def test_bench_and_calibrate_per_mix(mm_package, mm_npz, tmp_path):
     out = run_cli_in_process("bench", str(mm_package), "--data", str(mm_npz), "--runs", "2", "--warmup", "1",
-                  "--json", str(tmp_path / "b.json"))
+                             "--json", str(tmp_path / "b.json"))
     assert out.returncode == 0, out.stderr
     bench = json.loads((tmp_path / "b.json").read_text())
     mixes = bench["modality_mixes"]
@@ -332,14 +332,14 @@ def test_bench_and_calibrate_per_mix(mm_package, mm_npz, tmp_path):
     assert bench["modality"] == "image+signal+text"
 
     out = run_cli_in_process("bench", str(mm_package), "--data", str(mm_npz), "--runs", "2", "--modality", "signal",
-                  "--json", str(tmp_path / "b1.json"))
+                             "--json", str(tmp_path / "b1.json"))
     assert out.returncode == 0, out.stderr
     assert set(json.loads((tmp_path / "b1.json").read_text())["modality_mixes"]) == {"signal"}
     out = run_cli_in_process("bench", str(mm_package), "--data", str(mm_npz), "--modality", "audio")
     assert out.returncode == 2 and "unknown modality 'audio'" in out.stderr
 
     out = run_cli_in_process("calibrate", str(mm_package), "--data", str(mm_npz), "--max-drop", "0.05",
-                  "--json", str(tmp_path / "c.json"))
+                             "--json", str(tmp_path / "c.json"))
     assert out.returncode == 0, out.stderr
     cal = json.loads((tmp_path / "c.json").read_text())
     assert len(cal["val"]["modality_mixes"]) == 7
@@ -396,8 +396,8 @@ def test_device_bench_of_one_mix(mm_exports, mm_npz, fake_adb, tmp_path):
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
     out = tmp_path / "bench.json"
     res = run_cli_in_process("bench", str(mm_exports("tflite")[1]), "--device", "PX8", "--benchmark-binary", str(binary),
-                  "--data", str(mm_npz), "--modality", "text,image", "--runs", "3", "--warmup", "1",
-                  "--json", str(out), env=env)
+                             "--data", str(mm_npz), "--modality", "text,image", "--runs", "3", "--warmup", "1",
+                             "--json", str(out), env=env)
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
     assert report["modality"] == "image+text"
@@ -469,7 +469,7 @@ def test_a_tflite_text_package_calibrates_and_benches(tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "c.json").read_text())["val"]["accuracy_drop"] <= 0.01 + 1e-9
     out = run_cli_in_process("bench", str(tmp_path / "pkg"), "--data", str(tmp_path / "t.npz"), "--runs", "3", "--json",
-                  str(tmp_path / "b.json"))
+                             str(tmp_path / "b.json"))
     assert out.returncode == 0, out.stderr
     bench = json.loads((tmp_path / "b.json").read_text())
     assert bench["end_to_end"]["samples"] == 80 and bench["static"] is not None

@@ -76,13 +76,13 @@ def _save_library_weights(tmp_path, preset_name, spec_path, wrap=True):
 def test_cli_spec_from_and_import_preset(tmp_path):
     spec_path = tmp_path / "r18.json"
     r = run_cli_in_process("spec", "from", "torchvision:resnet18", "--exits-after", "1,3", "--classes", "10",
-                "--input", "1x28x28", "-o", str(spec_path))
+                           "--input", "1x28x28", "-o", str(spec_path))
     assert r.returncode == 0, r.stderr
     spec = json.loads(spec_path.read_text())
     assert spec["modalities"][0]["shape"] == [1, 28, 28] and [s["exit"] for s in spec["stages"]] == [True, False, True, False]
     weights, reference = _save_library_weights(tmp_path, "torchvision:resnet18", spec_path)  # DataParallel-wrapped
     r = run_cli_in_process("import", str(weights), "--spec", str(spec_path), "--preset", "torchvision:resnet18",
-                "-o", str(tmp_path / "r18.cephalon"), "--json", str(tmp_path / "import.json"))
+                           "-o", str(tmp_path / "r18.cephalon"), "--json", str(tmp_path / "import.json"))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "import.json").read_text())
     assert report["initialised"] == ["exits.0", "exits.2"] and report["reference_max_abs_error"] <= 1e-5
@@ -104,13 +104,13 @@ def test_cli_retrofit_errors(tmp_path):
     assert not (tmp_path / "s.json").exists()
     spec_path = tmp_path / "r18.json"
     assert run_cli_in_process("spec", "from", "torchvision:resnet18", "--classes", "10", "--input", "3x32x32",
-                   "-o", str(spec_path)).returncode == 0
+                              "-o", str(spec_path)).returncode == 0
     r34 = tmp_path / "r34.json"
     assert run_cli_in_process("spec", "from", "torchvision:resnet34", "--classes", "10", "--input", "3x32x32",
-                   "-o", str(r34)).returncode == 0
+                              "-o", str(r34)).returncode == 0
     weights, _ = _save_library_weights(tmp_path, "torchvision:resnet34", r34, wrap=False)
     r = run_cli_in_process("import", str(weights), "--spec", str(spec_path), "--preset", "torchvision:resnet18",
-                "-o", str(tmp_path / "x.cephalon"))
+                           "-o", str(tmp_path / "x.cephalon"))
     assert r.returncode == 2 and "not in the spec" in r.stderr and "layer1.2.conv1.weight" in r.stderr
     assert not (tmp_path / "x.cephalon").exists()
 
@@ -127,7 +127,7 @@ def test_freeze_backbone_trains_exits_alone(tmp_path):
     checkpoint.save(net, tmp_path / "fresh-exits.cephalon", {"dataset": "digits"})
     before = {k: v.clone() for k, v in net.state_dict().items()}
     r = run_cli_in_process("train", str(tmp_path / "fresh-exits.cephalon"), "--freeze", "backbone", "--data", "digits",
-                "--epochs", "3", "-o", str(tmp_path / "exits.cephalon"), "--json", str(tmp_path / "train.json"))
+                           "--epochs", "3", "-o", str(tmp_path / "exits.cephalon"), "--json", str(tmp_path / "train.json"))
     assert r.returncode == 0, r.stderr
     after = checkpoint.load(tmp_path / "exits.cephalon").state_dict()
     exit_names = [k for k in after if k.startswith("exits.")]
@@ -138,10 +138,10 @@ def test_freeze_backbone_trains_exits_alone(tmp_path):
                                            and "num_batches" not in k)
     assert report["metrics"]["test"]["exit_accuracy"]["exit0"] > 0.5  # chance is 0.1
     r = run_cli_in_process("train", str(tmp_path / "fresh-exits.cephalon"), "--freeze", "backbone,exits", "--data", "digits",
-                "-o", str(tmp_path / "none.cephalon"))
+                           "-o", str(tmp_path / "none.cephalon"))
     assert r.returncode == 2 and "leaves nothing to train" in r.stderr
     r = run_cli_in_process("train", str(tmp_path / "fresh-exits.cephalon"), "--freeze", "trunk", "--data", "digits",
-                "-o", str(tmp_path / "none.cephalon"))
+                           "-o", str(tmp_path / "none.cephalon"))
     assert r.returncode == 2 and "--freeze 'trunk'" in r.stderr
 
 

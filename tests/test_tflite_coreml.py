@@ -83,7 +83,7 @@ def test_delegate_coverage_report(tflite_pkg):
 def test_nnapi_profile_warns_about_deprecation(small_digits, tmp_path):
     # the two-segment digits model: what is checked is the note and the coverage's delegate
     res = run_cli_in_process("export", str(small_digits), "--target", "tflite", "--profile", "galaxy-s23", "-o", str(tmp_path / "p"),
-                  "--no-verify", "--json", str(tmp_path / "r.json"))
+                             "--no-verify", "--json", str(tmp_path / "r.json"))
     assert res.returncode == 0, res.stderr
     assert "deprecated from Android 15" in res.stdout
     report = json.loads((tmp_path / "r.json").read_text())

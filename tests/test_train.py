@@ -49,7 +49,7 @@ def _sha(path):
 
 def test_train_on_an_npz_export_with_data_and_calibrate(workdir):
     r = run_cli_in_process("train", str(workdir / "spec.json"), "--data", str(workdir / "digits.npz"), "-o",
-                str(workdir / "m.cephalon"), "--epochs", "4", "--json", str(workdir / "train.json"))
+                           str(workdir / "m.cephalon"), "--epochs", "4", "--json", str(workdir / "train.json"))
     assert r.returncode == 0, r.stderr
     report = json.loads((workdir / "train.json").read_text())
     history = report["training"]["history"]
@@ -59,7 +59,7 @@ def test_train_on_an_npz_export_with_data_and_calibrate(workdir):
     assert report["metrics"]["test"]["final_accuracy"] > 0.6  # it learned the digits
 
     r = run_cli_in_process("export", str(workdir / "m.cephalon"), "--target", "onnx", "--quantize", "int8", "--data",
-                str(workdir / "digits.npz"), "-o", str(workdir / "pkg"), "--json", str(workdir / "export.json"))
+                           str(workdir / "digits.npz"), "-o", str(workdir / "pkg"), "--json", str(workdir / "export.json"))
     assert r.returncode == 0, r.stderr
     export = json.loads((workdir / "export.json").read_text())
     parity = export["parity"]
@@ -69,7 +69,7 @@ def test_train_on_an_npz_export_with_data_and_calibrate(workdir):
     assert "real samples" in r.stdout
 
     r = run_cli_in_process("calibrate", str(workdir / "pkg"), "--data", str(workdir / "digits.npz"), "--json",
-                str(workdir / "cal.json"))
+                           str(workdir / "cal.json"))
     assert r.returncode == 0, r.stderr
     manifest = json.loads((workdir / "pkg" / "manifest.json").read_text())
     assert manifest["exit_policy"]["calibrated"] and len(manifest["calibration_history"]) == 1
@@ -90,10 +90,10 @@ def _no_nan(constant):
 
 def test_quantized_export_without_data_is_not_judged(workdir):
     r = run_cli_in_process("train", str(workdir / "spec.json"), "--data", str(workdir / "digits.npz"), "-o",
-                str(workdir / "q.cephalon"), "--epochs", "1")
+                           str(workdir / "q.cephalon"), "--epochs", "1")
     assert r.returncode == 0, r.stderr
     r = run_cli_in_process("export", str(workdir / "q.cephalon"), "--target", "onnx", "--quantize", "int8", "-o",
-                str(workdir / "qpkg"), "--json", str(workdir / "q.json"))
+                           str(workdir / "qpkg"), "--json", str(workdir / "q.json"))
     assert r.returncode == 0, r.stderr
     assert "not judged (no data)" in r.stdout and "top-1" not in r.stdout
     assert json.loads((workdir / "q.json").read_text())["parity"]["real_accuracy"] is None

@@ -161,7 +161,7 @@ def test_tampered_wrong_base_and_bad_signatures_are_refused_untouched(packages, 
     assert run_cli_in_process("keys", "new", "-o", str(tmp_path / "key")).returncode == 0
     assert run_cli_in_process("keys", "new", "-o", str(tmp_path / "other")).returncode == 0
     res = run_cli_in_process("diff", str(packages / "onnx-base"), str(packages / "onnx-tuned"), "-o", str(heads),
-                  "--sign", str(tmp_path / "key"))
+                             "--sign", str(tmp_path / "key"))
     assert res.returncode == 0, res.stderr
     flip = lambda data: data[:100] + bytes([data[100] ^ 1]) + data[101:]  # noqa: E731
     cases = {

@@ -47,10 +47,10 @@ def variants_package(tmp_path_factory):
     net = balanced_checkpoint(root / "m.cephalon", seed=4, balance_seed=2)
     labelled_npz(net, root / "d.npz", 200, seed=3, wrong_every=9)
     r = run_cli_in_process("compress", str(root / "m.cephalon"), "--widths", "1.0,0.5", "--finetune-epochs", "2", "--data",
-                str(root / "d.npz"), "-o", str(root / "v.cephalon"), "--json", str(root / "c.json"))
+                           str(root / "d.npz"), "-o", str(root / "v.cephalon"), "--json", str(root / "c.json"))
     assert r.returncode == 0, r.stderr
     r = run_cli_in_process("export", str(root / "v.cephalon"), "--target", "onnx", "--with-static", "-o", str(root / "pkg"),
-                "--json", str(root / "e.json"))
+                           "--json", str(root / "e.json"))
     assert r.returncode == 0, r.stderr
     r = run_cli_in_process("calibrate", str(root / "pkg"), "--data", str(root / "d.npz"), "--json", str(root / "cal.json"))
     assert r.returncode == 0, r.stderr
@@ -74,7 +74,7 @@ def test_every_variant_exports_with_parity_and_the_full_one_is_the_plain_export(
     # the full variant is byte for byte what exporting the model alone gives: the package
     # grows by the narrower variant's own files only
     r = run_cli_in_process("export", str(variants_package / "m.cephalon"), "--target", "onnx", "--with-static", "-o",
-                str(tmp_path / "alone"), "--no-verify")
+                           str(tmp_path / "alone"), "--no-verify")
     assert r.returncode == 0, r.stderr
     alone = sorted(p.name for p in (tmp_path / "alone").iterdir() if p.suffix == ".onnx")
     assert alone and all(hashlib.sha256((tmp_path / "alone" / f).read_bytes()).digest() ==
@@ -153,7 +153,7 @@ def test_a_malformed_variants_table_is_one_line_when_opened(variants_package, tm
 
 def test_bench_reports_every_point_and_the_budget_choice(variants_package, tmp_path):
     r = run_cli_in_process("bench", str(variants_package / "pkg"), "--data", str(variants_package / "d.npz"), "--runs", "2",
-                "--samples", "40", "--budget-ms", "1000", "--json", str(tmp_path / "b.json"))
+                           "--samples", "40", "--budget-ms", "1000", "--json", str(tmp_path / "b.json"))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "b.json").read_text())
     assert len(report["operating_points"]) == len(VariantTable.open(variants_package / "pkg").points)
@@ -207,7 +207,7 @@ def test_tflite_variants_parity_and_the_phones_latencies_replace_the_hosts(small
     env, devices, _, binary = fake_adb
     pkg = tmp_path / "tpkg"
     r = run_cli_in_process("export", str(small_variants / "v.cephalon"), "--target", "tflite", "-o", str(pkg),
-                "--json", str(tmp_path / "e.json"))
+                           "--json", str(tmp_path / "e.json"))
     assert r.returncode == 0, r.stderr
     assert all(s["parity"]["passed"] for s in json.loads((tmp_path / "e.json").read_text())["variants"].values())
     r = run_cli_in_process("calibrate", str(pkg), "--data", str(small_variants / "d.npz"))
@@ -215,8 +215,8 @@ def test_tflite_variants_parity_and_the_phones_latencies_replace_the_hosts(small
     host = {(p.variant, tuple(p.thresholds.values())): p for p in VariantTable.open(pkg).points}
     devices([{"serial": "PX8", "state": "device", "props": PIXEL}])
     r = run_cli_in_process("bench", str(pkg), "--device", "PX8", "--benchmark-binary", str(binary), "--data",
-                str(small_variants / "d.npz"), "--runs", "3", "--warmup", "1", "--json", str(tmp_path / "b.json"),
-                env=env)
+                           str(small_variants / "d.npz"), "--runs", "3", "--warmup", "1", "--json", str(tmp_path / "b.json"),
+                           env=env)
     assert r.returncode == 0, r.stderr
     after = VariantTable.open(pkg).points
     assert {(p.variant, tuple(p.thresholds.values())) for p in after} == set(host)  # the same points
