@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence, assert_never
 
 import numpy as np
 
-from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Program, Run
+from cephalon_edge.device.program import Encode, Exit, Final, Gate, Moe, Program, Run, Step
 from cephalon_edge.device.scores import PatienceStreaks, entropy_confidence
 
 RunSegment = Callable[[str, Sequence[np.ndarray]], Sequence[np.ndarray]]
@@ -108,7 +108,7 @@ class Plan:
         return runs
 
     # ---- steps ----------------------------------------------------------------------
-    def _compile(self, step: Any) -> Instruction:
+    def _compile(self, step: Step) -> Instruction:
         match step:
             case Encode():
                 return self._encode(step)

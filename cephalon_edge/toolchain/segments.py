@@ -172,7 +172,7 @@ def chained(parts: list[Part]) -> Segment:
     if len(parts) == 1:
         return single(parts[0])
     *trunk, decision = parts
-    exposes = {p.name: [] for p in trunk}
+    exposes: dict[str, list[int]] = {p.name: [] for p in trunk}
     exposes[trunk[-1].name] = [0]
     exposes[decision.name] = list(range(1, 1 + len(decision.outputs)))
     return Segment("+".join(p.name for p in parts), Chain([p.module for p in trunk], decision.module),
@@ -352,10 +352,12 @@ def part_feeds(segset: SegmentSet, inputs: Mapping[str, torch.Tensor]) -> dict[s
                     feeds[step.part] = h
                     h = seg[step.part].module(h)
                 case Gate():
+                    assert h is not None  # a program starts with its Encode step
                     feeds[step.gate] = feeds[step.block] = h
                     fire = (seg[step.gate].module(h) > step.threshold).view(-1, *([1] * (h.dim() - 1)))
                     h = torch.where(fire, seg[step.block].module(h), h)
                 case Moe():
+                    assert h is not None
                     feeds[step.gate] = h
                     choice = seg[step.gate].module(h).argmax(-1)
                     outs = []
