@@ -1,8 +1,9 @@
 """Export speed: each converter as ``export`` runs it against torch and Python as they come, in
 alternating rounds in one process, with the files compared byte for byte. Three ways: as they
-come; torch's decompositions spared their repeated work (CIA ops materialised once per
-registration state, ``py_impl`` decorators reused: ``toolchain/decompositions.py``); and that
-with the garbage collector run less often (``toolchain/gc_policy.py``): what ``export`` does.
+come; torch's export passes spared their repeated work (CIA ops materialised once per
+registration state, ``py_impl`` decorators reused, provenance chains shared rather than deep
+copied: ``toolchain/decompositions.py``); and that with the garbage collector run less often
+(``toolchain/gc_policy.py``): what ``export`` does.
 
 The model is the test suite's tiny net (exits, a skip gate, three experts, two tasks: 13 fused
 segments), the work the converter itself does (no parity check). The first round of each
@@ -47,7 +48,7 @@ def main() -> None:
 
     from cephalon_edge.targets import get_target
     from cephalon_edge.toolchain.artifacts import ExportSpec
-    from cephalon_edge.toolchain.decompositions import decompositions_without_repeated_work
+    from cephalon_edge.toolchain.decompositions import passes_without_repeated_work
     from cephalon_edge.toolchain.gc_policy import collected_less_often
     from cephalon_edge.toolchain.segments import build_segments
 
@@ -56,12 +57,12 @@ def main() -> None:
 
     @contextlib.contextmanager
     def as_export_runs_it():
-        with decompositions_without_repeated_work(), collected_less_often():
+        with passes_without_repeated_work(), collected_less_often():
             yield
 
-    ways = {"as they come": contextlib.nullcontext, "decompositions": decompositions_without_repeated_work,
+    ways = {"as they come": contextlib.nullcontext, "passes": passes_without_repeated_work,
             "and gc": as_export_runs_it}
-    print(f"{'target':<11} {'as they come':>13} {'decompositions spared':>22} {'and gc less often':>18} {'ratio':>6}  files")
+    print(f"{'target':<11} {'as they come':>13} {'passes spared':>14} {'and gc less often':>18} {'ratio':>6}  files")
     for target in args.targets.split(","):
         converter = get_target(target).converter_module()
         seconds: dict[str, list[float]] = {w: [] for w in ways}
@@ -77,8 +78,8 @@ def main() -> None:
                         seconds[way].append(time.perf_counter() - started)
                     outputs[way] = files(Path(tmp))
         plain, spared, both = (statistics.median(seconds[w]) for w in ways)
-        same = "identical" if outputs["as they come"] == outputs["decompositions"] == outputs["and gc"] else "DIFFER"
-        print(f"{target:<11} {plain:>11.1f} s {spared:>20.1f} s {both:>16.1f} s {both / plain:>6.2f}  {same}")
+        same = "identical" if outputs["as they come"] == outputs["passes"] == outputs["and gc"] else "DIFFER"
+        print(f"{target:<11} {plain:>11.1f} s {spared:>12.1f} s {both:>16.1f} s {both / plain:>6.2f}  {same}")
 
 
 if __name__ == "__main__":

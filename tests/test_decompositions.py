@@ -1,7 +1,7 @@
-"""Torch's decompositions without their repeated work: CIA ops materialised once per
+"""Torch's export passes without their repeated work: CIA ops materialised once per
 registration state give torch's own answer and see an op registered inside the block; reused
-``py_impl`` decorators still check and register; the decomposed graph is torch's; torch is put
-back as it was."""
+``py_impl`` decorators still check and register; shared provenance chains hold the same links;
+the decomposed graph and its provenance are torch's; torch is put back as it was."""
 
 import pytest
 import torch
@@ -69,8 +69,28 @@ def test_py_impl_decorators_are_reused_and_still_check_and_register():
     assert OperatorBase.py_impl is theirs
 
 
-def test_decompositions_give_torch_s_graph():
-    from cephalon_edge.toolchain.decompositions import decompositions_without_repeated_work
+def test_a_node_source_shares_its_node_s_chain_and_records_the_same():
+    from torch.fx.traceback import NodeSource, NodeSourceAction
+
+    from cephalon_edge.toolchain.decompositions import provenance_shared
+
+    theirs = NodeSource.__init__
+    graph = torch.export.export(torch.nn.Linear(3, 2), (torch.randn(1, 3),)).graph
+    node = next(n for n in graph.nodes if n.op == "call_function")
+    node.meta["from_node"] = [NodeSource(None, "earlier", NodeSourceAction.CREATE)]
+    copied = NodeSource(node, "a pass", NodeSourceAction.REPLACE)
+    with provenance_shared():
+        shared = NodeSource(node, "a pass", NodeSourceAction.REPLACE)
+        orphan = NodeSource(None, "a pass")
+    assert NodeSource.__init__ is theirs
+    assert shared.to_dict() == copied.to_dict() and shared.from_node[0] is node.meta["from_node"][0]
+    assert copied.from_node[0] is not node.meta["from_node"][0]  # torch's own: a deep copy
+    assert shared.from_node is not node.meta["from_node"]  # a new list: the node's may grow
+    assert len(node.meta["from_node"]) == 1 and orphan.from_node == [] and orphan.node_info is None
+
+
+def test_decompositions_give_torch_s_graph_and_provenance():
+    from cephalon_edge.toolchain.decompositions import passes_without_repeated_work
 
     class Block(torch.nn.Module):
         def __init__(self):
@@ -81,17 +101,22 @@ def test_decompositions_give_torch_s_graph():
         def forward(self, x):
             return torch.nn.functional.gelu(self.norm(self.fc(x))).softmax(-1)
 
-    def decomposed(keep_linear: bool) -> str:
+    def decomposed(keep_linear: bool) -> tuple[str, list]:
         ep = torch.export.export(Block().eval(), (torch.randn(2, 6),))
         table = torch.export.default_decompositions()
         if keep_linear:
             del table[torch.ops.aten.linear.default]
-        return ep.run_decompositions(table).graph_module.code
+        gm = ep.run_decompositions(table).graph_module
+        provenance = [[links(s) for s in n.meta.get("from_node", [])] for n in gm.graph.nodes]
+        return gm.code, provenance
+
+    def links(source) -> list:  # a chain, less the graphs' ids (those differ run to run)
+        return [source.name, source.target, source.pass_name, source.action, [links(s) for s in source.from_node]]
 
     for keep_linear in (False, True):
         plain = decomposed(keep_linear)
-        with decompositions_without_repeated_work():
+        with passes_without_repeated_work():
             ours = decomposed(keep_linear)
             again = decomposed(keep_linear)
         assert ours == plain == again
-        assert ("aten.linear" in plain) == keep_linear
+        assert any(plain[1]) and ("aten.linear" in plain[0]) == keep_linear

@@ -1,13 +1,13 @@
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli_in_process
 
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    res = run_cli("demo", "-o", str(out), "--epochs", "2")
+    res = run_cli_in_process("demo", "-o", str(out), "--epochs", "2")
     assert res.returncode == 0, res.stderr
     assert "demo summary" in res.stdout and "ONNX parity max abs error" in res.stdout
     assert (out / "digits-exits.cephalon").is_file()

@@ -1,4 +1,4 @@
-"""torch.export's decompositions without the repeated walk over the dispatcher.
+"""torch.export's passes without their repeated work.
 
 Every converter decomposes each segment's exported program (``run_decompositions``: in
 torch.onnx, litert-torch and ExecuTorch alike), and each time torch asks which
@@ -23,7 +23,16 @@ Each ``run_decompositions`` then registers a Python kernel for every preservable
 decorator made the first time for the same op and key: it holds no state of its own (it
 checks and registers when called), so what gets registered, and every error, is unchanged.
 
-``decompositions_without_repeated_work()`` is both; ``export`` runs every converter inside it.
+Every node a pass creates records where it came from (``node.meta["from_node"]``, a list of
+``torch.fx.traceback.NodeSource``), and each new ``NodeSource`` deep-copies the whole chain of
+the node it replaces: the chain grows by one link per pass, so the copying grows with the
+square of the passes. ExecuTorch's XNNPACK lowering runs dozens of passes per delegated
+subgraph; on the tests' token net the copies were a quarter of an ExecuTorch export (46 -> 35 s
+median, ONNX 0.95x, TFLite 0.99x; identical files). A ``NodeSource`` is never changed once
+made (torch and ExecuTorch only read the chains; its caches are of its own fields), so
+``provenance_shared()`` gives the new one a new list holding the same links.
+
+``passes_without_repeated_work()`` is all three; ``export`` runs every converter inside it.
 """
 
 from __future__ import annotations
@@ -93,9 +102,39 @@ def py_impl_decorators_reused() -> Iterator[None]:
 
 
 @contextmanager
-def decompositions_without_repeated_work() -> Iterator[None]:
-    """CIA ops materialised once and ``py_impl`` decorators reused, for the block."""
+def provenance_shared() -> Iterator[None]:
+    """Within the block, a new ``NodeSource`` holds the same links as its node's provenance
+    chain instead of a deep copy of them (the same provenance, link for link)."""
+    try:
+        from torch.fx.traceback import NodeSource
+    except ImportError:
+        yield
+        return
+    original = NodeSource.__dict__["__init__"]
+
+    def init(self: Any, node: Any, *args: Any, **kwargs: Any) -> None:
+        chain = node.meta.pop("from_node", None) if node is not None else None
+        try:
+            original(self, node, *args, **kwargs)  # sees no chain: copies nothing
+        finally:
+            if chain is not None:
+                node.meta["from_node"] = chain
+        if chain is not None:
+            self.from_node = list(chain)
+
+    NodeSource.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        NodeSource.__init__ = original  # type: ignore[method-assign]
+
+
+@contextmanager
+def passes_without_repeated_work() -> Iterator[None]:
+    """CIA ops materialised once, ``py_impl`` decorators reused and provenance chains shared,
+    for the block."""
     with ExitStack() as stack:
         stack.enter_context(cia_ops_materialised_once())
         stack.enter_context(py_impl_decorators_reused())
+        stack.enter_context(provenance_shared())
         yield

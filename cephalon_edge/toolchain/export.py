@@ -163,7 +163,7 @@ def _export_into(root: Path, net: Any, meta: dict[str, Any], checkpoint: Path, s
                  shown_as: Path) -> dict[str, Any]:
     """Convert ``net`` into the package directory ``root``, write its manifest and check
     parity; returns the export report (naming the package ``shown_as``)."""
-    from cephalon_edge.toolchain.decompositions import decompositions_without_repeated_work
+    from cephalon_edge.toolchain.decompositions import passes_without_repeated_work
     from cephalon_edge.toolchain.parity import check_package, parity_inputs
     from cephalon_edge.toolchain.segments import build_segments
     from cephalon_edge.device.router import Router
@@ -177,7 +177,7 @@ def _export_into(root: Path, net: Any, meta: dict[str, Any], checkpoint: Path, s
         seg_set.calibration = meta.get("calibration_samples") or \
             parity_inputs(net, calibration_data, n_real=64, n_random=0 if calibration_data else 64)[0]
     started = time.perf_counter()
-    with decompositions_without_repeated_work():
+    with passes_without_repeated_work():
         artifacts = converter.convert(seg_set, spec, root, on_segment=on_progress)
     manifest = build_manifest(seg_set, artifacts, root, spec, checkpoint, meta)
     write_json_atomic(root / MANIFEST, manifest)
