@@ -43,6 +43,16 @@ from typing import Any
 
 
 @contextmanager
+def _replaced(owner: Any, name: str, replacement: Any, original: Any) -> Iterator[None]:
+    """``owner.name`` is ``replacement`` within the block, ``original`` again after it."""
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+@contextmanager
 def cia_ops_materialised_once() -> Iterator[None]:
     """Within the block, torch materialises CIA ops only when their registrations changed.
     Does nothing on a torch without the private function it replaces."""
@@ -65,11 +75,8 @@ def cia_ops_materialised_once() -> Iterator[None]:
             original()
             done_for[:] = [key]
 
-    utils._materialize_cpp_cia_ops = materialise_when_registrations_changed
-    try:
+    with _replaced(utils, "_materialize_cpp_cia_ops", materialise_when_registrations_changed, original):
         yield
-    finally:
-        utils._materialize_cpp_cia_ops = original
 
 
 @contextmanager
@@ -94,11 +101,8 @@ def py_impl_decorators_reused() -> Iterator[None]:
         except TypeError:  # an unhashable key: torch decides what to do with it
             return original(self, k)
 
-    OperatorBase.py_impl = py_impl  # type: ignore[method-assign]
-    try:
+    with _replaced(OperatorBase, "py_impl", py_impl, original):
         yield
-    finally:
-        OperatorBase.py_impl = original  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -122,11 +126,8 @@ def provenance_shared() -> Iterator[None]:
         if chain is not None:
             self.from_node = list(chain)
 
-    NodeSource.__init__ = init  # type: ignore[method-assign]
-    try:
+    with _replaced(NodeSource, "__init__", init, original):
         yield
-    finally:
-        NodeSource.__init__ = original  # type: ignore[method-assign]
 
 
 @contextmanager
