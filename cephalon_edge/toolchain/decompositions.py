@@ -117,14 +117,14 @@ def provenance_shared() -> Iterator[None]:
     original = NodeSource.__dict__["__init__"]
 
     def init(self: Any, node: Any, *args: Any, **kwargs: Any) -> None:
-        chain = node.meta.pop("from_node", None) if node is not None else None
+        if node is None or "from_node" not in node.meta:
+            return original(self, node, *args, **kwargs)
+        chain = node.meta.pop("from_node")
         try:
             original(self, node, *args, **kwargs)  # sees no chain: copies nothing
         finally:
-            if chain is not None:
-                node.meta["from_node"] = chain
-        if chain is not None:
-            self.from_node = list(chain)
+            node.meta["from_node"] = chain
+        self.from_node = list(chain)
 
     with _replaced(NodeSource, "__init__", init, original):
         yield
