@@ -10,9 +10,10 @@ dynamic batch fails on residual adds); the LiteRT runtime loops over larger batc
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from cephalon_edge.capture import captured_output
 
@@ -27,6 +28,7 @@ from cephalon_edge.errors import ExportError
 
 SEGMENTS_FILE = "segments.tflite"
 CALIBRATION_SAMPLES = 64
+FLOAT_CONV_MAX_CHANNELS = 7  # int8 packages keep convolutions this narrow float32 (_narrow_convolutions)
 
 
 def _fail(what: str, exc: BaseException, log: list[str]) -> ExportError:
@@ -52,7 +54,43 @@ def _diagnose(segments: SegmentSet) -> ExportError | None:
     return None
 
 
-def _recipe(mode: str):
+def _narrow_convolutions(path: Path, max_channels: int) -> list[str]:
+    """The scopes (ai-edge-quantizer's op names: their output tensors' names) of the
+    convolutions in ``path`` with at most ``max_channels`` input channels, and of the layout ops
+    (reshape, pad, transpose) that feed them, walking back towards the input.
+
+    XNNPACK's int8 convolution kernels pad the input channels of each tap to a multiple of 8 (or
+    more) and lose to float32 when there are few: int8 throughout ran digits-exits' one-channel
+    stem ~4x slower than float32 and the first segment at 0.93x of fp32; left float, that
+    segment runs at 0.59x (BENCHMARKS.md "int8 when routed"). The layout ops go with it so
+    their int8 versions do not stand alone: XNNPACK folds a float pad into the float
+    convolution, not an int8 pad into a float one. The recipe matches scopes by name in every
+    signature: a same-named op elsewhere stays float too (correct, if slower)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    ops = schema.BuiltinOperator
+    model = fb.read_model(str(path))
+
+    def kind(op) -> int:
+        code = model.operatorCodes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+    scopes = []
+    for graph in model.subgraphs:
+        producer = {t: op for op in graph.operators for t in op.outputs}
+        for op in graph.operators:
+            if kind(op) not in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D) or graph.tensors[op.inputs[0]].shape[-1] > max_channels:
+                continue
+            scopes.append(fb.get_op_scope(op, graph.tensors))
+            feed = producer.get(op.inputs[0])
+            while feed is not None and kind(feed) in (ops.RESHAPE, ops.PAD, ops.TRANSPOSE):
+                scopes.append(fb.get_op_scope(feed, graph.tensors))
+                feed = producer.get(feed.inputs[0])
+    return scopes
+
+
+def _recipe(mode: str, float_scopes: Sequence[str] = ()):
     from ai_edge_quantizer import qtyping, recipe, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -68,6 +106,9 @@ def _recipe(mode: str):
         for boundary in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
             manager.add_quantization_config(regex=".*", operation_name=boundary,
                                             algorithm_key=AlgorithmName.NO_QUANTIZE)
+        for scope in float_scopes:  # the narrow convolutions (_narrow_convolutions)
+            manager.add_quantization_config(regex=f"^{re.escape(scope)}$", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
         return manager.get_quantization_recipe()
     manager = recipe_manager.RecipeManager()  # fp16: weights cast to float16
     manager.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
@@ -75,13 +116,15 @@ def _recipe(mode: str):
     return manager.get_quantization_recipe()
 
 
-def _quantize(path: Path, mode: str, calibration: dict[str, list[dict]] | None, what: str) -> None:
+def _quantize(path: Path, mode: str, calibration: dict[str, list[dict]] | None, what: str,
+              float_channels: int = FLOAT_CONV_MAX_CHANNELS) -> None:
     from ai_edge_quantizer import quantizer
 
     log: list[str] = []
     try:
         with captured_output() as log:
-            q = quantizer.Quantizer(str(path), _recipe(mode))
+            narrow = _narrow_convolutions(path, float_channels) if mode == "int8" else []
+            q = quantizer.Quantizer(str(path), _recipe(mode, narrow))
             result = q.calibrate(calibration, num_threads=2) if mode == "int8" else None
             tmp = path.with_suffix(".quantized")
             q.quantize(result, enable_progress_report=False).export_model(str(tmp), overwrite=True)

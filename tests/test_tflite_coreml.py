@@ -130,6 +130,33 @@ def fp32_size(small_digits, tmp_path_factory):
     return export_package(small_digits, tmp_path_factory.mktemp("fp32") / "p", ExportSpec("tflite", verify=False))["size_bytes"]
 
 
+def _convolutions(path) -> list[tuple[int, str, str]]:
+    """(input channels, weight type, the op that feeds the convolution's padded input) of every
+    convolution in a .tflite file."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+    def kind(op):
+        code = model.operatorCodes[op.opcodeIndex]
+        return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+    found = []
+    for graph in model.subgraphs:
+        producer = {t: op for op in graph.operators for t in op.outputs}
+        for op in graph.operators:
+            if kind(op) in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                feed = producer.get(op.inputs[0])
+                while feed is not None and kind(feed) == "PAD":
+                    feed = producer.get(feed.inputs[0])
+                found.append((graph.tensors[op.inputs[0]].shape[-1], types[graph.tensors[op.inputs[1]].type],
+                              kind(feed) if feed is not None else "input"))
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["int8", "int8-dynamic", "fp16"])
 def test_quantized_tflite(small_digits, fp32_size, tmp_path, mode):
@@ -139,6 +166,11 @@ def test_quantized_tflite(small_digits, fp32_size, tmp_path, mode):
     assert parity["val_top1_agreement"] >= 0.98
     if mode != "fp16":
         assert report["size_bytes"] < 0.5 * fp32_size
+    if mode == "int8":  # narrow convolutions (the one-channel stem) stay float32, from the input on
+        convolutions = _convolutions(tmp_path / mode / "segments.tflite")
+        narrow = [(weights, fed_by) for channels, weights, fed_by in convolutions if channels < 8]
+        assert narrow and all(weights == "FLOAT32" and fed_by != "DEQUANTIZE" for weights, fed_by in narrow)
+        assert all(weights == "INT8" for channels, weights, _ in convolutions if channels >= 8)
     with Router.open(tmp_path / mode) as router:  # int8 tensors are converted at the boundary
         from cephalon_edge.device.data import builtin
         val = builtin("digits", "val")
