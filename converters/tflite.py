@@ -59,13 +59,15 @@ def _narrow_convolutions(path: Path, max_channels: int) -> list[str]:
     convolutions in ``path`` with at most ``max_channels`` input channels, and of the layout ops
     (reshape, pad, transpose) that feed them, walking back towards the input.
 
-    XNNPACK's int8 convolution kernels pad the input channels of each tap to a multiple of 8 (or
-    more) and lose to float32 when there are few: int8 throughout ran digits-exits' one-channel
-    stem ~4x slower than float32 and the first segment at 0.93x of fp32; left float, that
-    segment runs at 0.59x (BENCHMARKS.md "int8 when routed"). The layout ops go with it so
-    their int8 versions do not stand alone: XNNPACK folds a float pad into the float
-    convolution, not an int8 pad into a float one. The recipe matches scopes by name in every
-    signature: a same-named op elsewhere stays float too (correct, if slower)."""
+    XNNPACK's int8 convolutions lose to float32 when the input has few channels (consistent with
+    kernels that take input channels in groups of 8): on digits-exits' one-channel stem, the
+    quantize, pad and convolution took 24 us in int8 against 6.5 us in float32, and the first
+    segment ran at 0.93-0.95x of fp32's time; with the stem float, at 0.58-0.59x. A float stem
+    won below 8 input channels in ``benchmarks/int8_channels.py`` (BENCHMARKS.md "int8 when
+    routed"). The layout ops go with the convolution so their int8 versions do not stand
+    alone: XNNPACK folds a float pad into the float convolution, not an int8 pad into a float
+    one. The recipe matches scopes by name in every signature: a same-named op elsewhere
+    stays float too (correct, if slower)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
