@@ -1,6 +1,7 @@
 """int8 against fp32 LiteRT for a strided 3x3 convolution by its number of input channels: where
-XNNPACK's int8 kernels lose to float32 (the rule behind ``converters/tflite.py``'s
-``FLOAT_CONV_MAX_CHANNELS``: a convolution this narrow stays float32 in int8 packages).
+XNNPACK's int8 kernels lose to float32 (the rule behind ``FLOAT_BELOW_CHANNELS`` in
+``cephalon_edge/toolchain/compress/spec.py``: convolutions this narrow stay float32 in int8
+packages).
 
 For each input-channel count C: a stem (Conv2d(C, 24, 3, stride 2, padding 1), ReLU) then a
 Conv2d(24, 32, 3, stride 2) and ReLU on a C x 32 x 32 input, converted with litert-torch and
@@ -46,10 +47,10 @@ def convert(channels: int, workdir: Path) -> dict[str, Path]:
         litert_torch.convert(model, (x,)).export(str(fp32))
     calibration = {"serving_default": [{"args_0": torch.rand(1, channels, 32, 32).numpy()} for _ in range(16)]}
     paths = {"fp32": fp32}
-    for name, narrow in (("int8", 0), ("int8, stem float", channels)):
+    for name, below in (("int8", 0), ("int8, stem float", channels + 1)):
         path = workdir / f"c{channels}-{name.replace(', ', '-').replace(' ', '')}.tflite"
         path.write_bytes(fp32.read_bytes())
-        tflite._quantize(path, "int8", calibration, "the stem", float_channels=narrow)
+        tflite._quantize(path, "int8", calibration, "the stem", float_below=below)
         paths[name] = path
     return paths
 

@@ -1,5 +1,6 @@
-"""int8 when routed: the calibrated int8 and fp32 TFLite packages of digits-exits, end to end at
-their calibrated thresholds, and where each microsecond of a first-exit prediction goes.
+"""int8 when routed: the calibrated int8 and fp32 packages of digits-exits (TFLite, or ONNX with
+``--target onnx``), end to end at their calibrated thresholds, and where each microsecond of a
+first-exit prediction goes.
 
 Both packages are exported from the same zoo checkpoint (int8: ai-edge-quantizer static int8,
 calibrated per signature, float32 at every signature's boundary) and calibrated on the val split
@@ -11,7 +12,9 @@ test sample that leaves at exit0, medians of 3000 calls of each layer, outermost
 copied in and the kernels). LiteRT's signature runner, which ``run`` called until 2026-12-01,
 is timed beside them for reference.
 
-    .venv/bin/python benchmarks/int8_routed.py [--workdir DIR] [--rounds 3] [--max-drop 0.01]
+    .venv/bin/python benchmarks/int8_routed.py [--workdir DIR] [--rounds 3] [--max-drop 0.01] [--target onnx]
+
+On ONNX Runtime the breakdown's inner layer is the session's own ``run`` of the first segment.
 
 Target (#32): routed int8/fp32 time at calibrated thresholds <= 0.70.
 """
@@ -45,6 +48,12 @@ def breakdown(router, x: np.ndarray) -> dict[str, float]:
     key = next(iter(router.inputs))
     segment = next(iter(router.manifest.segments))
     runtime = router.runtime
+    if runtime.name == "onnxruntime":
+        session = runtime._sessions[segment]
+        feeds = {session.get_inputs()[0].name: x}
+        return {"predict": median_us(lambda: router.predict({key: x})),
+                "runtime.run": median_us(lambda: runtime.run(segment, (x,))),
+                "session.run": median_us(lambda: session.run(None, feeds))}
     signature = runtime._signatures[segment]
     runner = signature.runner
     feeds = {signature.input_name: x}
@@ -66,6 +75,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-drop", type=float, default=0.01)
+    parser.add_argument("--target", choices=("tflite", "onnx"), default="tflite")
     args = parser.parse_args()
 
     from cephalon_edge.device.data import builtin
@@ -81,9 +91,9 @@ def main() -> None:
     xs, labels = test.inputs["image"], test.labels
     routers = {}
     for mode in ("none", "int8"):
-        pkg = workdir / f"digits-exits-tflite-{mode}"
+        pkg = workdir / f"digits-exits-{args.target}-{mode}"
         if not pkg.exists():
-            export_package(ckpt, pkg, ExportSpec("tflite", quantize=mode))
+            export_package(ckpt, pkg, ExportSpec(args.target, quantize=mode))
         calibrate_package(pkg, CalibrateSpec(data="digits:val", max_drop=args.max_drop))
         routers["fp32" if mode == "none" else "int8"] = Router.open(pkg)
     runs = {name: (lambda i, r=r: r.predict({"image": xs[i:i + 1]})) for name, r in routers.items()}
@@ -91,7 +101,7 @@ def main() -> None:
         for run in runs.values():
             run(i)
     times, results = alternating_blocks(len(xs), runs, rounds=args.rounds)
-    print(f"digits-exits TFLite, test split ({len(xs)} samples), batch 1, calibrated at --max-drop {args.max_drop}, "
+    print(f"digits-exits {args.target}, test split ({len(xs)} samples), batch 1, calibrated at --max-drop {args.max_drop}, "
           f"{args.rounds} rounds")
     for name in routers:
         pred = np.asarray([p.predicted[0] for p in results[name]])
@@ -109,10 +119,12 @@ def main() -> None:
         a, b = rows["fp32"][layer], rows["int8"][layer]
         print(f"    {layer:18} {a:7.1f} {b:7.1f} {b / a:9.2f}")
     for name, row in rows.items():
-        print(f"    {name}: kernels {row['SetTensor+Invoke']:.1f}, "
-              f"runtime's own (outputs copied out, the call) {row['runtime.run'] - row['SetTensor+Invoke']:.1f}, "
-              f"router's own {row['predict'] - row['runtime.run']:.1f}; the signature runner would add "
-              f"{row['(signature runner)'] - row['runtime.run']:.1f}")
+        inner = "SetTensor+Invoke" if "SetTensor+Invoke" in row else "session.run"
+        print(f"    {name}: kernels {row[inner]:.1f}, "
+              f"runtime's own (outputs copied out, the call) {row['runtime.run'] - row[inner]:.1f}, "
+              f"router's own {row['predict'] - row['runtime.run']:.1f}" + (
+                  f"; the signature runner would add {row['(signature runner)'] - row['runtime.run']:.1f}"
+                  if "(signature runner)" in row else ""))
 
 
 if __name__ == "__main__":

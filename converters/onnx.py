@@ -10,9 +10,11 @@ convolutions stay float).
 
 from __future__ import annotations
 
+
 import contextlib
 import inspect
 import logging
+import platform
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -20,6 +22,7 @@ from typing import Callable
 from cephalon_edge.capture import captured_output
 
 from cephalon_edge.toolchain.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.toolchain.compress.spec import FLOAT_BELOW_CHANNELS
 from cephalon_edge.toolchain.segments import (
     SegmentSet,
     StaticModel,
@@ -92,7 +95,32 @@ class _Reader:
         return next(self.batches, None)
 
 
-def _quantize(path: Path, mode: str, calibration, what: str) -> None:
+def _narrow_convolutions(path: Path, below: int) -> list[str]:
+    """The names of the Conv nodes in ``path`` with fewer than ``below`` input channels (their
+    weights' second dimension times their groups): static int8 leaves them float32, as it
+    does on LiteRT (digits-exits' one-channel stem: 1.19x of fp32's time in int8, 0.94x left
+    float; BENCHMARKS.md "ONNX int8")."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    names = []
+    for node in model.graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1 and len(weights.get(node.input[1], [])) > 1:
+            groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if weights[node.input[1]][1] * groups < below:
+                names.append(node.name)
+    return names
+
+
+def _x86(spec: ExportSpec) -> bool:
+    """Whether the package's device is an x86-64 CPU: its profile's ABI, or this machine's
+    without a profile."""
+    abi = str(spec.profile_settings.get("abi") or platform.machine()).lower()
+    return abi in ("x86_64", "amd64", "x86", "i686")
+
+
+def _quantize(path: Path, mode: str, calibration, what: str, x86: bool) -> None:
     from onnxruntime.quantization import (
         QuantFormat,
         QuantType,
@@ -109,13 +137,18 @@ def _quantize(path: Path, mode: str, calibration, what: str) -> None:
             # reduce_range: 7-bit weights. ONNX Runtime's int8 kernels on x86 CPUs without VNNI
             # (AVX2/AVX-512 only) multiply with VPMADDUBSW, which saturates on full-range int8
             # weights: measured here, one conv segment off by 8.1 (of 15) without it, 0.23 with it.
+            # Activations: uint8 on x86 (U8S8, what VPMADDUBSW multiplies; int8 activations ran
+            # digits-exits' segments 1.3-2.3x *slower* than fp32 here, uint8 ones 0.3-0.7x),
+            # int8 elsewhere (S8S8, ONNX Runtime's default, for ARM's signed dot products).
             if mode == "int8-dynamic":
                 quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, per_channel=True,
                                  reduce_range=True, op_types_to_quantize=["MatMul", "Gemm"])
             else:
                 quantize_static(str(pre), str(path), _Reader(calibration), quant_format=QuantFormat.QDQ,
-                                per_channel=True, reduce_range=True, activation_type=QuantType.QInt8,
-                                weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+                                per_channel=True, reduce_range=True,
+                                activation_type=QuantType.QUInt8 if x86 else QuantType.QInt8,
+                                weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+                                nodes_to_exclude=_narrow_convolutions(pre, FLOAT_BELOW_CHANNELS))
     except Exception as exc:
         raise ExportError(f"ONNX {mode} quantization of {what} failed: {str(exc).splitlines()[0][:300]}") from exc
     finally:
@@ -146,7 +179,7 @@ def _convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
             raise ExportError(f"ONNX export of segment {seg.name} failed: {str(exc).splitlines()[0][:300]}") from exc
         if spec.quantize != "none":
             feed = feeds.get(seg.name)
-            _quantize(path, spec.quantize, None if feed is None else {"x": feed}, f"segment {seg.name}")
+            _quantize(path, spec.quantize, None if feed is None else {"x": feed}, f"segment {seg.name}", _x86(spec))
         artifacts.append(SegmentArtifact(seg.name, path.name, ["x"], list(seg.outputs)))
         if on_segment:
             on_segment(seg.name)
@@ -161,7 +194,7 @@ def _convert(segments: SegmentSet, spec: ExportSpec, out_dir: Path,
             raise ExportError(f"ONNX export of the static model failed: {str(exc).splitlines()[0][:300]}") from exc
         if spec.quantize != "none":
             x = {n: model_inputs[m].numpy() for n, m in zip(names, static.input_names)} if model_inputs else None
-            _quantize(out_dir / "static.onnx", spec.quantize, x, "the static model")
+            _quantize(out_dir / "static.onnx", spec.quantize, x, "the static model", _x86(spec))
         artifacts.append(SegmentArtifact("static", "static.onnx", names, outputs))
         if on_segment:
             on_segment("static")

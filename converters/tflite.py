@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from cephalon_edge.capture import captured_output
 
 from cephalon_edge.toolchain.artifacts import ExportSpec, SegmentArtifact
+from cephalon_edge.toolchain.compress.spec import FLOAT_BELOW_CHANNELS
 from cephalon_edge.toolchain.segments import (
     SegmentSet,
     StaticModel,
@@ -28,7 +29,6 @@ from cephalon_edge.errors import ExportError
 
 SEGMENTS_FILE = "segments.tflite"
 CALIBRATION_SAMPLES = 64
-FLOAT_CONV_MAX_CHANNELS = 7  # int8 packages keep convolutions this narrow float32 (_narrow_convolutions)
 
 
 def _fail(what: str, exc: BaseException, log: list[str]) -> ExportError:
@@ -54,9 +54,9 @@ def _diagnose(segments: SegmentSet) -> ExportError | None:
     return None
 
 
-def _narrow_convolutions(path: Path, max_channels: int) -> list[str]:
+def _narrow_convolutions(path: Path, below: int) -> list[str]:
     """The scopes (ai-edge-quantizer's op names: their output tensors' names) of the
-    convolutions in ``path`` with at most ``max_channels`` input channels, and of the layout ops
+    convolutions in ``path`` with fewer than ``below`` input channels, and of the layout ops
     (reshape, pad, transpose) that feed them, walking back towards the input.
 
     XNNPACK's int8 convolutions lose to float32 when the input has few channels (consistent with
@@ -82,7 +82,7 @@ def _narrow_convolutions(path: Path, max_channels: int) -> list[str]:
     for graph in model.subgraphs:
         producer = {t: op for op in graph.operators for t in op.outputs}
         for op in graph.operators:
-            if kind(op) not in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D) or graph.tensors[op.inputs[0]].shape[-1] > max_channels:
+            if kind(op) not in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D) or graph.tensors[op.inputs[0]].shape[-1] >= below:
                 continue
             scopes.append(fb.get_op_scope(op, graph.tensors))
             feed = producer.get(op.inputs[0])
@@ -119,13 +119,13 @@ def _recipe(mode: str, float_scopes: Sequence[str] = ()):
 
 
 def _quantize(path: Path, mode: str, calibration: dict[str, list[dict]] | None, what: str,
-              float_channels: int = FLOAT_CONV_MAX_CHANNELS) -> None:
+              float_below: int = FLOAT_BELOW_CHANNELS) -> None:
     from ai_edge_quantizer import quantizer
 
     log: list[str] = []
     try:
         with captured_output() as log:
-            narrow = _narrow_convolutions(path, float_channels) if mode == "int8" else []
+            narrow = _narrow_convolutions(path, float_below) if mode == "int8" else []
             q = quantizer.Quantizer(str(path), _recipe(mode, narrow))
             result = q.calibrate(calibration, num_threads=2) if mode == "int8" else None
             tmp = path.with_suffix(".quantized")

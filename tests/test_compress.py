@@ -1,6 +1,7 @@
 """compress: structured pruning keeps every dynamic part working; recipes round-trip."""
 
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -9,10 +10,48 @@ from conftest import balance_gates, make_net, run_cli_in_process, small_digits_c
 
 from cephalon_edge.toolchain import checkpoint
 from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.compress.spec import FLOAT_BELOW_CHANNELS
 from cephalon_edge.toolchain.compress.prune import full_path_flops, plan
 from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.errors import UsageError
+
+
+def _conv_activations(path) -> list[tuple[int, str]]:
+    """(input channels, the type its input is quantized to, or "float") of every Conv of an
+    ONNX file in QDQ form."""
+    import onnx
+
+    model = onnx.load(str(path))
+    initializers = {i.name: i for i in model.graph.initializer}
+    producer = {o: node for node in model.graph.node for o in node.output}
+
+    def through_dequantize(name):  # the quantized tensor behind a DequantizeLinear, if any
+        node = producer.get(name)
+        return node.input if node is not None and node.op_type == "DequantizeLinear" else None
+
+    found = []
+    for node in (n for n in model.graph.node if n.op_type == "Conv"):
+        weight = (through_dequantize(node.input[1]) or [node.input[1]])[0]
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        activation = through_dequantize(node.input[0])
+        if activation is None:
+            kind = "float"
+        else:  # the QuantizeLinear before it; its zero point's type is the activations' type
+            zero = producer[activation[0]].input[2]
+            kind = onnx.helper.tensor_dtype_to_np_dtype(initializers[zero].data_type).name
+        found.append((initializers[weight].dims[1] * groups, kind))
+    return found
+
+
+def test_int8_activations_follow_the_profiles_cpu():
+    """uint8 activations for x86-64 devices (ONNX Runtime's kernels there multiply uint8 by
+    int8), int8 for ARM; without a profile, this machine decides."""
+    from converters.onnx import _x86
+
+    assert _x86(ExportSpec("onnx", profile_settings={"abi": "x86_64"}))
+    assert not _x86(ExportSpec("onnx", profile_settings={"abi": "arm64-v8a"}))
+    assert _x86(ExportSpec("onnx")) == (platform.machine().lower() in ("x86_64", "amd64"))
 
 
 @pytest.mark.parametrize("criterion", ["l1", "l2"])
@@ -77,7 +116,14 @@ def test_compress_command_report_and_recipe(digits, tmp_path):
     # on the CPU's int8 kernels (VNNI or not), so it is judged here on real digits with a margin
     exported = export_package(out, tmp_path / "pkg", ExportSpec("onnx", verify=False))
     assert exported["quantization"] == "int8"
-    assert Manifest.open(tmp_path / "pkg").data["quantization"] == "int8"
+    manifest = Manifest.open(tmp_path / "pkg")
+    assert manifest.data["quantization"] == "int8"
+    # the one-channel stem stays float; the other convolutions take uint8 activations on x86-64
+    # (what its int8 kernels multiply), int8 ones elsewhere
+    convolutions = _conv_activations(manifest.file_of(next(iter(manifest.segments))))
+    assert {kind for channels, kind in convolutions if channels < FLOAT_BELOW_CHANNELS} == {"float"}
+    assert {kind for channels, kind in convolutions if channels >= FLOAT_BELOW_CHANNELS} == \
+        {"uint8" if platform.machine().lower() in ("x86_64", "amd64") else "int8"}
     from cephalon_edge.device.data import builtin
     from cephalon_edge.device.router import Router
 

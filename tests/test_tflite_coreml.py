@@ -10,6 +10,7 @@ from conftest import balanced_checkpoint, run_cli_in_process, small_digits_check
 from torch import nn
 
 from cephalon_edge.toolchain.artifacts import ExportSpec
+from cephalon_edge.toolchain.compress.spec import FLOAT_BELOW_CHANNELS
 from cephalon_edge.toolchain.export import export_package
 from cephalon_edge.device.manifest import Manifest
 from cephalon_edge.device.router import Router
@@ -168,9 +169,9 @@ def test_quantized_tflite(small_digits, fp32_size, tmp_path, mode):
         assert report["size_bytes"] < 0.5 * fp32_size
     if mode == "int8":  # narrow convolutions (the one-channel stem) stay float32, from the input on
         convolutions = _convolutions(tmp_path / mode / "segments.tflite")
-        narrow = [(weights, fed_by) for channels, weights, fed_by in convolutions if channels < 8]
+        narrow = [(weights, fed_by) for channels, weights, fed_by in convolutions if channels < FLOAT_BELOW_CHANNELS]
         assert narrow and all(weights == "FLOAT32" and fed_by != "DEQUANTIZE" for weights, fed_by in narrow)
-        assert all(weights == "INT8" for channels, weights, _ in convolutions if channels >= 8)
+        assert all(weights == "INT8" for channels, weights, _ in convolutions if channels >= FLOAT_BELOW_CHANNELS)
     with Router.open(tmp_path / mode) as router:  # int8 tensors are converted at the boundary
         from cephalon_edge.device.data import builtin
         val = builtin("digits", "val")

@@ -12,6 +12,10 @@ from cephalon_edge.errors import UsageError
 
 CRITERIA = ("l1", "l2", "taylor")  # channel importance (prune.py)
 MODES = ("none", "int8", "int8-dynamic", "fp16")  # quantization recipes (quantize.py)
+# static int8 exports leave convolutions with fewer input channels than this in float32 (a
+# grayscale or RGB stem): the int8 kernels of XNNPACK (LiteRT, ExecuTorch) and ONNX Runtime
+# lose to float32 there (benchmarks/int8_channels.py; BENCHMARKS.md "int8 when routed")
+FLOAT_BELOW_CHANNELS = 8
 MIN_WIDTH = 0.1
 
 
