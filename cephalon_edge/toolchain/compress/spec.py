@@ -12,9 +12,10 @@ from cephalon_edge.errors import UsageError
 
 CRITERIA = ("l1", "l2", "taylor")  # channel importance (prune.py)
 MODES = ("none", "int8", "int8-dynamic", "fp16")  # quantization recipes (quantize.py)
-# static int8 exports leave convolutions with fewer input channels than this in float32 (a
-# grayscale or RGB stem): the int8 kernels of XNNPACK (LiteRT, ExecuTorch) and ONNX Runtime
-# lose to float32 there (benchmarks/int8_channels.py; BENCHMARKS.md "int8 when routed")
+# static int8 TFLite and ONNX exports leave convolutions with fewer input channels than this in
+# float32 (a grayscale or RGB stem): LiteRT's and ONNX Runtime's int8 kernels lose to float32
+# there (benchmarks/int8_channels.py; BENCHMARKS.md "int8 when routed", "ONNX int8"); ExecuTorch's
+# did not (its int8 first segment of digits-exits ran at 0.74-0.75x of fp32 either way)
 FLOAT_BELOW_CHANNELS = 8
 MIN_WIDTH = 0.1
 
