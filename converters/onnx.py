@@ -1,15 +1,14 @@
 """ONNX: one file per segment with torch.onnx (dynamo exporter), dynamic batch, checked.
 
-int8: ONNX Runtime static quantization (QDQ, per-channel int8 weights, int8 activations) of
-the convolutions, each segment calibrated on the activations that really reach it
-(exit-aware); classifiers, gates and exit scores stay float, so routing decisions are not
-made on 8-bit confidences. int8-dynamic:
+int8: ONNX Runtime static quantization (QDQ, per-channel int8 weights, 8-bit activations:
+uint8 for x86-64 devices, int8 for the others) of the convolutions but the narrowest, each
+segment calibrated on the activations that really reach it (exit-aware); classifiers, gates
+and exit scores stay float, so routing decisions are not made on 8-bit confidences. int8-dynamic:
 ONNX Runtime dynamic quantization of MatMul/Gemm weights (its CPU kernels quantize those;
 convolutions stay float).
 """
 
 from __future__ import annotations
-
 
 import contextlib
 import inspect
@@ -98,8 +97,8 @@ class _Reader:
 def _narrow_convolutions(path: Path, below: int) -> list[str]:
     """The names of the Conv nodes in ``path`` with fewer than ``below`` input channels (their
     weights' second dimension times their groups): static int8 leaves them float32, as it
-    does on LiteRT (digits-exits' one-channel stem: 1.19x of fp32's time in int8, 0.94x left
-    float; BENCHMARKS.md "ONNX int8")."""
+    does on LiteRT (digits-exits' first segment, one-channel stem: 1.19x of fp32's time with
+    it int8, 0.83-0.94x with it float; BENCHMARKS.md "ONNX int8")."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -138,7 +137,7 @@ def _quantize(path: Path, mode: str, calibration, what: str, x86: bool) -> None:
             # (AVX2/AVX-512 only) multiply with VPMADDUBSW, which saturates on full-range int8
             # weights: measured here, one conv segment off by 8.1 (of 15) without it, 0.23 with it.
             # Activations: uint8 on x86 (U8S8, what VPMADDUBSW multiplies; int8 activations ran
-            # digits-exits' segments 1.3-2.3x *slower* than fp32 here, uint8 ones 0.3-0.7x),
+            # digits-exits' segments 1.3-2.4x *slower* than fp32 here, uint8 ones 0.3-0.8x),
             # int8 elsewhere (S8S8, ONNX Runtime's default, for ARM's signed dot products).
             if mode == "int8-dynamic":
                 quantize_dynamic(str(pre), str(path), weight_type=QuantType.QInt8, per_channel=True,
