@@ -56,6 +56,9 @@ class Target:
     # the framework Qualcomm AI Hub profiles its files with (a device attribute "framework:<name>"),
     # or None when AI Hub does not take its files
     hub_framework: str | None = None
+    # static int8 leaves convolutions with few input channels float32 (FLOAT_BELOW_CHANNELS in
+    # toolchain/compress/spec.py): the runtime's int8 kernels are slower than float32 there
+    int8_keeps_narrow_float: bool = False
 
     def why_not_here(self) -> str | None:
         """Why this machine cannot run packages of this target, or None when it can."""
@@ -76,10 +79,10 @@ class Target:
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx", "ONNX", "cephalon_edge.toolchain.converters.onnx", "onnxruntime",
-           ("none", "int8", "int8-dynamic"), "none", extra="onnx", hub_framework="onnx"),
+           ("none", "int8", "int8-dynamic"), "none", extra="onnx", hub_framework="onnx", int8_keeps_narrow_float=True),
     Target("tflite", "TFLite", "cephalon_edge.toolchain.converters.tflite", "litert",
            ("none", "fp16", "int8", "int8-dynamic"), "none", extra="tflite", delegate_coverage="documented",
-           android_benchmark="benchmark_model", hub_framework="tflite"),
+           android_benchmark="benchmark_model", hub_framework="tflite", int8_keeps_narrow_float=True),
     Target("executorch", "ExecuTorch", "cephalon_edge.toolchain.converters.executorch", "executorch",
            ("none", "int8"), "none", extra="executorch", delegate_coverage="lowered",
            android_benchmark="executor_runner"),

@@ -44,6 +44,12 @@ def _conv_activations(path) -> list[tuple[int, str]]:
     return found
 
 
+def _stem_name(net) -> str:
+    """The module name of the net's only convolution with one input channel."""
+    (name,) = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels == 1]
+    return name
+
+
 def test_int8_activations_follow_the_profiles_cpu():
     """uint8 activations for x86-64 devices (ONNX Runtime's kernels there multiply uint8 by
     int8), int8 for ARM; without a profile, this machine decides."""
@@ -120,6 +126,9 @@ def test_compress_command_report_and_recipe(digits, tmp_path):
     assert manifest.data["quantization"] == "int8"
     # the one-channel stem stays float; the other convolutions take uint8 activations on x86-64
     # (what its int8 kernels multiply), int8 ones elsewhere
+    assert [n for n in exported["notes"] if n.startswith("int8 kept 1 convolution(s)")] == [
+        f"int8 kept 1 convolution(s) with fewer than {FLOAT_BELOW_CHANNELS} input channels in float32, "
+        f"where the runtime's int8 kernels are slower: {_stem_name(net)}"]
     convolutions = _conv_activations(manifest.file_of(next(iter(manifest.segments))))
     assert {kind for channels, kind in convolutions if channels < FLOAT_BELOW_CHANNELS} == {"float"}
     assert {kind for channels, kind in convolutions if channels >= FLOAT_BELOW_CHANNELS} == \

@@ -183,6 +183,8 @@ def _export_into(root: Path, net: Any, meta: dict[str, Any], checkpoint: Path, s
     write_json_atomic(root / MANIFEST, manifest)
     convert_s = time.perf_counter() - started
     coverage, notes = _delegate_coverage(root, spec, target)
+    if spec.quantize == "int8" and target.int8_keeps_narrow_float:
+        notes += _narrow_convolutions_note(net)
     parity = verification = None
     not_here = target.why_not_here()
     if spec.verify and not_here:
@@ -238,6 +240,20 @@ def real_samples(checkpoint: Path, spec: ExportSpec) -> tuple[Dataset | None, Da
         return load_dataset(f"{name}:train", contract), load_dataset(f"{name}:val", contract)
     whole = load_dataset(ref, contract, label_map=spec.label_map)
     return tuple(whole.subset(split_index(len(whole), s)) for s in ("train", "val"))  # type: ignore[return-value]
+
+
+def _narrow_convolutions_note(net: Any) -> list[str]:
+    """The note an int8 export leaves when its converter kept convolutions float32."""
+    from torch import nn
+
+    from cephalon_edge.toolchain.compress.spec import FLOAT_BELOW_CHANNELS
+
+    narrow = [name for name, m in net.named_modules()
+              if isinstance(m, nn.modules.conv._ConvNd) and m.in_channels < FLOAT_BELOW_CHANNELS]
+    if not narrow:
+        return []
+    return [f"int8 kept {len(narrow)} convolution(s) with fewer than {FLOAT_BELOW_CHANNELS} input channels in "
+            f"float32, where the runtime's int8 kernels are slower: {', '.join(narrow)}"]
 
 
 def _delegate_coverage(root: Path, spec: ExportSpec, target: Target) -> tuple[list[dict[str, Any]] | None, list[str]]:
