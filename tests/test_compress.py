@@ -50,6 +50,19 @@ def _stem_name(net) -> str:
     return name
 
 
+def test_simulated_int8_leaves_narrow_convolutions_float():
+    """compress's fake-quantized estimate follows the exports: the one-channel stem stays float."""
+    from cephalon_edge.toolchain.compress.quantize import simulate
+
+    net = make_net(seed=3)
+    x = torch.randn(16, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    sim = simulate(net, "int8", {"image": x})
+    pairs = [(a, b) for a, b in zip(net.modules(), sim.modules()) if isinstance(a, torch.nn.Conv2d)]
+    narrow = [(a, b) for a, b in pairs if a.in_channels < FLOAT_BELOW_CHANNELS]
+    assert narrow and all(torch.equal(a.weight, b.weight) for a, b in narrow)
+    assert all(not torch.equal(a.weight, b.weight) for a, b in pairs if a.in_channels >= FLOAT_BELOW_CHANNELS)
+
+
 def test_int8_activations_follow_the_profiles_cpu():
     """uint8 activations for x86-64 devices (ONNX Runtime's kernels there multiply uint8 by
     int8), int8 for ARM; without a profile, this machine decides."""

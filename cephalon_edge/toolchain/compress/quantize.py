@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cephalon_edge.toolchain.compress.spec import MODES
+from cephalon_edge.toolchain.compress.spec import FLOAT_BELOW_CHANNELS, MODES
 from cephalon_edge.toolchain.model import CephalonNet
 from cephalon_edge.errors import UsageError
 
@@ -40,9 +40,11 @@ def _fake_int8_act(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 def simulate(net: CephalonNet, mode: str, calibration: dict[str, torch.Tensor]) -> CephalonNet:
     """A fake-quantized copy: weights per-channel int8 (or fp16), activations entering every
     conv / linear per-tensor int8 with ranges observed on ``calibration`` (static), measured
-    per batch (dynamic), or rounded through fp16."""
+    per batch (dynamic), or rounded through fp16. Static int8 leaves the convolutions with
+    fewer than ``FLOAT_BELOW_CHANNELS`` input channels float, as the TFLite and ONNX exports do."""
     sim = copy.deepcopy(net).eval()
-    layers = [m for m in sim.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    layers = [m for m in sim.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
+              and not (mode == "int8" and isinstance(m, nn.modules.conv._ConvNd) and m.in_channels < FLOAT_BELOW_CHANNELS)]
     if mode == "none":
         return sim
     for m in layers:
