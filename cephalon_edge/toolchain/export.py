@@ -244,12 +244,10 @@ def real_samples(checkpoint: Path, spec: ExportSpec) -> tuple[Dataset | None, Da
 
 def _narrow_convolutions_note(net: Any) -> list[str]:
     """The note an int8 export leaves when its converter kept convolutions float32."""
-    from torch import nn
-
+    from cephalon_edge.toolchain.compress.quantize import narrow_convolution
     from cephalon_edge.toolchain.compress.spec import FLOAT_BELOW_CHANNELS
 
-    narrow = [name for name, m in net.named_modules()
-              if isinstance(m, nn.modules.conv._ConvNd) and m.in_channels < FLOAT_BELOW_CHANNELS]
+    narrow = [name for name, m in net.named_modules() if narrow_convolution(m)]
     if not narrow:
         return []
     return [f"int8 kept {len(narrow)} convolution(s) with fewer than {FLOAT_BELOW_CHANNELS} input channels in "

@@ -36,6 +36,12 @@ def _fake_int8_act(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return ((x / scale).round() + zero).clamp(-128, 127).sub(zero).mul(scale)
 
 
+def narrow_convolution(module: nn.Module) -> bool:
+    """Whether static int8 leaves ``module`` float32 on the targets that follow the rule (a
+    convolution with fewer than ``FLOAT_BELOW_CHANNELS`` input channels)."""
+    return isinstance(module, nn.modules.conv._ConvNd) and module.in_channels < FLOAT_BELOW_CHANNELS
+
+
 @torch.no_grad()
 def simulate(net: CephalonNet, mode: str, calibration: dict[str, torch.Tensor]) -> CephalonNet:
     """A fake-quantized copy: weights per-channel int8 (or fp16), activations entering every
@@ -44,7 +50,7 @@ def simulate(net: CephalonNet, mode: str, calibration: dict[str, torch.Tensor]) 
     fewer than ``FLOAT_BELOW_CHANNELS`` input channels float, as the TFLite and ONNX exports do."""
     sim = copy.deepcopy(net).eval()
     layers = [m for m in sim.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
-              and not (mode == "int8" and isinstance(m, nn.modules.conv._ConvNd) and m.in_channels < FLOAT_BELOW_CHANNELS)]
+              and not (mode == "int8" and narrow_convolution(m))]
     if mode == "none":
         return sim
     for m in layers:
