@@ -89,7 +89,7 @@ def _narrow_convolutions(path: Path, below: int) -> list[str]:
             while feed is not None and kind(feed) in (ops.RESHAPE, ops.PAD, ops.TRANSPOSE):
                 scopes.append(fb.get_op_scope(feed, graph.tensors))
                 feed = producer.get(feed.inputs[0])
-    return scopes
+    return list(dict.fromkeys(scopes))  # a layout op feeding two of them is named once
 
 
 def _recipe(mode: str, float_scopes: Sequence[str] = ()):
